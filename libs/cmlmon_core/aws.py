@@ -1,0 +1,51 @@
+"""AWS clients through aioboto3, configured once from AwsSettings (endpoint, timeouts, retries).
+
+Clients are async context managers; open one per region and keep it for the life of the service rather
+than per call."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from typing import Any
+
+import aioboto3
+from botocore.config import Config
+
+from cmlmon_core.settings import AwsSettings
+
+
+def client_config(settings: AwsSettings) -> Config:
+    return Config(
+        connect_timeout=settings.aws_connect_timeout,
+        read_timeout=settings.aws_read_timeout,
+        retries={"max_attempts": settings.aws_max_attempts, "mode": "adaptive"},
+        max_pool_connections=50,
+    )
+
+
+class AwsClients:
+    """A cache of aioboto3 clients per (service, region), closed together."""
+
+    def __init__(self, settings: AwsSettings, session: aioboto3.Session | None = None) -> None:
+        self._settings = settings
+        self._session = session or aioboto3.Session()
+        self._config = client_config(settings)
+        self._stack = AsyncExitStack()
+        self._clients: dict[tuple[str, str], Any] = {}
+
+    async def get(self, service: str, region: str) -> Any:
+        key = (service, region)
+        if key not in self._clients:
+            self._clients[key] = await self._stack.enter_async_context(
+                self._session.client(
+                    service, region_name=region, endpoint_url=self._settings.aws_endpoint_url, config=self._config
+                )
+            )
+        return self._clients[key]
+
+    async def __aenter__(self) -> AwsClients:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+        self._clients.clear()

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import pytest
+
+from cml.monitor.v1 import events_pb2
+from cmlmon_core import messages, subjects
+from cmlmon_core.logs import redact_url
+from cmlmon_core.settings import CommonSettings
+
+
+def test_subject_helpers_build_contract_subjects() -> None:
+    assert subjects.metric("eu-west-1", "w-1") == "cml.metrics.eu-west-1.w-1"
+    assert subjects.poll_tick("us-east-1", "w-1") == "cml.polls.tick.us-east-1.w-1"
+    assert subjects.worker_event("w-1", "created") == "cml.workers.w-1.created"
+    assert subjects.alert("w-1", "cpu_high") == "cml.alerts.w-1.cpu_high"
+
+
+@pytest.mark.parametrize("bad", ["", "a.b", "*", ">", "a b"])
+def test_subject_tokens_refuse_wildcards_and_dots(bad: str) -> None:
+    with pytest.raises(ValueError):
+        subjects.metric("us-east-1", bad)
+
+
+def test_encode_decode_round_trip_with_content_type() -> None:
+    sample = events_pb2.MetricSample(worker_id="w-1", cpu_utilization=12.5)
+    data, headers = messages.encode(sample, msg_id="m-1")
+    assert headers[messages.CONTENT_TYPE] == "application/protobuf; proto=cml.monitor.v1.MetricSample"
+    assert headers[messages.MSG_ID] == "m-1"
+    back = messages.decode(events_pb2.MetricSample, data, headers)
+    assert back.worker_id == "w-1" and back.HasField("cpu_utilization")
+    assert not back.HasField("memory_utilization")
+
+
+def test_decode_refuses_wrong_type_and_garbage() -> None:
+    data, headers = messages.encode(events_pb2.PollTick(worker_id="w"))
+    with pytest.raises(messages.UndecodableMessage):
+        messages.decode(events_pb2.MetricSample, data, headers)
+    with pytest.raises(messages.UndecodableMessage):
+        messages.decode(events_pb2.MetricSample, b"\xff\xff\xff", None)
+
+
+def test_legacy_settings_names_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORKER_METRICS_POLL_INTERVAL", "42")
+    monkeypatch.setenv("WORKER_MONITORING_ENABLED", "false")
+    s = CommonSettings()
+    assert s.worker_metrics_poll_interval == 42
+    assert s.worker_monitoring_enabled is False
+
+
+def test_redact_url_hides_tokens() -> None:
+    assert redact_url("https://hooks.slack.com/services/T000/B000/secret") == "https://hooks.slack.com/…"
+    assert "secret" not in redact_url("https://user:secret@example.com:8443/x?token=secret")
