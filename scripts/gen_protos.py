@@ -14,9 +14,24 @@ OUT = ROOT / "gen" / "python"
 
 
 def main() -> int:
+    # Generate beside the old tree and swap, so a process importing the code meanwhile never sees it half-made.
+    new = OUT.with_name("python.new")
+    if new.exists():
+        shutil.rmtree(new)
+    new.mkdir(parents=True)
+    rc = generate(new)
+    if rc != 0:
+        return rc
+    old = OUT.with_name("python.old")
     if OUT.exists():
-        shutil.rmtree(OUT)
-    OUT.mkdir(parents=True)
+        OUT.rename(old)
+    new.rename(OUT)
+    if old.exists():
+        shutil.rmtree(old)
+    return 0
+
+
+def generate(out: Path) -> int:
     sources = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
     include = str(Path(protoc.__file__).parent / "_proto")
     rc = protoc.main(
@@ -24,17 +39,17 @@ def main() -> int:
             "grpc_tools.protoc",
             f"-I{PROTOS}",
             f"-I{include}",
-            f"--python_out={OUT}",
-            f"--pyi_out={OUT}",
-            f"--grpc_python_out={OUT}",
+            f"--python_out={out}",
+            f"--pyi_out={out}",
+            f"--grpc_python_out={out}",
             *sources,
         ]
     )
     if rc != 0:
         return rc
-    for folder in [p for p in OUT.rglob("*") if p.is_dir()]:
+    for folder in [p for p in out.rglob("*") if p.is_dir()]:
         (folder / "__init__.py").touch()
-    (OUT / "cml" / "py.typed").touch()
+    (out / "cml" / "py.typed").touch()
     return 0
 
 

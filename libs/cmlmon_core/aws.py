@@ -5,6 +5,7 @@ than per call."""
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -32,16 +33,22 @@ class AwsClients:
         self._config = client_config(settings)
         self._stack = AsyncExitStack()
         self._clients: dict[tuple[str, str], Any] = {}
+        self._lock = asyncio.Lock()
 
     async def get(self, service: str, region: str) -> Any:
         key = (service, region)
-        if key not in self._clients:
-            self._clients[key] = await self._stack.enter_async_context(
-                self._session.client(
-                    service, region_name=region, endpoint_url=self._settings.aws_endpoint_url, config=self._config
+        client = self._clients.get(key)
+        if client is not None:
+            return client
+        async with self._lock:  # two first calls for one region must not open two clients
+            if key not in self._clients:
+                self._clients[key] = await self._stack.enter_async_context(
+                    self._session.client(
+                        service, region_name=region, endpoint_url=self._settings.aws_endpoint_url,
+                        config=self._config,
+                    )
                 )
-            )
-        return self._clients[key]
+            return self._clients[key]
 
     async def __aenter__(self) -> AwsClients:
         return self
