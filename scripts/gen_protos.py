@@ -34,7 +34,7 @@ def main() -> int:
 def generate(out: Path) -> int:
     sources = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
     include = str(Path(protoc.__file__).parent / "_proto")
-    rc = protoc.main(
+    rc: int = protoc.main(
         [
             "grpc_tools.protoc",
             f"-I{PROTOS}",
