@@ -42,6 +42,9 @@ def generate(out: Path) -> int:
             f"--python_out={out}",
             f"--pyi_out={out}",
             f"--grpc_python_out={out}",
+            # Typed stubs for the *_pb2_grpc modules, so servicers and stubs are checked by mypy --strict.
+            f"--plugin=protoc-gen-mypy_grpc={Path(sys.executable).parent / 'protoc-gen-mypy_grpc'}",
+            f"--mypy_grpc_out={out}",
             *sources,
         ]
     )
