@@ -1,0 +1,66 @@
+"""`make run` as a newcomer uses it: the supervisor starts everything, alerts for hot demo workers appear
+within a minute, and Ctrl-C stops every process it started, leaving no busy port."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from cmlmon_dev.servers import free_port
+
+pytestmark = pytest.mark.e2e
+
+
+def port_busy(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_make_run_shows_alerts_and_stops_cleanly(tmp_path: Path) -> None:
+    ports = {name: free_port() for name in (
+        "NATS_PORT", "AWS_SIM_PORT", "REGISTRY_GRPC_PORT", "NOTIFIER_GRPC_PORT", "REGISTRY_METRICS_PORT",
+        "COLLECTOR_METRICS_PORT", "NOTIFIER_METRICS_PORT", "DEMO_WEBHOOK_PORT")}
+    env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "AWS_ENDPOINT_URL")}
+    env.update({k: str(v) for k, v in ports.items()})
+    env["WORKER_METRICS_POLL_INTERVAL"] = "5"
+    proc = subprocess.Popen([sys.executable, "-m", "cmlmon_dev.run"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any("cmlmon is running" in x for x in lines):
+            assert proc.poll() is None, "".join(lines)
+            time.sleep(0.5)
+        assert any("cmlmon is running" in x for x in lines), "".join(lines)
+        started = time.monotonic()
+        alert = re.compile(r"ALERT received: .*'status': 'firing'")
+        while time.monotonic() - started < 60 and not any(alert.search(x) for x in lines):
+            time.sleep(0.5)
+        assert any(alert.search(x) for x in lines), "no alert within a minute:\n" + "".join(lines[-80:])
+        hot = {"cml-east-2", "cml-east-3", "cml-west-2"}
+        assert any(name in x for x in lines if alert.search(x) for name in hot)
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+        stopped = time.monotonic()
+        proc.wait(60)
+        elapsed = time.monotonic() - stopped
+        reader.join(5)
+    assert proc.returncode == 0, "".join(lines[-40:])
+    assert elapsed < 20, f"took {elapsed:.1f}s to stop"
+    time.sleep(0.5)
+    busy = [name for name, port in ports.items() if port_busy(port)]
+    assert not busy, f"ports still busy after stop: {busy}"
+    ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
+    leftovers = [x for x in ps.splitlines() if str(ports["NATS_PORT"]) in x or str(ports["AWS_SIM_PORT"]) in x]
+    assert not leftovers, leftovers
