@@ -1,0 +1,3 @@
+from notifier.entrypoints.main import main
+
+main()

@@ -1,0 +1,128 @@
+"""HTTP sinks: each turns an AlertView into one POST and an HTTP outcome into success or DeliveryFailed."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+
+from cmlmon_core.logs import redact_url
+from notifier.domain import payloads
+from notifier.domain.payloads import AlertView
+from notifier.domain.retry import parse_retry_after
+from notifier.errors import DeliveryFailed
+
+log = logging.getLogger(__name__)
+
+
+class Sink(Protocol):
+    name: str
+
+    async def send(self, alert: AlertView) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SinkSpec:
+    """One configured sink (from the environment or the YAML file)."""
+
+    name: str
+    kind: str  # log | webhook | slack | pagerduty | alertmanager
+    url: str = ""
+    secret: str = ""
+    routing_key: str = ""
+    timeout_seconds: float = 5.0
+
+
+class LogSink:
+    """One readable line per transition."""
+
+    def __init__(self, name: str = "log") -> None:
+        self.name = name
+
+    async def send(self, alert: AlertView) -> None:
+        value = f" value={alert.value:.1f} threshold={alert.threshold:g}" if (
+            alert.value is not None and alert.threshold is not None) else ""
+        log.warning("ALERT %s %s %s on %s (%s)%s: %s", alert.status.upper(), alert.severity, alert.rule,
+                    alert.worker_name or alert.worker_id, alert.instance_id, value, alert.summary)
+
+
+class HttpSink:
+    """Base: POST JSON with a timeout, classify the response."""
+
+    def __init__(self, spec: SinkSpec, client: httpx.AsyncClient) -> None:
+        self.name = spec.name
+        self.spec = spec
+        self._client = client
+
+    def request(self, alert: AlertView) -> tuple[str, bytes, dict[str, str]]:
+        raise NotImplementedError
+
+    async def send(self, alert: AlertView) -> None:
+        url, body, headers = self.request(alert)
+        headers = {"Content-Type": "application/json", "User-Agent": "cmlmon-notifier/0.1", **headers}
+        try:
+            response = await self._client.post(url, content=body, headers=headers, timeout=self.spec.timeout_seconds)
+        except httpx.TimeoutException as exc:
+            raise DeliveryFailed(f"timeout after {self.spec.timeout_seconds}s ({type(exc).__name__})") from exc
+        except httpx.HTTPError as exc:
+            raise DeliveryFailed(f"{type(exc).__name__} talking to {redact_url(url)}") from exc
+        classify(response)
+
+
+def classify(response: httpx.Response) -> None:
+    code = response.status_code
+    if 200 <= code < 300:
+        return
+    if code == 410:
+        raise DeliveryFailed("410 Gone: endpoint disabled", retryable=False, gone=True)
+    if code == 429:
+        retry_after = parse_retry_after(response.headers.get("Retry-After"), time.time())
+        raise DeliveryFailed("429 Too Many Requests", retry_after=retry_after)
+    if code >= 500 or code == 408:
+        raise DeliveryFailed(f"HTTP {code}")
+    raise DeliveryFailed(f"HTTP {code} (rejected)", retryable=False)
+
+
+def _json(data: Any) -> bytes:
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+class WebhookSink(HttpSink):
+    """Generic JSON webhook, signed per Standard Webhooks when a whsec_ secret is configured."""
+
+    def request(self, alert: AlertView) -> tuple[str, bytes, dict[str, str]]:
+        body = _json(payloads.webhook_body(alert))
+        headers = {"webhook-id": alert.transition_id}
+        if self.spec.secret:
+            headers = payloads.standard_webhook_headers(self.spec.secret, alert.transition_id, int(time.time()), body)
+        return self.spec.url, body, headers
+
+
+class SlackSink(HttpSink):
+    def request(self, alert: AlertView) -> tuple[str, bytes, dict[str, str]]:
+        return self.spec.url, _json(payloads.slack_body(alert)), {}
+
+
+class PagerDutySink(HttpSink):
+    def request(self, alert: AlertView) -> tuple[str, bytes, dict[str, str]]:
+        return self.spec.url, _json(payloads.pagerduty_body(alert, self.spec.routing_key)), {}
+
+
+class AlertmanagerSink(HttpSink):
+    firing_ttl_seconds = 24 * 3600.0
+
+    def request(self, alert: AlertView) -> tuple[str, bytes, dict[str, str]]:
+        url = self.spec.url.rstrip("/") + "/api/v2/alerts"
+        return url, _json(payloads.alertmanager_body(alert, self.firing_ttl_seconds, time.time())), {}
+
+
+def build_sink(spec: SinkSpec, client: httpx.AsyncClient) -> Sink:
+    kinds: dict[str, type[HttpSink]] = {"webhook": WebhookSink, "slack": SlackSink, "pagerduty": PagerDutySink,
+                                        "alertmanager": AlertmanagerSink}
+    if spec.kind == "log":
+        return LogSink(spec.name)
+    return kinds[spec.kind](spec, client)

@@ -1,0 +1,147 @@
+"""Rule evaluation: pure functions from (state, reading) to (new state, transition or None)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from notifier.domain.model import (
+    METRICS,
+    SEVERITIES,
+    AlertState,
+    FiringPolicy,
+    Phase,
+    Reading,
+    Rule,
+    Sample,
+    Transition,
+    TransitionKind,
+    WorkerRef,
+)
+
+THRESHOLD_TAGS: dict[Rule, str] = {Rule.CPU_HIGH: "cmlmon:cpu-threshold", Rule.MEMORY_HIGH: "cmlmon:memory-threshold"}
+STOPPED = frozenset({"STOPPING", "STOPPED"})
+TERMINATED = frozenset({"SHUTTING_DOWN", "TERMINATED"})
+ALIVE = frozenset({"PENDING", "RUNNING"})
+CHECK_BAD = "IMPAIRED"
+CHECK_GOOD = frozenset({"OK", "NOT_APPLICABLE"})
+
+
+def threshold_for(rule: Rule, worker: WorkerRef, default: float) -> float:
+    """The worker's own threshold tag when it is a valid percentage, else the default."""
+    raw = worker.tags.get(THRESHOLD_TAGS[rule], "")
+    try:
+        value = float(raw)
+    except ValueError:
+        return default
+    return value if 0 < value <= 100 else default
+
+
+def threshold_reading(rule: Rule, value: float | None, threshold: float, at: float, hysteresis: float,
+                      worker_label: str) -> Reading:
+    if value is None:
+        return Reading(at=at, breached=None, threshold=threshold)
+    metric = METRICS[rule].replace("_", " ")
+    return Reading(
+        at=at, breached=value > threshold, cleared=value < threshold - hysteresis, value=value,
+        threshold=threshold, summary=f"{worker_label}: {metric} {value:.1f}% over threshold {threshold:g}%",
+    )
+
+
+def status_check_reading(sample: Sample, worker_label: str) -> Reading:
+    checks = (sample.system_check, sample.instance_check)
+    if CHECK_BAD in checks:
+        which = "system" if sample.system_check == CHECK_BAD else "instance"
+        return Reading(at=sample.at, breached=True, summary=f"{worker_label}: EC2 {which} status check impaired")
+    if all(c in CHECK_GOOD for c in checks):
+        return Reading(at=sample.at, breached=False, cleared=True)
+    return Reading(at=sample.at, breached=None)  # initializing / insufficient data / not observed
+
+
+def sample_readings(sample: Sample, worker: WorkerRef, cpu_default: float, memory_default: float,
+                    hysteresis: float) -> dict[Rule, Reading]:
+    label = worker_label(worker)
+    return {
+        Rule.CPU_HIGH: threshold_reading(Rule.CPU_HIGH, sample.cpu, threshold_for(Rule.CPU_HIGH, worker, cpu_default),
+                                         sample.at, hysteresis, label),
+        Rule.MEMORY_HIGH: threshold_reading(Rule.MEMORY_HIGH, sample.memory,
+                                            threshold_for(Rule.MEMORY_HIGH, worker, memory_default),
+                                            sample.at, hysteresis, label),
+        Rule.STATUS_CHECK_IMPAIRED: status_check_reading(sample, label),
+    }
+
+
+def worker_label(worker: WorkerRef) -> str:
+    name = worker.name or worker.worker_id
+    return f"worker {name} ({worker.instance_id})" if worker.instance_id else f"worker {name}"
+
+
+def initial_state(worker: WorkerRef, rule: Rule) -> AlertState:
+    return AlertState(worker_id=worker.worker_id, rule=rule, severity=SEVERITIES[rule]).with_worker(worker)
+
+
+def step(state: AlertState, reading: Reading, policy: FiringPolicy) -> tuple[AlertState, Transition | None]:
+    """Advance a duration/M-of-N rule by one reading."""
+    if reading.breached is None:
+        return state, None  # missing data neither fires nor resolves
+    if state.phase is Phase.FIRING:
+        if reading.cleared:
+            return resolve(state, reading.at, reading.value)
+        return state, None
+    window = (*state.window, reading.breached)[-policy.window_samples:]
+    if not reading.breached and not any(window):
+        return replace(state, phase=Phase.INACTIVE, window=window, pending_since=None), None
+    since = state.pending_since if state.pending_since is not None else reading.at
+    pending = replace(state, phase=Phase.PENDING, window=window, pending_since=since)
+    held = reading.at - since >= policy.for_seconds
+    if reading.breached and sum(window) >= policy.min_samples and held:
+        return fire(pending, reading)
+    return pending, None
+
+
+def fire(state: AlertState, reading: Reading) -> tuple[AlertState, Transition]:
+    new = replace(state, phase=Phase.FIRING, window=(), pending_since=None, start_time=reading.at, end_time=None,
+                  value=reading.value, threshold=reading.threshold, summary=reading.summary)
+    return new, Transition(TransitionKind.FIRING, new, reading.at)
+
+
+def resolve(state: AlertState, at: float, value: float | None = None) -> tuple[AlertState, Transition | None]:
+    if state.phase is not Phase.FIRING:
+        return state, None
+    new = replace(state, phase=Phase.INACTIVE, window=(), pending_since=None, end_time=at,
+                  value=value if value is not None else state.value)
+    return new, Transition(TransitionKind.RESOLVED, new, at)
+
+
+def fire_now(state: AlertState, at: float, summary: str) -> tuple[AlertState, Transition | None]:
+    """Event rules (unexpected stop/termination, silent) fire on detection; detection is their duration."""
+    if state.phase is Phase.FIRING:
+        return state, None
+    return fire(state, Reading(at=at, breached=True, summary=summary))
+
+
+def lifecycle_verdicts(previous_status: str, worker: WorkerRef, requested: bool
+                       ) -> dict[Rule, bool]:
+    """For a lifecycle event: which lifecycle rules to fire (True) or resolve (False)."""
+    status = worker.status
+    out: dict[Rule, bool] = {}
+    if status in TERMINATED:
+        if not requested and previous_status not in TERMINATED:
+            out[Rule.UNEXPECTED_TERMINATION] = True
+        out[Rule.UNEXPECTED_STOP] = False
+        out[Rule.SILENT] = False
+    elif status in STOPPED:
+        if not requested and previous_status not in STOPPED:
+            out[Rule.UNEXPECTED_STOP] = True
+        elif requested:
+            out[Rule.UNEXPECTED_STOP] = False
+        out[Rule.SILENT] = False
+    elif status in ALIVE:
+        out[Rule.UNEXPECTED_STOP] = False
+    return out
+
+
+def is_silent(last_sample_at: float | None, known_since: float, now: float, interval: float, intervals: float) -> bool:
+    """No sample for `intervals` poll intervals (counted from the last sample, or from when the worker became
+    known to be running if it never sent one)."""
+    reference = last_sample_at if last_sample_at is not None else known_since
+    return now - reference > intervals * interval

@@ -1,0 +1,198 @@
+"""NATS consumers: samples and lifecycle events into the evaluator, alert transitions into each sink."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from cml.monitor.v1 import alert_pb2, events_pb2
+from cmlmon_core import subjects
+from cmlmon_core.messages import UndecodableMessage, decode
+from cmlmon_core.topology import ALERTS_STREAM, METRICS_STREAM, WORKERS_STREAM
+from notifier import metrics
+from notifier.adapters.codec import sample_from_proto, status_name, ts_seconds, view_from_proto, worker_from_proto
+from notifier.adapters.publisher import AlertPublisher
+from notifier.errors import NotifierError
+from notifier.service.delivery import Deliverer
+from notifier.service.evaluator import Evaluator
+
+log = logging.getLogger(__name__)
+Handler = Callable[[Msg], Awaitable[None]]
+RETRY_DELAY = 2.0
+
+
+def replay_config(durable: str, replay_seconds: float, max_ack_pending: int, ack_wait: float = 30.0
+                  ) -> ConsumerConfig:
+    """A durable that, when first created, starts replay_seconds back (0: only new messages)."""
+    config = ConsumerConfig(durable_name=durable, ack_policy=AckPolicy.EXPLICIT, ack_wait=ack_wait,
+                            max_ack_pending=max_ack_pending)
+    if replay_seconds > 0:
+        config.deliver_policy = DeliverPolicy.BY_START_TIME
+        config.opt_start_time = datetime.now(UTC) - timedelta(seconds=replay_seconds)
+    else:
+        config.deliver_policy = DeliverPolicy.NEW
+    return config
+
+
+async def pull_loop(sub: JetStreamContext.PullSubscription, batch: int, handle_batch: Callable[[list[Msg]],
+                    Awaitable[None]], stop: asyncio.Event) -> None:
+    """Fetch and handle batches until stop is set; the batch in hand is finished first."""
+    while not stop.is_set():
+        try:
+            msgs = await sub.fetch(batch, timeout=1.0)
+        except NatsTimeout:
+            continue
+        except Exception as exc:  # connection trouble: the client reconnects; keep asking
+            log.warning("fetch failed", extra={"error": repr(exc)})
+            await asyncio.sleep(1.0)
+            continue
+        await handle_batch(msgs)
+
+
+async def settle(msg: Msg, stream: str, handle: Callable[[], Awaitable[None]]) -> None:
+    """Run handle; ack on success, term on undecodable input, nak (redeliver later) on our failures."""
+    try:
+        await handle()
+    except UndecodableMessage as exc:
+        metrics.UNDECODABLE.labels(stream=stream).inc()
+        log.error("undecodable message terminated", extra={"subject": msg.subject, "error": str(exc)})
+        await msg.term()
+        return
+    except NotifierError as exc:
+        log.warning("handling failed; will be redelivered", extra={"subject": msg.subject, "error": repr(exc)})
+        await msg.nak(delay=RETRY_DELAY)
+        return
+    await msg.ack()
+
+
+class SampleConsumer:
+    """Durable "<prefix>" on CML_METRICS, shared by replicas. A batch is split by worker: one worker's
+    samples are evaluated in order, different workers concurrently."""
+
+    _sub: JetStreamContext.PullSubscription
+
+    def __init__(self, evaluator: Evaluator) -> None:
+        self._evaluator = evaluator
+
+    async def subscribe(self, js: JetStreamContext, durable: str, replay_seconds: float) -> None:
+        self._sub = await js.pull_subscribe(subjects.METRICS_ALL, durable=durable, stream=METRICS_STREAM,
+                                            config=replay_config(durable, replay_seconds, max_ack_pending=4096))
+
+    async def run(self, stop: asyncio.Event, batch: int = 256) -> None:
+        try:
+            await pull_loop(self._sub, batch, self.handle_batch, stop)
+        finally:
+            await self._sub.unsubscribe()
+
+    async def handle_batch(self, msgs: list[Msg]) -> None:
+        by_subject: dict[str, list[Msg]] = defaultdict(list)
+        for msg in msgs:
+            by_subject[msg.subject].append(msg)
+        await asyncio.gather(*(self._handle_in_order(group) for group in by_subject.values()))
+
+    async def _handle_in_order(self, msgs: list[Msg]) -> None:
+        for msg in msgs:
+            await settle(msg, METRICS_STREAM, lambda m=msg: self._handle(m))  # type: ignore[misc]
+
+    async def _handle(self, msg: Msg) -> None:
+        sample = decode(events_pb2.MetricSample, msg.data, msg.headers)
+        await self._evaluator.handle_sample(sample_from_proto(sample, time.time()))
+
+
+class WorkerEventConsumer:
+    """Durable "<prefix>-workers" on CML_WORKERS: learns names/tags, evaluates the lifecycle rules."""
+
+    _sub: JetStreamContext.PullSubscription
+
+    def __init__(self, evaluator: Evaluator) -> None:
+        self._evaluator = evaluator
+
+    async def subscribe(self, js: JetStreamContext, durable: str) -> None:
+        config = ConsumerConfig(durable_name=durable, ack_policy=AckPolicy.EXPLICIT, ack_wait=30.0,
+                                deliver_policy=DeliverPolicy.ALL, max_ack_pending=1024)
+        self._sub = await js.pull_subscribe(subjects.WORKERS_ALL, durable=durable, stream=WORKERS_STREAM,
+                                            config=config)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        try:
+            await pull_loop(self._sub, 64, self.handle_batch, stop)
+        finally:
+            await self._sub.unsubscribe()
+
+    async def handle_batch(self, msgs: list[Msg]) -> None:
+        for msg in msgs:
+            await settle(msg, WORKERS_STREAM, lambda m=msg: self._handle(m))  # type: ignore[misc]
+
+    async def _handle(self, msg: Msg) -> None:
+        event = decode(events_pb2.WorkerEvent, msg.data, msg.headers)
+        if not event.worker.id:
+            raise UndecodableMessage("worker event without a worker")
+        at = ts_seconds(event.occur_time) or time.time()
+        await self._evaluator.handle_worker_event(worker_from_proto(event.worker),
+                                                  status_name(event.previous_status), event.requested, at)
+
+
+class SinkConsumer:
+    """Durable "<prefix>-sink-<name>" on CML_ALERTS: one per sink, so a slow sink delays only itself.
+    Deliveries run concurrently (bounded); transitions of one alert are delivered in order."""
+
+    _sub: JetStreamContext.PullSubscription
+
+    def __init__(self, deliverer: Deliverer, publisher: AlertPublisher, concurrency: int) -> None:
+        self._deliverer = deliverer
+        self._publisher = publisher
+        self._slots = asyncio.Semaphore(concurrency)
+        self._concurrency = concurrency
+        self._order: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def subscribe(self, js: JetStreamContext, durable: str) -> None:
+        """Create (or bind to) the durable; do this before evaluation starts so no transition is missed."""
+        config = replay_config(durable, 0, max_ack_pending=self._concurrency * 4, ack_wait=30.0)
+        self._sub = await js.pull_subscribe(subjects.ALERTS_ALL, durable=durable, stream=ALERTS_STREAM,
+                                            config=config)
+
+    async def run(self, stop: asyncio.Event, grace: float = 5.0) -> None:
+        try:
+            await pull_loop(self._sub, self._concurrency, self.handle_batch, stop)
+            if self._tasks:  # in-flight deliveries get the grace period, then are left to redelivery
+                await asyncio.wait(self._tasks, timeout=grace)
+        finally:
+            await self._sub.unsubscribe()
+
+    async def handle_batch(self, msgs: list[Msg]) -> None:
+        for msg in msgs:
+            await self._slots.acquire()
+            lock = self._order[msg.subject]
+            task = asyncio.create_task(self._deliver_one(msg, lock))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _deliver_one(self, msg: Msg, lock: asyncio.Lock) -> None:
+        try:
+            async with lock:
+                await settle(msg, ALERTS_STREAM, lambda: self._deliver(msg))
+        except Exception as exc:  # a delivery bug must not kill the consumer
+            log.exception("delivery crashed", extra={"sink": self._deliverer.sink.name, "error": repr(exc)})
+        finally:
+            self._slots.release()
+
+    async def _deliver(self, msg: Msg) -> None:
+        alert = decode(alert_pb2.Alert, msg.data, msg.headers)
+
+        async def dead_letter(reason: str, attempts: int) -> None:
+            await self._publisher.publish_deadletter(self._deliverer.sink.name, alert, reason, attempts)
+
+        async def keepalive() -> None:
+            await msg.in_progress()
+
+        await self._deliverer.deliver(view_from_proto(alert), dead_letter, keepalive)

@@ -1,0 +1,75 @@
+"""`python -m notifier`: evaluate samples and lifecycle events, publish alert transitions, deliver them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import httpx
+
+from cmlmon_core.lifecycle import stop_on_signals
+from cmlmon_core.logs import configure_logging, redact_url
+from cmlmon_core.nats_conn import connect
+from cmlmon_core.settings import load_settings
+from cmlmon_core.telemetry import serve_metrics
+from cmlmon_core.topology import TopologyOptions, ensure_topology
+from notifier.adapters.state_kv import KvAlertStore
+from notifier.bootstrap import bootstrap
+from notifier.entrypoints.grpc_api import start_grpc
+from notifier.errors import SinkConfigError
+from notifier.settings import NotifierSettings
+
+log = logging.getLogger("notifier")
+
+
+async def serve(settings: NotifierSettings, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+    """Run until stop is set; then finish in-flight work, stop gRPC with a grace period and drain NATS."""
+    async with connect(settings, "notifier") as nc:
+        js = nc.jetstream()
+        await ensure_topology(js, TopologyOptions(metrics_max_age_seconds=settings.metrics_stream_max_age_seconds))
+        store = await KvAlertStore.open(js)
+        await store.start()
+        watch = asyncio.create_task(store.run())
+        async with httpx.AsyncClient() as http:
+            app = bootstrap(settings, js, store, http, wake=store.changed)
+            prefix = settings.notifier_consumer_prefix
+            for name, sink in app.sinks.items():  # sinks first: they must exist before any transition
+                await sink.subscribe(js, f"{prefix}-sink-{name}")
+            await app.worker_events.subscribe(js, f"{prefix}-workers")
+            await app.samples.subscribe(js, prefix, settings.notifier_replay_seconds)
+            server, port = await start_grpc(app.servicer, settings.grpc_host, settings.grpc_port)
+            log.info("notifier ready", extra={"grpc_port": port, "sinks": sorted(app.sinks),
+                                               "webhooks": [redact_url(u) for u in settings.webhook_urls]})
+            if ready is not None:
+                ready.set()
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(app.worker_events.run(stop))
+                    tg.create_task(app.samples.run(stop))
+                    tg.create_task(app.sweeper.run(stop))
+                    for sink in app.sinks.values():
+                        tg.create_task(sink.run(stop, grace=settings.shutdown_grace_seconds))
+            finally:
+                await server.stop(settings.shutdown_grace_seconds)
+                watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watch
+                await store.stop()
+    log.info("notifier stopped")
+
+
+async def amain() -> None:
+    settings = load_settings(NotifierSettings)
+    configure_logging("notifier", settings.log_level, settings.log_format)
+    serve_metrics(settings.metrics_port, settings.metrics_host)
+    stop = stop_on_signals()
+    try:
+        await serve(settings, stop)
+    except SinkConfigError as exc:
+        log.error("invalid sink configuration: %s", exc)
+        raise SystemExit(2) from None
+
+
+def main() -> None:
+    asyncio.run(amain())

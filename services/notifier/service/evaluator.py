@@ -1,0 +1,170 @@
+"""Use-cases of evaluation: a sample or lifecycle event in, alert state changed in KV, transitions out."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from notifier import metrics
+from notifier.adapters.codec import transition_to_proto
+from notifier.adapters.publisher import AlertPublisher
+from notifier.adapters.state_kv import AlertStore
+from notifier.domain import rules
+from notifier.domain.model import (
+    AlertState,
+    FiringPolicy,
+    Phase,
+    Rule,
+    Sample,
+    Transition,
+    TransitionKind,
+    WorkerRef,
+    alert_key,
+    transition_id,
+)
+from notifier.domain.silences import is_silenced
+from notifier.errors import StateConflict
+
+log = logging.getLogger(__name__)
+Change = Callable[[AlertState], tuple[AlertState, Transition | None]]
+_MAX_CAS_ATTEMPTS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    cpu: float = 90.0
+    memory: float = 90.0
+
+
+class Directory:
+    """Workers as learnt from lifecycle events (name, instance id, tags, status)."""
+
+    def __init__(self) -> None:
+        self._workers: dict[str, WorkerRef] = {}
+        self.running_since: dict[str, float] = {}
+        self.last_sample: dict[str, float] = {}
+
+    def learn(self, worker: WorkerRef, at: float) -> None:
+        before = self._workers.get(worker.worker_id)
+        self._workers[worker.worker_id] = worker
+        if worker.status == "RUNNING" and (before is None or before.status != "RUNNING"):
+            self.running_since[worker.worker_id] = at
+        elif worker.status != "RUNNING":
+            self.running_since.pop(worker.worker_id, None)
+
+    def resolve(self, sample: Sample) -> WorkerRef:
+        known = self._workers.get(sample.worker_id)
+        if known is not None:
+            return known
+        return WorkerRef(worker_id=sample.worker_id, instance_id=sample.instance_id, region=sample.region)
+
+    def get(self, worker_id: str) -> WorkerRef | None:
+        return self._workers.get(worker_id)
+
+    def running(self) -> list[WorkerRef]:
+        return [w for w in self._workers.values() if w.status == "RUNNING"]
+
+
+class Evaluator:
+    def __init__(self, store: AlertStore, publisher: AlertPublisher, directory: Directory, policy: FiringPolicy,
+                 thresholds: Thresholds, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._publisher = publisher
+        self.directory = directory
+        self._policy = policy
+        self._thresholds = thresholds
+        self._clock = clock
+
+    async def handle_sample(self, sample: Sample) -> list[Transition]:
+        metrics.SAMPLES.inc()
+        worker = self.directory.resolve(sample)
+        self.directory.last_sample[sample.worker_id] = max(sample.at, self.directory.last_sample.get(
+            sample.worker_id, 0.0))
+        out: list[Transition] = []
+        readings = rules.sample_readings(sample, worker, self._thresholds.cpu, self._thresholds.memory,
+                                         self._policy.hysteresis)
+        for rule, reading in readings.items():
+            out += await self.apply(worker, rule, lambda s, r=reading: rules.step(s, r, self._policy))  # type: ignore[misc]
+        out += await self.apply(worker, Rule.SILENT, lambda s: rules.resolve(s, sample.at), only_if_firing=True)
+        if sample.status in rules.ALIVE:
+            out += await self.apply(worker, Rule.UNEXPECTED_STOP, lambda s: rules.resolve(s, sample.at),
+                                    only_if_firing=True)
+        return out
+
+    async def handle_worker_event(self, worker: WorkerRef, previous_status: str, requested: bool, at: float
+                                  ) -> list[Transition]:
+        metrics.EVENTS.inc()
+        self.directory.learn(worker, at)
+        out: list[Transition] = []
+        label = rules.worker_label(worker)
+        for rule, firing in rules.lifecycle_verdicts(previous_status, worker, requested).items():
+            if firing:
+                what = "terminated" if rule is Rule.UNEXPECTED_TERMINATION else "stopped"
+                summary = f"{label} {what} outside the registry (EC2 state {worker.status.lower()})"
+                out += await self.apply(worker, rule, lambda s, m=summary: rules.fire_now(s, at, m))  # type: ignore[misc]
+            else:
+                out += await self.apply(worker, rule, lambda s: rules.resolve(s, at), only_if_firing=True)
+        return out
+
+    async def mark_silent(self, worker: WorkerRef, at: float, quiet_seconds: float) -> list[Transition]:
+        summary = f"{rules.worker_label(worker)} sent no metric sample for {quiet_seconds:.0f}s"
+        return await self.apply(worker, Rule.SILENT, lambda s: rules.fire_now(s, at, summary))
+
+    async def apply(self, worker: WorkerRef, rule: Rule, change: Change, *, only_if_firing: bool = False
+                    ) -> list[Transition]:
+        """Read-modify-CAS one alert's state; publish its transition (if any) before writing it."""
+        key = alert_key(worker.worker_id, rule)
+        state, revision = await self._store.get(key)
+        for _ in range(_MAX_CAS_ATTEMPTS):
+            if only_if_firing and (state is None or state.phase is not Phase.FIRING):
+                return []
+            current = state or rules.initial_state(worker, rule)
+            new, transition = change(current)
+            if transition is not None:
+                new = replace(new.with_worker(worker), silenced=is_silenced(self._store.silences(), new, self._clock()))
+                transition = replace(transition, state=new)
+            if (new == current and state is not None) or (state is None and new.phase is Phase.INACTIVE):
+                return []
+            if transition is not None:
+                await self._publish(transition, transition_id(key, revision, transition.kind))
+            try:
+                await self._store.put(new, revision)
+            except StateConflict:
+                metrics.CONFLICTS.inc()
+                state, revision = await self._store.refresh(key)
+                continue
+            return [transition] if transition is not None else []
+        log.warning("alert state kept changing under us; giving up this update", extra={"key": key})
+        return []
+
+    async def _publish(self, transition: Transition, tid: str) -> None:
+        await self._publisher.publish_alert(transition_to_proto(transition, tid))
+        metrics.TRANSITIONS.labels(rule=transition.state.rule, kind=transition.kind).inc()
+        s = transition.state
+        log.warning(
+            "alert %s: %s", transition.kind, s.summary or s.key,
+            extra={"alert_id": s.key, "worker_id": s.worker_id, "worker_name": s.worker_name,
+                   "instance_id": s.instance_id, "rule": s.rule, "value": s.value, "threshold": s.threshold,
+                   "status": str(transition.kind), "silenced": s.silenced, "transition_id": tid},
+        )
+
+    async def redeliver_unsilenced(self) -> list[Transition]:
+        """Firing alerts whose silence has ended get delivered now (once: CAS on the silenced flag)."""
+        now = self._clock()
+        out: list[Transition] = []
+        silences = self._store.silences()
+        for state in self._store.states():
+            if state.phase is not Phase.FIRING or not state.silenced or is_silenced(silences, state, now):
+                continue
+            worker = self.directory.get(state.worker_id) or WorkerRef(worker_id=state.worker_id)
+            out += await self.apply(worker, Rule(state.rule), _unsilence, only_if_firing=True)
+        return out
+
+
+def _unsilence(state: AlertState) -> tuple[AlertState, Transition | None]:
+    if not state.silenced:
+        return state, None
+    new = replace(state, silenced=False)
+    return new, Transition(TransitionKind.FIRING, new, state.start_time or 0.0)

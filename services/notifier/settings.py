@@ -1,0 +1,66 @@
+"""Notifier settings: field name == environment variable name (case-insensitive)."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+
+from cmlmon_core.settings import CommonSettings
+
+
+class NotifierSettings(CommonSettings):
+    """Everything the notifier reads from the environment, loaded once at start-up."""
+
+    metrics_port: int = Field(default=9103, ge=0, le=65535, description="Prometheus /metrics port; 0 disables")
+    grpc_port: int = Field(default=50052, ge=0, le=65535, description="AlertService gRPC port; 0 picks a free one")
+    grpc_host: str = "0.0.0.0"
+
+    # Old design's names: comma-separated webhook URLs and the two thresholds (percent).
+    worker_notification_webhooks: str = Field(default="", description="comma-separated generic webhook URLs")
+    worker_cpu_threshold: float = Field(default=90.0, gt=0, le=100)
+    worker_memory_threshold: float = Field(default=90.0, gt=0, le=100)
+
+    # When a rule fires and resolves.
+    alert_for_seconds: float = Field(default=120.0, ge=0, description="condition must hold this long to fire")
+    alert_min_samples: int = Field(default=1, ge=1, description="M: breaching samples needed among the last N")
+    alert_window_samples: int = Field(default=1, ge=1, le=100, description="N: samples remembered per rule")
+    alert_hysteresis: float = Field(default=5.0, ge=0, description="resolve only below threshold minus this")
+    alert_silent_intervals: float = Field(default=3.0, gt=0, description="poll intervals without a sample")
+    alert_sweep_seconds: float = Field(default=5.0, gt=0, description="period of the silence/silent-worker sweep")
+
+    # Consumers: durable names are "<prefix>", "<prefix>-workers", "<prefix>-sink-<sink>".
+    notifier_consumer_prefix: str = Field(default="notifier", pattern=r"^[A-Za-z0-9_-]+$")
+    notifier_replay_seconds: float = Field(default=300.0, ge=0, description="history a new consumer starts from")
+
+    # Sinks besides WORKER_NOTIFICATION_WEBHOOKS; a YAML file can list several of each kind.
+    webhook_secret: str = Field(default="", description="whsec_ secret signing the generic webhooks")
+    slack_webhook_url: str = ""
+    pagerduty_routing_key: str = ""
+    pagerduty_url: str = "https://events.pagerduty.com/v2/enqueue"
+    alertmanager_url: str = Field(default="", description="base URL, e.g. http://127.0.0.1:9093")
+    notifier_sinks_file: str = Field(default="", description="YAML file listing sinks")
+
+    # Delivery.
+    delivery_timeout_seconds: float = Field(default=5.0, gt=0)
+    delivery_max_attempts: int = Field(default=6, ge=1, le=50)
+    delivery_backoff_initial_seconds: float = Field(default=0.5, gt=0)
+    delivery_backoff_max_seconds: float = Field(default=60.0, gt=0)
+    delivery_concurrency: int = Field(default=16, ge=1, le=1000, description="deliveries in flight per sink")
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _whsec(cls, value: str) -> str:
+        if value and not value.startswith("whsec_"):
+            raise ValueError("must start with 'whsec_' (Standard Webhooks secret)")
+        return value
+
+    @field_validator("worker_notification_webhooks")
+    @classmethod
+    def _urls(cls, value: str) -> str:
+        for url in (u.strip() for u in value.split(",")):
+            if url and not url.startswith(("http://", "https://")):
+                raise ValueError("every entry must be an http:// or https:// URL")
+        return value
+
+    @property
+    def webhook_urls(self) -> list[str]:
+        return [u.strip() for u in self.worker_notification_webhooks.split(",") if u.strip()]
