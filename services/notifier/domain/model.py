@@ -36,7 +36,7 @@ SEVERITIES: dict[Rule, Severity] = {
     Rule.SILENT: Severity.WARNING,
 }
 
-METRICS: dict[Rule, str] = {Rule.CPU_HIGH: "cpu_utilization", Rule.MEMORY_HIGH: "memory_utilization"}
+METRICS: dict[Rule, str] = {Rule.CPU_HIGH: "cpu", Rule.MEMORY_HIGH: "memory"}  # webhook "metric" field
 
 
 class Phase(StrEnum):

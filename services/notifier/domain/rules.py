@@ -40,7 +40,7 @@ def threshold_reading(rule: Rule, value: float | None, threshold: float, at: flo
                       worker_label: str) -> Reading:
     if value is None:
         return Reading(at=at, breached=None, threshold=threshold)
-    metric = METRICS[rule].replace("_", " ")
+    metric = {"cpu": "CPU", "memory": "memory"}[METRICS[rule]]
     return Reading(
         at=at, breached=value > threshold, cleared=value < threshold - hysteresis, value=value,
         threshold=threshold, summary=f"{worker_label}: {metric} {value:.1f}% over threshold {threshold:g}%",

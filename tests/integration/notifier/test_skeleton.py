@@ -34,7 +34,9 @@ async def test_hot_sample_is_posted_to_every_webhook(js: JetStreamContext, nats_
                 assert body["worker_id"] == worker.id
                 assert body["worker_name"] == worker.name
                 assert body["instance_id"] == worker.instance_id
-                assert body["metric"] == "cpu_utilization"
+                assert body["metric"] == "cpu"
+                assert body["worker"] == {"id": worker.id, "name": worker.name, "instance_id": worker.instance_id,
+                                          "region": worker.region}
                 assert body["value"] == 97.5
                 assert body["threshold"] == 90.0
                 assert got[0].headers["webhook-id"] == body["transition_id"]
