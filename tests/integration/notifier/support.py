@@ -179,3 +179,22 @@ async def publish_sample(js: JetStreamContext, worker: worker_pb2.Worker, *, cpu
         sample.memory_utilization = memory
     data, headers = encode(sample)
     await js.publish(subjects.metric(worker.region, worker.id), data, headers=headers)
+
+
+async def drained(js: JetStreamContext, stream: str, durable: str, timeout: float = 20.0) -> None:
+    """Wait until a durable consumer has nothing pending and nothing unacknowledged."""
+
+    async def check() -> bool:
+        info = await js.consumer_info(stream, durable)
+        return info.num_pending == 0 and info.num_ack_pending == 0
+
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"consumer {stream}/{durable} not drained within {timeout}s")
+        await asyncio.sleep(0.05)
+
+
+def write_sinks_file(path: Any, sinks: list[dict[str, Any]]) -> str:
+    path.write_text(json.dumps({"sinks": sinks}))  # JSON is YAML
+    return str(path)
