@@ -1,0 +1,107 @@
+"""Every rule end to end: events and samples published as the registry and collector would, alerts read
+back from a real webhook receiver."""
+
+from __future__ import annotations
+
+import pytest
+from nats.js import JetStreamContext
+
+from cml.monitor.v1 import events_pb2, worker_pb2
+from cmlmon_core.topology import METRICS_STREAM, WORKERS_STREAM
+from notifier.sink_config import url_sink_name
+from tests.integration.notifier.support import (
+    drained,
+    eventually,
+    make_worker,
+    notifier_settings,
+    publish_event,
+    publish_sample,
+    receiving,
+    running_notifier,
+)
+
+pytestmark = pytest.mark.integration
+RUNNING, STOPPED, TERMINATED = (worker_pb2.WORKER_STATUS_RUNNING, worker_pb2.WORKER_STATUS_STOPPED,
+                                worker_pb2.WORKER_STATUS_TERMINATED)
+
+
+def seen(receiver: object, worker_id: str) -> list[tuple[str, str]]:
+    return [(r.json["rule"], r.json["status"]) for r in receiver.for_worker(worker_id)]  # type: ignore[attr-defined]
+
+
+async def test_lifecycle_rules_fire_only_outside_the_registry(js: JetStreamContext, nats_url: str, uid: str) -> None:
+    observed = make_worker(f"o-{uid}")
+    requested = make_worker(f"q-{uid}")
+    gone = make_worker(f"t-{uid}")
+    async with receiving() as receiver:
+        settings = notifier_settings(nats_url, uid, worker_notification_webhooks=receiver.url)
+        async with running_notifier(settings):
+            for w in (observed, requested, gone):
+                await publish_event(js, w, "imported")
+            stopped = worker_pb2.Worker()
+            stopped.CopyFrom(observed)
+            stopped.status = STOPPED
+            await publish_event(js, stopped, "status_changed", events_pb2.WORKER_EVENT_TYPE_STATUS_CHANGED,
+                                requested=False, previous=RUNNING)
+            req = worker_pb2.Worker()
+            req.CopyFrom(requested)
+            req.status = STOPPED
+            await publish_event(js, req, "stopped", events_pb2.WORKER_EVENT_TYPE_STOPPED, requested=True,
+                                previous=RUNNING)
+            term = worker_pb2.Worker()
+            term.CopyFrom(gone)
+            term.status = TERMINATED
+            await publish_event(js, term, "terminated", events_pb2.WORKER_EVENT_TYPE_TERMINATED, requested=False,
+                                previous=RUNNING)
+            await eventually(lambda: seen(receiver, observed.id) == [("unexpected_stop", "firing")])
+            await eventually(lambda: seen(receiver, gone.id) == [("unexpected_termination", "firing")])
+            body = receiver.for_worker(observed.id)[0].json
+            assert body["severity"] == "critical" and "outside the registry" in body["summary"]
+            await publish_event(js, observed, "started", events_pb2.WORKER_EVENT_TYPE_STARTED, requested=True,
+                                previous=STOPPED)
+            await eventually(lambda: seen(receiver, observed.id)[-1:] == [("unexpected_stop", "resolved")])
+            await drained(js, WORKERS_STREAM, f"notifier-{uid}-workers")
+            await drained(js, "CML_ALERTS", f"notifier-{uid}-sink-{url_sink_name('webhook', receiver.url)}")
+    assert seen(receiver, requested.id) == []
+
+
+async def test_tag_threshold_status_check_and_silent_worker(js: JetStreamContext, nats_url: str, uid: str) -> None:
+    tagged = make_worker(f"g-{uid}", tags={"cmlmon:cpu-threshold": "80"})
+    impaired = make_worker(f"i-{uid}")
+    quiet = make_worker(f"s-{uid}", poll_interval=1)
+    async with receiving() as receiver:
+        settings = notifier_settings(nats_url, uid, worker_notification_webhooks=receiver.url,
+                                     alert_silent_intervals=2)
+        async with running_notifier(settings):
+            for w in (tagged, impaired, quiet):
+                await publish_event(js, w, "imported")
+            await drained(js, WORKERS_STREAM, f"notifier-{uid}-workers")
+            await publish_sample(js, tagged, cpu=85.0)
+            await publish_sample(js, impaired, cpu=5.0, system_status_check=worker_pb2.STATUS_CHECK_IMPAIRED,
+                                 instance_status_check=worker_pb2.STATUS_CHECK_OK)
+            await publish_sample(js, quiet, cpu=5.0)
+            got = await eventually(lambda: receiver.for_worker(tagged.id))
+            assert (got[0].json["rule"], got[0].json["threshold"], got[0].json["value"]) == ("cpu_high", 80.0, 85.0)
+            await eventually(lambda: seen(receiver, impaired.id) == [("status_check_impaired", "firing")])
+            # no sample for 2 intervals of 1 s: silent fires; the next sample resolves it
+            await eventually(lambda: seen(receiver, quiet.id) == [("silent", "firing")], timeout=30)
+            await publish_sample(js, quiet, cpu=5.0)
+            await eventually(lambda: seen(receiver, quiet.id) == [("silent", "firing"), ("silent", "resolved")])
+            await publish_sample(js, impaired, cpu=5.0, system_status_check=worker_pb2.STATUS_CHECK_OK,
+                                 instance_status_check=worker_pb2.STATUS_CHECK_OK)
+            await eventually(lambda: seen(receiver, impaired.id)[-1] == ("status_check_impaired", "resolved"))
+            await drained(js, METRICS_STREAM, f"notifier-{uid}")
+
+
+async def test_undecodable_message_is_terminated_and_consumer_carries_on(js: JetStreamContext, nats_url: str,
+                                                                        uid: str) -> None:
+    worker = make_worker(f"u-{uid}")
+    async with receiving() as receiver:
+        settings = notifier_settings(nats_url, uid, worker_notification_webhooks=receiver.url)
+        async with running_notifier(settings):
+            await js.publish(f"cml.metrics.us-east-1.{worker.id}", b"\xff\xffnot protobuf",
+                             headers={"Content-Type": "application/protobuf; proto=cml.monitor.v1.MetricSample"})
+            await js.publish(f"cml.metrics.us-east-1.{worker.id}", b"", headers={"Content-Type": "text/plain"})
+            await publish_sample(js, worker, cpu=99.0)
+            await eventually(lambda: seen(receiver, worker.id) == [("cpu_high", "firing")])
+            await drained(js, METRICS_STREAM, f"notifier-{uid}")
