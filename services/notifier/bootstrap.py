@@ -14,7 +14,7 @@ from notifier.adapters.sinks import build_sink
 from notifier.adapters.state_kv import AlertStore
 from notifier.domain.model import FiringPolicy
 from notifier.domain.retry import RetryPolicy
-from notifier.entrypoints.consumers import SampleConsumer, SinkConsumer, WorkerEventConsumer
+from notifier.entrypoints.consumers import DirectoryFeed, SampleConsumer, SinkConsumer, WorkerEventConsumer
 from notifier.entrypoints.grpc_api import AlertServicer
 from notifier.service.delivery import Deliverer
 from notifier.service.evaluator import Directory, Evaluator, Thresholds
@@ -26,6 +26,7 @@ from notifier.sink_config import sink_specs
 @dataclass
 class Notifier:
     evaluator: Evaluator
+    directory: DirectoryFeed
     samples: SampleConsumer
     worker_events: WorkerEventConsumer
     sinks: dict[str, SinkConsumer]
@@ -57,6 +58,6 @@ def bootstrap(settings: NotifierSettings, js: JetStreamContext, store: AlertStor
                       default_interval=settings.worker_metrics_poll_interval,
                       silent_intervals=settings.alert_silent_intervals, period=settings.alert_sweep_seconds,
                       wake=wake)
-    return Notifier(evaluator=evaluator, samples=SampleConsumer(evaluator),
-                    worker_events=WorkerEventConsumer(evaluator), sinks=sinks,
+    return Notifier(evaluator=evaluator, directory=DirectoryFeed(evaluator.directory),
+                    samples=SampleConsumer(evaluator), worker_events=WorkerEventConsumer(evaluator), sinks=sinks,
                     sweeper=sweeper, servicer=AlertServicer(store, wake))

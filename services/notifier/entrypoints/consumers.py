@@ -23,7 +23,7 @@ from notifier.adapters.codec import sample_from_proto, status_name, ts_seconds, 
 from notifier.adapters.publisher import AlertPublisher
 from notifier.errors import NotifierError
 from notifier.service.delivery import Deliverer
-from notifier.service.evaluator import Evaluator
+from notifier.service.evaluator import Directory, Evaluator
 
 log = logging.getLogger(__name__)
 Handler = Callable[[Msg], Awaitable[None]]
@@ -138,7 +138,46 @@ class WorkerEventConsumer:
             raise UndecodableMessage("worker event without a worker")
         at = ts_seconds(event.occur_time) or time.time()
         await self._evaluator.handle_worker_event(worker_from_proto(event.worker),
-                                                  status_name(event.previous_status), event.requested, at)
+                                                  status_name(event.previous_status), event.requested, at,
+                                                  msg.metadata.sequence.stream)
+
+
+class DirectoryFeed:
+    """An ordered (ephemeral) consumer of CML_WORKERS per replica, last event per subject first: the
+    directory of names, tags and statuses is complete in every replica and after every restart, while the
+    shared durable above evaluates each event once."""
+
+    def __init__(self, directory: Directory) -> None:
+        self._directory = directory
+        self.caught_up = asyncio.Event()
+        self._sub: JetStreamContext.PushSubscription | None = None
+
+    async def start(self, js: JetStreamContext, timeout: float = 10.0) -> None:
+        info = await js.stream_info(WORKERS_STREAM)
+        if not info.state.messages:
+            self.caught_up.set()
+        self._sub = await js.subscribe(subjects.WORKERS_ALL, stream=WORKERS_STREAM, ordered_consumer=True,
+                                       deliver_policy=DeliverPolicy.LAST_PER_SUBJECT, cb=self._on_msg)
+        try:
+            await asyncio.wait_for(self.caught_up.wait(), timeout)
+        except TimeoutError:
+            log.warning("worker directory still replaying; continuing", extra={"timeout": timeout})
+
+    async def _on_msg(self, msg: Msg) -> None:
+        try:
+            event = decode(events_pb2.WorkerEvent, msg.data, msg.headers)
+        except UndecodableMessage:
+            return
+        meta = msg.metadata
+        if event.worker.id:
+            self._directory.learn(worker_from_proto(event.worker), ts_seconds(event.occur_time) or time.time(),
+                                  meta.sequence.stream)
+        if meta.num_pending == 0:
+            self.caught_up.set()
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            await self._sub.unsubscribe()
 
 
 class SinkConsumer:

@@ -36,6 +36,7 @@ async def serve(settings: NotifierSettings, stop: asyncio.Event, ready: asyncio.
             prefix = settings.notifier_consumer_prefix
             for name, sink in app.sinks.items():  # sinks first: they must exist before any transition
                 await sink.subscribe(js, f"{prefix}-sink-{name}")
+            await app.directory.start(js)
             await app.worker_events.subscribe(js, f"{prefix}-workers")
             await app.samples.subscribe(js, prefix, settings.notifier_replay_seconds)
             server, port = await start_grpc(app.servicer, settings.grpc_host, settings.grpc_port)
@@ -52,6 +53,7 @@ async def serve(settings: NotifierSettings, stop: asyncio.Event, ready: asyncio.
                         tg.create_task(sink.run(stop, grace=settings.shutdown_grace_seconds))
             finally:
                 await server.stop(settings.shutdown_grace_seconds)
+                await app.directory.stop()
                 watch.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watch

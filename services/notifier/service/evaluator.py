@@ -39,14 +39,21 @@ class Thresholds:
 
 
 class Directory:
-    """Workers as learnt from lifecycle events (name, instance id, tags, status)."""
+    """Workers as learnt from lifecycle events (name, instance id, tags, status). Every replica replays the
+    whole of CML_WORKERS into its own directory at start, so it is complete after a restart too."""
 
     def __init__(self) -> None:
         self._workers: dict[str, WorkerRef] = {}
+        self._seq: dict[str, int] = {}
         self.running_since: dict[str, float] = {}
         self.last_sample: dict[str, float] = {}
 
-    def learn(self, worker: WorkerRef, at: float) -> None:
+    def learn(self, worker: WorkerRef, at: float, seq: int = 0) -> None:
+        """Record the worker as of an event; seq (stream sequence) keeps an older event from winning."""
+        if seq and seq <= self._seq.get(worker.worker_id, 0):
+            return
+        if seq:
+            self._seq[worker.worker_id] = seq
         before = self._workers.get(worker.worker_id)
         self._workers[worker.worker_id] = worker
         if worker.status == "RUNNING" and (before is None or before.status != "RUNNING"):
@@ -93,10 +100,10 @@ class Evaluator:
                                     only_if_firing=True)
         return out
 
-    async def handle_worker_event(self, worker: WorkerRef, previous_status: str, requested: bool, at: float
-                                  ) -> list[Transition]:
+    async def handle_worker_event(self, worker: WorkerRef, previous_status: str, requested: bool, at: float,
+                                  seq: int = 0) -> list[Transition]:
         metrics.EVENTS.inc()
-        self.directory.learn(worker, at)
+        self.directory.learn(worker, at, seq)
         out: list[Transition] = []
         label = rules.worker_label(worker)
         for rule, firing in rules.lifecycle_verdicts(previous_status, worker, requested).items():

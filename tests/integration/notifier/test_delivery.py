@@ -101,9 +101,13 @@ async def test_restart_and_two_replicas_never_fire_twice(js: JetStreamContext, n
                 await publish_sample(js, worker, memory=96.0)
             await eventually(lambda: receiver.for_worker(worker.id))
             await drained(js, "CML_METRICS", f"notifier-{uid}")
-        async with running_notifier(settings):  # restarted: remembers the alert is firing
+        async with running_notifier(settings):  # restarted: remembers the alert and the worker's name
             for _ in range(3):
                 await publish_sample(js, worker, memory=97.0)
+            await publish_sample(js, worker, memory=97.0, cpu=99.0)
+            cpu = await eventually(
+                lambda: [r.json for r in receiver.for_worker(worker.id) if r.json["rule"] == "cpu_high"])
+            assert cpu[0]["worker_name"] == worker.name and cpu[0]["status"] == "firing"
             await drained(js, "CML_METRICS", f"notifier-{uid}")
             await publish_sample(js, worker, memory=50.0)
             await eventually(lambda: len(receiver.for_worker(worker.id)) >= 2)
@@ -111,7 +115,7 @@ async def test_restart_and_two_replicas_never_fire_twice(js: JetStreamContext, n
             await asyncio.sleep(0)
         kv = await js.key_value("cml_alerts")
         state = await kv.get(f"{worker.id}.memory_high")
-    bodies = [r.json for r in receiver.for_worker(worker.id)]
+    bodies = [r.json for r in receiver.for_worker(worker.id) if r.json["rule"] == "memory_high"]
     assert [(b["rule"], b["status"]) for b in bodies] == [("memory_high", "firing"), ("memory_high", "resolved")]
     assert len({b["transition_id"] for b in bodies}) == 2
     assert b'"phase":"inactive"' in (state.value or b"")
