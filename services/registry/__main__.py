@@ -1,0 +1,3 @@
+from registry.entrypoints.main import main
+
+main()

@@ -1,0 +1,135 @@
+"""EC2 behind a small port: launch, look up, start, stop, terminate. botocore errors become registry errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from cmlmon_core.aws import AwsClients
+from registry.errors import Ec2Error, FailedPrecondition, NotFound, Unavailable
+
+_NOT_FOUND = {"InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"}
+_RETRYABLE = {"RequestLimitExceeded", "Throttling", "ThrottlingException", "InternalError", "ServiceUnavailable",
+              "Unavailable", "InsufficientInstanceCapacity"}
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchSpec:
+    """What CreateWorker asks EC2 for."""
+
+    region: str
+    instance_type: str
+    ami_id: str
+    client_token: str
+    tags: dict[str, str]
+    subnet_id: str = ""
+    security_group_ids: tuple[str, ...] = ()
+    key_name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """What the registry needs to know of an EC2 instance."""
+
+    instance_id: str
+    state: str
+    instance_type: str = ""
+    ami_id: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+    detailed_monitoring: bool = False
+
+
+class Ec2(Protocol):
+    async def launch(self, spec: LaunchSpec) -> Instance: ...
+    async def find_by_tag(self, region: str, key: str, value: str) -> Instance | None: ...
+    async def describe(self, region: str, instance_id: str) -> Instance | None: ...
+    async def start(self, region: str, instance_id: str) -> str: ...
+    async def stop(self, region: str, instance_id: str) -> str: ...
+    async def terminate(self, region: str, instance_id: str) -> str: ...
+
+
+def _instance(raw: dict[str, Any]) -> Instance:
+    return Instance(
+        instance_id=raw["InstanceId"],
+        state=raw.get("State", {}).get("Name", ""),
+        instance_type=raw.get("InstanceType", ""),
+        ami_id=raw.get("ImageId", ""),
+        tags={t["Key"]: t.get("Value", "") for t in raw.get("Tags", [])},
+        detailed_monitoring=raw.get("Monitoring", {}).get("State") == "enabled",
+    )
+
+
+def _wrap(exc: Exception, action: str) -> Exception:
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", "Unknown"))
+        message = str(exc.response.get("Error", {}).get("Message", ""))
+        if code in _NOT_FOUND:
+            return NotFound(f"EC2 does not know the instance ({code})")
+        if code == "IncorrectInstanceState":
+            return FailedPrecondition(f"EC2 refused {action}: {message}")
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 400))
+        if code in _RETRYABLE or status >= 500:
+            return Unavailable(f"EC2 {action} failed: {code}")
+        return Ec2Error(code, message)
+    return Unavailable(f"EC2 {action} failed: {exc!r}")
+
+
+class AwsEc2:
+    """Ec2 through aioboto3, one client per region (cmlmon_core.aws.AwsClients)."""
+
+    def __init__(self, clients: AwsClients) -> None:
+        self._clients = clients
+
+    async def _call(self, region: str, action: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            client = await self._clients.get("ec2", region)
+            result: dict[str, Any] = await getattr(client, action)(**kwargs)
+            return result
+        except (ClientError, BotoCoreError) as exc:
+            raise _wrap(exc, action) from exc
+
+    async def launch(self, spec: LaunchSpec) -> Instance:
+        kwargs: dict[str, Any] = {
+            "ImageId": spec.ami_id, "InstanceType": spec.instance_type, "MinCount": 1, "MaxCount": 1,
+            "ClientToken": spec.client_token,
+            "TagSpecifications": [{"ResourceType": "instance",
+                                   "Tags": [{"Key": k, "Value": v} for k, v in sorted(spec.tags.items())]}],
+        }
+        if spec.subnet_id:
+            kwargs["SubnetId"] = spec.subnet_id
+        if spec.security_group_ids:
+            kwargs["SecurityGroupIds"] = list(spec.security_group_ids)
+        if spec.key_name:
+            kwargs["KeyName"] = spec.key_name
+        result = await self._call(spec.region, "run_instances", **kwargs)
+        return _instance(result["Instances"][0])
+
+    async def find_by_tag(self, region: str, key: str, value: str) -> Instance | None:
+        result = await self._call(region, "describe_instances",
+                                  Filters=[{"Name": f"tag:{key}", "Values": [value]}])
+        found = [_instance(i) for r in result.get("Reservations", []) for i in r.get("Instances", [])]
+        return found[0] if found else None
+
+    async def describe(self, region: str, instance_id: str) -> Instance | None:
+        try:
+            result = await self._call(region, "describe_instances", InstanceIds=[instance_id])
+        except NotFound:
+            return None
+        found = [_instance(i) for r in result.get("Reservations", []) for i in r.get("Instances", [])]
+        return found[0] if found else None
+
+    async def _state_change(self, region: str, action: str, key: str, instance_id: str) -> str:
+        result = await self._call(region, action, InstanceIds=[instance_id])
+        changes = result.get(key, [])
+        return str(changes[0]["CurrentState"]["Name"]) if changes else ""
+
+    async def start(self, region: str, instance_id: str) -> str:
+        return await self._state_change(region, "start_instances", "StartingInstances", instance_id)
+
+    async def stop(self, region: str, instance_id: str) -> str:
+        return await self._state_change(region, "stop_instances", "StoppingInstances", instance_id)
+
+    async def terminate(self, region: str, instance_id: str) -> str:
+        return await self._state_change(region, "terminate_instances", "TerminatingInstances", instance_id)

@@ -1,0 +1,191 @@
+"""Pure rules of a worker's life: EC2 state to status, which calls make sense in which status, how an
+observation changes a worker, and which lifecycle event a change is. No I/O here."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from cml.monitor.v1 import events_pb2, registry_service_pb2, worker_pb2
+
+Status = worker_pb2.WorkerStatus
+EventType = events_pb2.WorkerEventType
+
+PENDING = worker_pb2.WORKER_STATUS_PENDING
+RUNNING = worker_pb2.WORKER_STATUS_RUNNING
+STOPPING = worker_pb2.WORKER_STATUS_STOPPING
+STOPPED = worker_pb2.WORKER_STATUS_STOPPED
+SHUTTING_DOWN = worker_pb2.WORKER_STATUS_SHUTTING_DOWN
+TERMINATED = worker_pb2.WORKER_STATUS_TERMINATED
+UNSPECIFIED = worker_pb2.WORKER_STATUS_UNSPECIFIED
+
+EC2_STATES: dict[str, Status] = {
+    "pending": PENDING,
+    "running": RUNNING,
+    "stopping": STOPPING,
+    "stopped": STOPPED,
+    "shutting-down": SHUTTING_DOWN,
+    "terminated": TERMINATED,
+}
+
+# The statuses a worker passes through on its way to a requested one: an observed change along that path was
+# caused by a registry call (event.requested = true); anything else happened to the worker on its own.
+_PATH_TO: dict[Status, frozenset[Status]] = {
+    RUNNING: frozenset({PENDING, RUNNING}),
+    STOPPED: frozenset({STOPPING, STOPPED}),
+    TERMINATED: frozenset({SHUTTING_DOWN, TERMINATED}),
+}
+
+EVENT_SUFFIX: dict[EventType, str] = {
+    events_pb2.WORKER_EVENT_TYPE_CREATED: "created",
+    events_pb2.WORKER_EVENT_TYPE_IMPORTED: "imported",
+    events_pb2.WORKER_EVENT_TYPE_STARTED: "started",
+    events_pb2.WORKER_EVENT_TYPE_STOPPED: "stopped",
+    events_pb2.WORKER_EVENT_TYPE_STATUS_CHANGED: "status_changed",
+    events_pb2.WORKER_EVENT_TYPE_TERMINATED: "terminated",
+}
+
+OWNER_TAG = "cmlmon:worker-id"
+REQUEST_TAG = "cmlmon:request-token"
+RESERVED_TAG_PREFIXES = ("aws:", "cmlmon:")
+
+
+def status_from_ec2(state: str) -> Status:
+    """The worker status of an EC2 instance state name; UNSPECIFIED for a name EC2 does not use."""
+    return EC2_STATES.get(state, UNSPECIFIED)
+
+
+def created_worker_id(request_id: str) -> str:
+    """Worker id of a CreateWorker call: derived from request_id, so a retry lands on the same key."""
+    return "w-" + hashlib.sha256(b"create\0" + request_id.encode()).hexdigest()[:20]
+
+
+def imported_worker_id() -> str:
+    return "w-" + secrets.token_hex(10)
+
+
+def client_token(request_id: str) -> str:
+    """RunInstances ClientToken (at most 64 ASCII characters) for a request id."""
+    return "cmlmon-" + hashlib.sha256(b"token\0" + request_id.encode()).hexdigest()[:48]
+
+
+def new_event_id() -> str:
+    return uuid.uuid4().hex
+
+
+class TransitionRefused(Exception):
+    """The call makes no sense in the worker's current status."""
+
+
+def start_needed(status: Status) -> bool:
+    """True when StartWorker must call EC2; False when the worker is already (going) up."""
+    if status in (PENDING, RUNNING):
+        return False
+    if status == STOPPED:
+        return True
+    raise TransitionRefused(f"cannot start a worker that is {Status.Name(status)}")
+
+
+def stop_needed(status: Status) -> bool:
+    if status in (STOPPING, STOPPED):
+        return False
+    if status in (PENDING, RUNNING):
+        return True
+    raise TransitionRefused(f"cannot stop a worker that is {Status.Name(status)}")
+
+
+def terminate_needed(status: Status) -> bool:
+    """Terminating a terminated (or terminating) worker succeeds and changes nothing."""
+    return status not in (SHUTTING_DOWN, TERMINATED)
+
+
+@dataclass(slots=True)
+class Change:
+    """A new state of a worker and, when it is one, the lifecycle event it makes."""
+
+    worker: worker_pb2.Worker
+    event_type: EventType = events_pb2.WORKER_EVENT_TYPE_UNSPECIFIED
+    previous_status: Status = UNSPECIFIED
+    requested: bool = False
+
+    @property
+    def has_event(self) -> bool:
+        return self.event_type != events_pb2.WORKER_EVENT_TYPE_UNSPECIFIED
+
+
+def observed_change_event(previous: Status, new: Status) -> EventType:
+    if new == previous:
+        return events_pb2.WORKER_EVENT_TYPE_UNSPECIFIED
+    if new == TERMINATED:
+        return events_pb2.WORKER_EVENT_TYPE_TERMINATED
+    return events_pb2.WORKER_EVENT_TYPE_STATUS_CHANGED
+
+
+def was_requested(worker: worker_pb2.Worker, new_status: Status) -> bool:
+    return new_status in _PATH_TO.get(worker.requested_status, frozenset())
+
+
+def apply_sample(worker: worker_pb2.Worker, sample: events_pb2.MetricSample, grace_seconds: float) -> Change | None:
+    """The worker after an observation, or None when the sample changes nothing we keep (stale, foreign,
+    or about a terminated worker)."""
+    if worker.status == TERMINATED or sample.instance_id != worker.instance_id:
+        return None
+    if worker.HasField("last_seen_time") and _ts(sample.observe_time) < _ts(worker.last_seen_time):
+        return None  # an older observation delivered late (two collectors) must not undo a newer one
+    new = worker_pb2.Worker()
+    new.CopyFrom(worker)
+    new.last_seen_time.CopyFrom(sample.observe_time)
+    if sample.instance_missing:
+        if not new.HasField("missing_since_time"):
+            new.missing_since_time.CopyFrom(sample.observe_time)
+        if _ts(sample.observe_time) - _ts(new.missing_since_time) >= grace_seconds:
+            new.status = TERMINATED
+    else:
+        new.ClearField("missing_since_time")
+        status = sample.status or status_from_ec2(sample.ec2_state)
+        if status:
+            new.status = status
+        new.system_status_check = sample.system_status_check
+        new.instance_status_check = sample.instance_status_check
+        _copy_optional(new, sample, "cpu_utilization")
+        _copy_optional(new, sample, "memory_utilization")
+        if sample.monitoring_mode:
+            new.monitoring_mode = sample.monitoring_mode
+    event = observed_change_event(worker.status, new.status)
+    return Change(new, event, worker.status, was_requested(worker, new.status))
+
+
+def _copy_optional(new: worker_pb2.Worker, sample: events_pb2.MetricSample, name: str) -> None:
+    if sample.HasField(name):
+        setattr(new, name, getattr(sample, name))
+    else:
+        new.ClearField(name)  # "no data" is unknown, never a stale old value
+
+
+def _ts(ts: object) -> float:
+    seconds = getattr(ts, "seconds", 0)
+    nanos = getattr(ts, "nanos", 0)
+    return float(seconds) + float(nanos) / 1e9
+
+
+def pending_event(change: Change, when: datetime) -> registry_service_pb2.PendingWorkerEvent:
+    pending = registry_service_pb2.PendingWorkerEvent(
+        event_id=new_event_id(), type=change.event_type, previous_status=change.previous_status,
+        requested=change.requested,
+    )
+    pending.occur_time.FromDatetime(when)
+    return pending
+
+
+def build_event(worker: worker_pb2.Worker, pending: registry_service_pb2.PendingWorkerEvent
+                ) -> events_pb2.WorkerEvent:
+    event = events_pb2.WorkerEvent(
+        event_id=pending.event_id, type=pending.type, previous_status=pending.previous_status,
+        requested=pending.requested,
+    )
+    event.worker.CopyFrom(worker)
+    event.occur_time.CopyFrom(pending.occur_time)
+    return event

@@ -1,0 +1,52 @@
+"""Opaque, tamper-evident page tokens: the last id of a page and a digest of the filters, signed with a key
+shared by every registry replica. A token this registry did not issue, or one reused with other filters,
+is refused."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+
+from cml.monitor.v1 import registry_service_pb2 as rs
+from registry.errors import InvalidArgument
+
+_MAC_BYTES = 16
+
+
+def filter_digest(req: rs.ListWorkersRequest) -> bytes:
+    """What a page token is bound to: every field but page_size and page_token."""
+    key = rs.ListWorkersRequest()
+    key.CopyFrom(req)
+    key.page_size = 0
+    key.page_token = ""
+    return hashlib.sha256(key.SerializeToString(deterministic=True)).digest()[:8]
+
+
+class PageTokens:
+    def __init__(self, secret: bytes) -> None:
+        if not secret:
+            raise ValueError("page token secret must not be empty")
+        self._secret = secret
+
+    def issue(self, last_id: str, req: rs.ListWorkersRequest) -> str:
+        body = filter_digest(req) + last_id.encode()
+        mac = hmac.new(self._secret, body, hashlib.sha256).digest()[:_MAC_BYTES]
+        return base64.urlsafe_b64encode(mac + body).decode().rstrip("=")
+
+    def read(self, token: str, req: rs.ListWorkersRequest) -> str:
+        """The last id the token stands for; InvalidArgument when forged, corrupted or for other filters."""
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        except (ValueError, TypeError):
+            raise InvalidArgument("page_token", "not a token this registry issued") from None
+        mac, body = raw[:_MAC_BYTES], raw[_MAC_BYTES:]
+        expected = hmac.new(self._secret, body, hashlib.sha256).digest()[:_MAC_BYTES]
+        if len(body) < 8 or not hmac.compare_digest(mac, expected):
+            raise InvalidArgument("page_token", "not a token this registry issued")
+        if body[:8] != filter_digest(req):
+            raise InvalidArgument("page_token", "issued for other filters")
+        try:
+            return body[8:].decode()
+        except UnicodeDecodeError:
+            raise InvalidArgument("page_token", "not a token this registry issued") from None

@@ -1,0 +1,275 @@
+"""The registry's use-cases. Every write is a compare-and-set on the worker's KV revision, retried on
+conflict; a write that makes a lifecycle event saves the event with the state (the outbox), then publishes
+it and clears it. Whoever finds an unconfirmed event (the next writer, the start-up sweep) publishes it first,
+so an event is neither lost nor doubled when the process dies in between."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from cml.monitor.v1 import events_pb2, registry_service_pb2, worker_pb2
+from registry.adapters.ec2 import Ec2, Instance, LaunchSpec
+from registry.adapters.publisher import EventPublisher
+from registry.adapters.repository import Stored, WorkerRepository
+from registry.domain import model, validation
+from registry.domain.model import Change
+from registry.domain.paging import PageTokens
+from registry.errors import Aborted, AlreadyExists, Conflict, FailedPrecondition, NotFound, Unavailable
+from registry.service.view import WorkerView
+
+log = logging.getLogger(__name__)
+
+CAS_ATTEMPTS = 20
+CRASH_AFTER_SAVE_ENV = "REGISTRY_TEST_CRASH_AFTER_SAVE"
+
+Decide = Callable[[worker_pb2.Worker], Change | None]
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryOptions:
+    missing_grace_seconds: float = 300.0
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Registry:
+    """Use-cases over the ports; knows nothing of gRPC or NATS message handling."""
+
+    def __init__(self, repo: WorkerRepository, ec2: Ec2, publisher: EventPublisher, view: WorkerView,
+                 options: RegistryOptions | None = None) -> None:
+        self.repo = repo
+        self.ec2 = ec2
+        self.publisher = publisher
+        self.view = view
+        self.options = options or RegistryOptions()
+        self.page_tokens: PageTokens | None = None  # set at start-up, once the shared key is known
+
+    # --- reads -------------------------------------------------------------------------------------------
+
+    async def get_stored(self, worker_id: str) -> Stored:
+        stored = self.view.get(worker_id)
+        if stored is None:  # written by another replica a moment ago, not yet seen by our watch
+            stored = await self.repo.get(worker_id)
+            if stored is not None:
+                self.view.apply(stored)
+        if stored is None:
+            raise NotFound(f"worker {worker_id} not found")
+        return stored
+
+    async def get_worker(self, worker_id: str) -> worker_pb2.Worker:
+        validation.worker_id(worker_id)
+        return (await self.get_stored(worker_id)).worker
+
+    # --- create / import ----------------------------------------------------------------------------------
+
+    async def create_worker(self, req: registry_service_pb2.CreateWorkerRequest) -> worker_pb2.Worker:
+        validation.create(req)
+        worker_id = model.created_worker_id(req.request_id)
+        existing = await self.repo.get(worker_id)
+        if existing is not None:  # a retry: same worker, no second launch
+            return await self._settle(existing)
+        token = model.client_token(req.request_id)
+        instance = await self.ec2.find_by_tag(req.region, model.REQUEST_TAG, token)
+        if instance is None:
+            instance = await self.ec2.launch(LaunchSpec(
+                region=req.region, instance_type=req.instance_type, ami_id=req.ami_id, client_token=token,
+                tags={**dict(req.tags), "Name": req.name, model.OWNER_TAG: worker_id, model.REQUEST_TAG: token},
+                subnet_id=req.subnet_id, security_group_ids=tuple(req.security_group_ids), key_name=req.key_name,
+            ))
+            log.info("instance launched", extra={"worker_id": worker_id, "instance_id": instance.instance_id})
+        else:
+            log.info("instance of an earlier attempt found", extra={"worker_id": worker_id,
+                                                                     "instance_id": instance.instance_id})
+        worker = self._new_worker(worker_id, req.region, instance, origin=worker_pb2.WORKER_ORIGIN_CREATED)
+        worker.name = req.name
+        worker.tags.update(req.tags)
+        worker.ami_id = req.ami_id
+        worker.poll_interval_seconds = req.poll_interval_seconds
+        worker.requested_status = model.RUNNING
+        await self._claim(req.region, instance.instance_id, worker_id, create_only=True)
+        return await self._insert(worker, events_pb2.WORKER_EVENT_TYPE_CREATED, requested=True)
+
+    async def import_worker(self, req: registry_service_pb2.ImportWorkerRequest) -> worker_pb2.Worker:
+        validation.import_(req)
+        instance = await self.ec2.describe(req.region, req.instance_id)
+        if instance is None:
+            raise NotFound(f"EC2 does not know instance {req.instance_id} in {req.region}")
+        if model.status_from_ec2(instance.state) == model.TERMINATED:
+            raise FailedPrecondition(f"instance {req.instance_id} is terminated")
+        worker_id = model.imported_worker_id()
+        await self._claim(req.region, req.instance_id, worker_id, create_only=False)
+        worker = self._new_worker(worker_id, req.region, instance, origin=worker_pb2.WORKER_ORIGIN_IMPORTED)
+        worker.name = req.name or validation.sanitize_name(instance.tags.get("Name", ""), req.instance_id)
+        worker.tags.update(req.tags or validation.importable_tags(instance.tags))
+        worker.poll_interval_seconds = req.poll_interval_seconds
+        return await self._insert(worker, events_pb2.WORKER_EVENT_TYPE_IMPORTED, requested=True)
+
+    def _new_worker(self, worker_id: str, region: str, instance: Instance, origin: worker_pb2.WorkerOrigin
+                    ) -> worker_pb2.Worker:
+        worker = worker_pb2.Worker(
+            id=worker_id, region=region, instance_id=instance.instance_id, instance_type=instance.instance_type,
+            status=model.status_from_ec2(instance.state) or model.PENDING, ami_id=instance.ami_id, origin=origin,
+            monitoring_mode=(worker_pb2.MONITORING_MODE_DETAILED if instance.detailed_monitoring
+                             else worker_pb2.MONITORING_MODE_BASIC),
+        )
+        now = _now()
+        worker.create_time.FromDatetime(now)
+        worker.update_time.FromDatetime(now)
+        return worker
+
+    async def _claim(self, region: str, instance_id: str, worker_id: str, *, create_only: bool) -> None:
+        """Make worker_id the owner of the instance; ALREADY_EXISTS when a live worker owns it."""
+        for _ in range(CAS_ATTEMPTS):
+            claim = await self.repo.get_claim(region, instance_id)
+            if claim is not None:
+                if claim.worker_id == worker_id:
+                    return
+                owner = await self.repo.get(claim.worker_id)
+                if owner is not None and owner.worker.status != model.TERMINATED:
+                    raise AlreadyExists(f"worker {claim.worker_id} already has instance {instance_id}")
+                if create_only and owner is not None:
+                    raise AlreadyExists(f"instance {instance_id} belonged to worker {claim.worker_id}")
+            try:
+                await self.repo.put_claim(region, instance_id, worker_id, claim.revision if claim else None)
+                return
+            except Conflict:
+                continue
+        raise Unavailable(f"instance {instance_id}: too much contention")
+
+    async def _insert(self, worker: worker_pb2.Worker, event_type: model.EventType, *, requested: bool
+                      ) -> worker_pb2.Worker:
+        change = Change(worker, event_type, model.UNSPECIFIED, requested)
+        pending = model.pending_event(change, _now())
+        try:
+            stored = await self.repo.create(worker, pending)
+        except Conflict:  # a concurrent retry of the same request saved it first
+            existing = await self.repo.get(worker.id)
+            if existing is None:
+                raise Unavailable(f"worker {worker.id} vanished while being created") from None
+            return await self._settle(existing)
+        return await self._after_save(stored)
+
+    # --- lifecycle calls ----------------------------------------------------------------------------------
+
+    async def start_worker(self, worker_id: str, etag: str = "") -> worker_pb2.Worker:
+        return await self._transition(worker_id, etag, model.start_needed, self.ec2.start, model.RUNNING,
+                                      events_pb2.WORKER_EVENT_TYPE_STARTED)
+
+    async def stop_worker(self, worker_id: str, etag: str = "") -> worker_pb2.Worker:
+        return await self._transition(worker_id, etag, model.stop_needed, self.ec2.stop, model.STOPPED,
+                                      events_pb2.WORKER_EVENT_TYPE_STOPPED)
+
+    async def terminate_worker(self, worker_id: str, etag: str = "") -> worker_pb2.Worker:
+        return await self._transition(worker_id, etag, model.terminate_needed, self.ec2.terminate,
+                                      model.TERMINATED, events_pb2.WORKER_EVENT_TYPE_TERMINATED)
+
+    async def _transition(self, worker_id: str, etag: str, needed: Callable[[model.Status], bool],
+                          call: Callable[[str, str], Awaitable[str]], target: model.Status,
+                          event_type: model.EventType) -> worker_pb2.Worker:
+        validation.change(worker_id, etag)
+        stored = await self.repo.get(worker_id)
+        if stored is None:
+            raise NotFound(f"worker {worker_id} not found")
+        if etag and etag != stored.worker.etag:
+            raise Aborted(f"worker {worker_id} changed: etag {stored.worker.etag}, not {etag}")
+        try:
+            if not needed(stored.worker.status):
+                return await self._settle(stored)
+        except model.TransitionRefused as exc:
+            raise FailedPrecondition(str(exc)) from exc
+        state = await call(stored.worker.region, stored.worker.instance_id)
+        new_status = model.status_from_ec2(state) or stored.worker.status
+
+        def decide(worker: worker_pb2.Worker) -> Change | None:
+            if worker.status == model.TERMINATED:
+                return None
+            new = worker_pb2.Worker()
+            new.CopyFrom(worker)
+            new.status = new_status
+            new.requested_status = target
+            kind: model.EventType = event_type
+            if target == model.TERMINATED and new_status != model.TERMINATED:
+                kind = events_pb2.WORKER_EVENT_TYPE_STATUS_CHANGED  # "terminated" is sent once, when it is
+            return Change(new, kind, worker.status, True)
+
+        return await self.mutate(worker_id, decide)
+
+    # --- observations -------------------------------------------------------------------------------------
+
+    async def apply_sample(self, sample: events_pb2.MetricSample) -> bool:
+        """Apply an observation; False when the worker is unknown (the sample is dropped)."""
+        grace = self.options.missing_grace_seconds
+        if not validation.WORKER_ID.fullmatch(sample.worker_id):
+            return False
+        try:
+            await self.mutate(sample.worker_id, lambda w: model.apply_sample(w, sample, grace))
+        except NotFound:
+            return False
+        return True
+
+    # --- the write path -----------------------------------------------------------------------------------
+
+    async def mutate(self, worker_id: str, decide: Decide) -> worker_pb2.Worker:
+        """Read, decide, compare-and-set; on conflict read again and decide again."""
+        for _ in range(CAS_ATTEMPTS):
+            stored = await self.repo.get(worker_id)
+            if stored is None:
+                raise NotFound(f"worker {worker_id} not found")
+            if stored.pending is not None:
+                await self._publish_pending(stored)
+            change = decide(stored.worker)
+            if change is None:
+                return stored.worker
+            change.worker.update_time.FromDatetime(_now())
+            pending = model.pending_event(change, _now()) if change.has_event else None
+            try:
+                saved = await self.repo.update(change.worker, pending, stored.revision)
+            except Conflict:
+                continue
+            return await self._after_save(saved)
+        raise Unavailable(f"worker {worker_id}: too much contention")
+
+    async def _after_save(self, saved: Stored) -> worker_pb2.Worker:
+        self.view.apply(saved)
+        if saved.pending is None:
+            return saved.worker
+        if os.environ.get(CRASH_AFTER_SAVE_ENV) == "1":  # test hook: die between saving and publishing
+            log.warning("crashing after save on purpose", extra={"worker_id": saved.worker.id})
+            os._exit(70)
+        return await self._settle(saved)
+
+    async def _settle(self, stored: Stored) -> worker_pb2.Worker:
+        """Publish the event saved with this state, if any, and clear it from the store."""
+        if stored.pending is None:
+            return stored.worker
+        await self._publish_pending(stored)
+        try:
+            cleared = await self.repo.update(stored.worker, None, stored.revision)
+        except Conflict:
+            return stored.worker  # someone wrote after us; they published our event before writing
+        self.view.apply(cleared)
+        return cleared.worker
+
+    async def _publish_pending(self, stored: Stored, *, check_stream: bool = True) -> None:
+        assert stored.pending is not None
+        await self.publisher.publish(model.build_event(stored.worker, stored.pending), check_stream=check_stream)
+
+    async def sweep_outbox(self, older_than_seconds: float = 0.0) -> int:
+        """Publish every saved-but-unconfirmed event (after a crash); return how many were found."""
+        now = _now().timestamp()
+        found = 0
+        for stored in self.view.snapshot():
+            pending = stored.pending
+            if pending is None or now - pending.occur_time.seconds < older_than_seconds:
+                continue
+            found += 1
+            latest = await self.repo.get(stored.worker.id)
+            if latest is not None and latest.pending is not None:
+                await self._settle(latest)
+        return found

@@ -1,0 +1,102 @@
+"""A registry running in this test's event loop (real NATS, real moto, real gRPC over loopback), and helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aioboto3
+import grpc
+import pytest
+from nats.js import JetStreamContext
+from nats.js.api import DeliverPolicy
+
+from cml.monitor.v1 import events_pb2
+from cml.monitor.v1 import registry_service_pb2_grpc as rs_grpc
+from cmlmon_core import messages
+from cmlmon_dev.servers import free_port
+from registry.entrypoints.main import run
+from registry.settings import RegistrySettings
+
+REGION = "us-east-1"
+AMI = "ami-12c6146b"
+
+
+@dataclass
+class RunningRegistry:
+    address: str
+    stub: rs_grpc.WorkerRegistryServiceStub
+    channel: grpc.aio.Channel
+    settings: RegistrySettings
+
+
+def registry_settings(nats_url: str, aws_endpoint: str, **extra: Any) -> RegistrySettings:
+    return RegistrySettings(nats_url=nats_url, aws_endpoint_url=aws_endpoint, grpc_port=free_port(),
+                            grpc_host="127.0.0.1", metrics_port=0, log_format="text", **extra)
+
+
+@contextlib.asynccontextmanager
+async def running_registry(settings: RegistrySettings) -> AsyncIterator[RunningRegistry]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(run(settings, stop))
+    address = f"127.0.0.1:{settings.grpc_port}"
+    channel = grpc.aio.insecure_channel(address)
+    try:
+        await asyncio.wait_for(channel.channel_ready(), 30)
+        yield RunningRegistry(address, rs_grpc.WorkerRegistryServiceStub(channel), channel, settings)
+    finally:
+        await channel.close()
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+@pytest.fixture
+async def registry(nats_url: str, aws_endpoint: str, js: JetStreamContext) -> AsyncIterator[RunningRegistry]:
+    async with running_registry(registry_settings(nats_url, aws_endpoint)) as running:
+        yield running
+
+
+@pytest.fixture
+async def ec2(aws_endpoint: str) -> AsyncIterator[Any]:
+    async with aioboto3.Session().client("ec2", region_name=REGION, endpoint_url=aws_endpoint) as client:
+        yield client
+
+
+class EventTap:
+    """Every WorkerEvent published on the subjects of some workers, with its headers."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[events_pb2.WorkerEvent, dict[str, str]]] = []
+
+    def of(self, worker_id: str, kind: int | None = None) -> list[events_pb2.WorkerEvent]:
+        return [e for e, _ in self.events if e.worker.id == worker_id and (kind is None or e.type == kind)]
+
+
+@pytest.fixture
+async def tap(js: JetStreamContext) -> AsyncIterator[EventTap]:
+    """Reads CML_WORKERS from now on through an ordered consumer (the stream's view, duplicates dropped)."""
+    found = EventTap()
+
+    async def on_msg(msg: Any) -> None:
+        found.events.append((messages.decode(events_pb2.WorkerEvent, msg.data, msg.headers), dict(msg.headers)))
+
+    sub = await js.subscribe("cml.workers.>", cb=on_msg, ordered_consumer=True, deliver_policy=DeliverPolicy.NEW)
+    yield found
+    await sub.unsubscribe()
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
+    """Poll check (sync or async) until it returns a truthy value; fail after timeout."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
