@@ -31,6 +31,7 @@ class RunningRegistry:
     stub: rs_grpc.WorkerRegistryServiceStub
     channel: grpc.aio.Channel
     settings: RegistrySettings
+    stop: asyncio.Event
 
 
 def registry_settings(nats_url: str, aws_endpoint: str, **extra: Any) -> RegistrySettings:
@@ -46,7 +47,7 @@ async def running_registry(settings: RegistrySettings) -> AsyncIterator[RunningR
     channel = grpc.aio.insecure_channel(address)
     try:
         await asyncio.wait_for(channel.channel_ready(), 30)
-        yield RunningRegistry(address, rs_grpc.WorkerRegistryServiceStub(channel), channel, settings)
+        yield RunningRegistry(address, rs_grpc.WorkerRegistryServiceStub(channel), channel, settings, stop)
     finally:
         await channel.close()
         stop.set()
