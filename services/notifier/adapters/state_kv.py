@@ -26,6 +26,7 @@ SILENCE_PREFIX = "_silences."
 
 
 class AlertStore(Protocol):
+    def cached(self, key: str) -> tuple[AlertState | None, int]: ...
     async def get(self, key: str) -> tuple[AlertState | None, int]: ...
     async def refresh(self, key: str) -> tuple[AlertState | None, int]: ...
     async def put(self, state: AlertState, revision: int) -> int: ...
@@ -90,9 +91,13 @@ class KvAlertStore:
         except (ValueError, TypeError) as exc:
             log.warning("unreadable alert state ignored", extra={"key": key, "error": repr(exc)})
 
-    async def get(self, key: str) -> tuple[AlertState | None, int]:
+    def cached(self, key: str) -> tuple[AlertState | None, int]:
+        """The state as this replica last saw it (kept current by the watch)."""
         cached = self._states.get(key)
         return cached if cached is not None else (None, 0)
+
+    async def get(self, key: str) -> tuple[AlertState | None, int]:
+        return self.cached(key)
 
     async def refresh(self, key: str) -> tuple[AlertState | None, int]:
         try:
@@ -103,7 +108,7 @@ class KvAlertStore:
         except NatsError as exc:
             raise StoreUnavailable(f"cannot read {key}: {exc!r}") from exc
         self._apply(key, entry.value, entry.revision or 0, entry.operation)
-        return await self.get(key)
+        return self.cached(key)
 
     async def put(self, state: AlertState, revision: int) -> int:
         key = state.key

@@ -40,11 +40,13 @@ def threshold_reading(rule: Rule, value: float | None, threshold: float, at: flo
                       worker_label: str) -> Reading:
     if value is None:
         return Reading(at=at, breached=None, threshold=threshold)
-    metric = {"cpu": "CPU", "memory": "memory"}[METRICS[rule]]
-    return Reading(
-        at=at, breached=value > threshold, cleared=value < threshold - hysteresis, value=value,
-        threshold=threshold, summary=f"{worker_label}: {metric} {value:.1f}% over threshold {threshold:g}%",
-    )
+    breached = value > threshold
+    summary = ""
+    if breached:  # formatted only when it may be used: this runs for every sample
+        metric = {"cpu": "CPU", "memory": "memory"}[METRICS[rule]]
+        summary = f"{worker_label}: {metric} {value:.1f}% over threshold {threshold:g}%"
+    return Reading(at=at, breached=breached, cleared=value < threshold - hysteresis, value=value,
+                   threshold=threshold, summary=summary)
 
 
 def status_check_reading(sample: Sample, worker_label: str) -> Reading:
@@ -76,7 +78,8 @@ def worker_label(worker: WorkerRef) -> str:
 
 
 def initial_state(worker: WorkerRef, rule: Rule) -> AlertState:
-    return AlertState(worker_id=worker.worker_id, rule=rule, severity=SEVERITIES[rule]).with_worker(worker)
+    return AlertState(worker_id=worker.worker_id, rule=rule, severity=SEVERITIES[rule], worker_name=worker.name,
+                      instance_id=worker.instance_id, region=worker.region)
 
 
 def step(state: AlertState, reading: Reading, policy: FiringPolicy) -> tuple[AlertState, Transition | None]:
@@ -89,6 +92,8 @@ def step(state: AlertState, reading: Reading, policy: FiringPolicy) -> tuple[Ale
         return state, None
     window = (*state.window, reading.breached)[-policy.window_samples:]
     if not reading.breached and not any(window):
+        if state.phase is Phase.INACTIVE and not any(state.window):
+            return state, None  # the common case, kept cheap (a window of only False counts like an empty one)
         return replace(state, phase=Phase.INACTIVE, window=window, pending_since=None), None
     since = state.pending_since if state.pending_since is not None else reading.at
     pending = replace(state, phase=Phase.PENDING, window=window, pending_since=since)

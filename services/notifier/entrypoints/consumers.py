@@ -75,8 +75,9 @@ async def settle(msg: Msg, stream: str, handle: Callable[[], Awaitable[None]]) -
 
 
 class SampleConsumer:
-    """Durable "<prefix>" on CML_METRICS, shared by replicas. A batch is split by worker: one worker's
-    samples are evaluated in order, different workers concurrently."""
+    """Durable "<prefix>" on CML_METRICS, shared by replicas. Samples are evaluated one after the other, in
+    order: almost all of them are decided from the local state cache without any I/O, so tasks per sample
+    would cost more than they could overlap."""
 
     _sub: JetStreamContext.PullSubscription
 
@@ -94,12 +95,6 @@ class SampleConsumer:
             await self._sub.unsubscribe()
 
     async def handle_batch(self, msgs: list[Msg]) -> None:
-        by_subject: dict[str, list[Msg]] = defaultdict(list)
-        for msg in msgs:
-            by_subject[msg.subject].append(msg)
-        await asyncio.gather(*(self._handle_in_order(group) for group in by_subject.values()))
-
-    async def _handle_in_order(self, msgs: list[Msg]) -> None:
         for msg in msgs:
             await settle(msg, METRICS_STREAM, lambda m=msg: self._handle(m))  # type: ignore[misc]
 

@@ -93,12 +93,23 @@ class Evaluator:
         readings = rules.sample_readings(sample, worker, self._thresholds.cpu, self._thresholds.memory,
                                          self._policy.hysteresis)
         for rule, reading in readings.items():
+            if reading.breached is None:
+                continue  # missing data changes nothing
+            cached, _ = self._store.cached(alert_key(worker.worker_id, rule))
+            current = cached or rules.initial_state(worker, rule)
+            if rules.step(current, reading, self._policy)[0] is current:
+                continue  # decided from the cache: nothing changes (the common case, kept free of I/O)
             out += await self.apply(worker, rule, lambda s, r=reading: rules.step(s, r, self._policy))  # type: ignore[misc]
-        out += await self.apply(worker, Rule.SILENT, lambda s: rules.resolve(s, sample.at), only_if_firing=True)
-        if sample.status in rules.ALIVE:
+        if self._firing(worker.worker_id, Rule.SILENT):
+            out += await self.apply(worker, Rule.SILENT, lambda s: rules.resolve(s, sample.at), only_if_firing=True)
+        if sample.status in rules.ALIVE and self._firing(worker.worker_id, Rule.UNEXPECTED_STOP):
             out += await self.apply(worker, Rule.UNEXPECTED_STOP, lambda s: rules.resolve(s, sample.at),
                                     only_if_firing=True)
         return out
+
+    def _firing(self, worker_id: str, rule: Rule) -> bool:
+        state, _ = self._store.cached(alert_key(worker_id, rule))
+        return state is not None and state.phase is Phase.FIRING
 
     async def handle_worker_event(self, worker: WorkerRef, previous_status: str, requested: bool, at: float,
                                   seq: int = 0) -> list[Transition]:
@@ -123,12 +134,14 @@ class Evaluator:
                     ) -> list[Transition]:
         """Read-modify-CAS one alert's state; publish its transition (if any) before writing it."""
         key = alert_key(worker.worker_id, rule)
-        state, revision = await self._store.get(key)
+        state, revision = self._store.cached(key)
         for _ in range(_MAX_CAS_ATTEMPTS):
             if only_if_firing and (state is None or state.phase is not Phase.FIRING):
                 return []
             current = state or rules.initial_state(worker, rule)
             new, transition = change(current)
+            if new is current:
+                return []
             if transition is not None:
                 new = replace(new.with_worker(worker), silenced=is_silenced(self._store.silences(), new, self._clock()))
                 transition = replace(transition, state=new)
