@@ -143,7 +143,7 @@ class Evaluator:
             if new is current:
                 return []
             if transition is not None:
-                new = replace(new.with_worker(worker), silenced=is_silenced(self._store.silences(), new, self._clock()))
+                new = replace(new.with_worker(worker), silenced=self._silenced(current, transition))
                 transition = replace(transition, state=new)
             if (new == current and state is not None) or (state is None and new.phase is Phase.INACTIVE):
                 return []
@@ -158,6 +158,13 @@ class Evaluator:
             return [transition] if transition is not None else []
         log.warning("alert state kept changing under us; giving up this update", extra={"key": key})
         return []
+
+    def _silenced(self, before: AlertState, transition: Transition) -> bool:
+        """A firing is silenced when a silence covers it now; a resolution goes wherever its firing went, so
+        nobody is left with an open incident whose end was muted."""
+        if transition.kind is TransitionKind.RESOLVED:
+            return before.silenced
+        return is_silenced(self._store.silences(), transition.state, self._clock())
 
     async def _publish(self, transition: Transition, tid: str) -> None:
         await self._publisher.publish_alert(transition_to_proto(transition, tid))

@@ -1,0 +1,168 @@
+"""The evaluation use-cases against fakes of the state store and publisher (our logic only; the real KV and
+JetStream are exercised by the integration tests)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from cml.monitor.v1 import alert_pb2
+from notifier.domain.model import AlertState, FiringPolicy, Phase, Sample, WorkerRef
+from notifier.domain.silences import Silence
+from notifier.errors import SilenceNotFound, StateConflict
+from notifier.service.evaluator import Directory, Evaluator, Thresholds
+
+
+class FakeStore:
+    """Honours the AlertStore contract: CAS on revisions; `conflict_with` simulates another replica's write."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, tuple[AlertState, int]] = {}
+        self.rev = 0
+        self.conflict_with: AlertState | None = None
+        self._silences: dict[str, Silence] = {}
+
+    def cached(self, key: str) -> tuple[AlertState | None, int]:
+        return self.data.get(key, (None, 0))
+
+    async def get(self, key: str) -> tuple[AlertState | None, int]:
+        return self.cached(key)
+
+    async def refresh(self, key: str) -> tuple[AlertState | None, int]:
+        return self.cached(key)
+
+    async def put(self, state: AlertState, revision: int) -> int:
+        if self.conflict_with is not None:
+            other, self.conflict_with = self.conflict_with, None
+            self.rev += 1
+            self.data[other.key] = (other, self.rev)
+        if self.cached(state.key)[1] != revision:
+            raise StateConflict(state.key)
+        self.rev += 1
+        self.data[state.key] = (state, self.rev)
+        return self.rev
+
+    def states(self) -> list[AlertState]:
+        return [s for s, _ in self.data.values()]
+
+    def silences(self) -> list[Silence]:
+        return list(self._silences.values())
+
+    async def put_silence(self, silence: Silence) -> None:
+        self._silences[silence.silence_id] = silence
+
+    async def delete_silence(self, silence_id: str) -> Silence:
+        if silence_id not in self._silences:
+            raise SilenceNotFound(silence_id)
+        return self._silences.pop(silence_id)
+
+
+class FakePublisher:
+    def __init__(self) -> None:
+        self.alerts: list[alert_pb2.Alert] = []
+
+    async def publish_alert(self, alert: alert_pb2.Alert) -> None:
+        self.alerts.append(alert)
+
+    async def publish_deadletter(self, sink: str, alert: alert_pb2.Alert, reason: str, attempts: int) -> None:
+        raise AssertionError("not used here")
+
+
+class Clock:
+    now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+W = WorkerRef(worker_id="w1", name="cml-1", instance_id="i-01", region="us-east-1", status="RUNNING")
+
+
+def setup(policy: FiringPolicy | None = None) -> tuple[Evaluator, FakeStore, FakePublisher, Clock]:
+    store, pub, clock = FakeStore(), FakePublisher(), Clock()
+    directory = Directory()
+    directory.learn(W, 0.0)
+    ev = Evaluator(store, pub, directory, policy or FiringPolicy(for_seconds=0), Thresholds(), clock=clock)
+    return ev, store, pub, clock
+
+
+def cpu(value: float | None, at: float = 1000.0) -> Sample:
+    return Sample(worker_id="w1", region="us-east-1", instance_id="i-01", at=at, status="RUNNING", cpu=value)
+
+
+def summary(pub: FakePublisher) -> list[tuple[str, str, bool]]:
+    return [(a.rule, alert_pb2.AlertState.Name(a.state), a.silenced) for a in pub.alerts]
+
+
+async def test_fires_once_and_resolves_once() -> None:
+    ev, store, pub, _ = setup()
+    for value in (50, 95, 96, 97, 88, None, 84, 20):
+        await ev.handle_sample(cpu(value))
+    assert summary(pub) == [("cpu_high", "ALERT_STATE_FIRING", False), ("cpu_high", "ALERT_STATE_RESOLVED", False)]
+    assert pub.alerts[0].worker_name == "cml-1" and pub.alerts[0].value == 95
+    assert len({a.transition_id for a in pub.alerts}) == 2
+    assert store.cached("w1.cpu_high")[0].phase is Phase.INACTIVE  # type: ignore[union-attr]
+
+
+async def test_cool_samples_write_nothing() -> None:
+    ev, store, pub, _ = setup()
+    for _ in range(5):
+        await ev.handle_sample(cpu(10))
+    assert store.rev == 0 and not pub.alerts
+
+
+async def test_conflict_rereads_and_does_not_fire_twice() -> None:
+    ev, store, pub, _ = setup()
+    # another replica fires the same alert between our read and our write
+    store.conflict_with = AlertState(worker_id="w1", rule="cpu_high", phase=Phase.FIRING, start_time=999.0)
+    await ev.handle_sample(cpu(95))
+    assert len(pub.alerts) == 1  # ours, with the same transition id the other replica used (dedup by JetStream)
+    assert pub.alerts[0].transition_id == "w1.cpu_high.0.firing"
+    assert store.cached("w1.cpu_high")[0].start_time == 999.0  # type: ignore[union-attr]
+    await ev.handle_sample(cpu(96))
+    assert len(pub.alerts) == 1
+
+
+async def test_silenced_firing_and_its_resolution_are_not_delivered() -> None:
+    ev, store, pub, _ = setup()
+    await store.put_silence(Silence(silence_id="s", worker_id="w1", rule="", end_time=2000.0))
+    await ev.handle_sample(cpu(95))
+    await ev.handle_sample(cpu(10))
+    assert summary(pub) == [("cpu_high", "ALERT_STATE_FIRING", True), ("cpu_high", "ALERT_STATE_RESOLVED", True)]
+
+
+async def test_resolution_of_a_delivered_firing_is_delivered_despite_a_silence() -> None:
+    ev, store, pub, _ = setup()
+    await ev.handle_sample(cpu(95))
+    await store.put_silence(Silence(silence_id="s", worker_id="w1", rule="cpu_high", end_time=2000.0))
+    await ev.handle_sample(cpu(10))
+    assert summary(pub) == [("cpu_high", "ALERT_STATE_FIRING", False), ("cpu_high", "ALERT_STATE_RESOLVED", False)]
+
+
+async def test_silence_ending_while_firing_delivers_once() -> None:
+    ev, store, pub, clock = setup()
+    await store.put_silence(Silence(silence_id="s", worker_id="w1", rule="", end_time=1500.0))
+    await ev.handle_sample(cpu(95))
+    assert await ev.redeliver_unsilenced() == []  # still silenced
+    clock.now = 1600.0
+    assert len(await ev.redeliver_unsilenced()) == 1
+    assert await ev.redeliver_unsilenced() == []
+    assert summary(pub) == [("cpu_high", "ALERT_STATE_FIRING", True), ("cpu_high", "ALERT_STATE_FIRING", False)]
+
+
+async def test_unexpected_stop_then_running_sample_resolves() -> None:
+    ev, _, pub, _ = setup()
+    await ev.handle_worker_event(replace(W, status="STOPPED"), "RUNNING", requested=False, at=1000.0)
+    await ev.handle_worker_event(replace(W, status="STOPPED"), "RUNNING", requested=False, at=1001.0)
+    await ev.handle_sample(cpu(10))
+    assert summary(pub) == [("unexpected_stop", "ALERT_STATE_FIRING", False),
+                            ("unexpected_stop", "ALERT_STATE_RESOLVED", False)]
+    assert pub.alerts[0].severity == alert_pb2.ALERT_SEVERITY_CRITICAL
+
+
+async def test_directory_ignores_older_events() -> None:
+    d = Directory()
+    d.learn(replace(W, name="new"), 10.0, seq=5)
+    d.learn(replace(W, name="old"), 5.0, seq=3)
+    assert d.get("w1").name == "new"  # type: ignore[union-attr]
+    assert d.resolve(cpu(1)).name == "new"
+    assert d.resolve(replace(cpu(1), worker_id="unknown")).instance_id == "i-01"
