@@ -5,8 +5,10 @@ so an event is neither lost nor doubled when the process dies in between."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,7 +25,7 @@ from registry.service.view import WorkerView
 
 log = logging.getLogger(__name__)
 
-CAS_ATTEMPTS = 20
+CAS_ATTEMPTS = 30
 CRASH_AFTER_SAVE_ENV = "REGISTRY_TEST_CRASH_AFTER_SAVE"
 
 Decide = Callable[[worker_pb2.Worker], Change | None]
@@ -32,6 +34,11 @@ Decide = Callable[[worker_pb2.Worker], Change | None]
 @dataclass(frozen=True, slots=True)
 class RegistryOptions:
     missing_grace_seconds: float = 300.0
+
+
+async def _backoff(attempt: int) -> None:
+    """Jittered pause before retrying a lost compare-and-set, so that writers do not collide in lockstep."""
+    await asyncio.sleep(random.uniform(0, min(0.001 * 2**attempt, 0.05)))
 
 
 def _now() -> datetime:
@@ -217,7 +224,9 @@ class Registry:
 
     async def mutate(self, worker_id: str, decide: Decide) -> worker_pb2.Worker:
         """Read, decide, compare-and-set; on conflict read again and decide again."""
-        for _ in range(CAS_ATTEMPTS):
+        for attempt in range(CAS_ATTEMPTS):
+            if attempt:
+                await _backoff(attempt)
             stored = await self.repo.get(worker_id)
             if stored is None:
                 raise NotFound(f"worker {worker_id} not found")
