@@ -107,6 +107,9 @@ class Evaluator:
                                     only_if_firing=True)
         return out
 
+    def firing_count(self) -> int:
+        return sum(1 for s in self._store.states() if s.phase is Phase.FIRING)
+
     def _firing(self, worker_id: str, rule: Rule) -> bool:
         state, _ = self._store.cached(alert_key(worker_id, rule))
         return state is not None and state.phase is Phase.FIRING

@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from notifier import metrics
 from notifier.adapters.last_sample import LastSampleSource
 from notifier.domain import rules
 from notifier.errors import NotifierError
@@ -45,6 +46,7 @@ class Sweeper:
     async def sweep_once(self) -> None:
         await self._evaluator.redeliver_unsilenced()
         await self.find_silent()
+        metrics.FIRING.set(self._evaluator.firing_count())
 
     async def find_silent(self) -> None:
         now = self._clock()
