@@ -40,6 +40,7 @@ class KvAlertStore:
     def __init__(self, kv: KeyValue) -> None:
         self._kv = kv
         self._states: dict[str, tuple[AlertState, int]] = {}
+        self._deleted: dict[str, int] = {}  # revision of a delete marker: the next write must name it
         self._silences: dict[str, tuple[Silence, int]] = {}
         self._watcher: Any = None
         self.changed = asyncio.Event()  # set whenever a silence changes; the sweeper waits on it
@@ -81,11 +82,13 @@ class KvAlertStore:
             self.changed.set()
             return
         current = self._states.get(key)
-        if current is not None and current[1] >= revision:
+        if (current is not None and current[1] >= revision) or self._deleted.get(key, 0) >= revision:
             return
         if deleted:
             self._states.pop(key, None)
+            self._deleted[key] = revision
             return
+        self._deleted.pop(key, None)
         try:
             self._states[key] = (AlertState.from_json(value or b"{}"), revision)
         except (ValueError, TypeError) as exc:
@@ -94,7 +97,7 @@ class KvAlertStore:
     def cached(self, key: str) -> tuple[AlertState | None, int]:
         """The state as this replica last saw it (kept current by the watch)."""
         cached = self._states.get(key)
-        return cached if cached is not None else (None, 0)
+        return cached if cached is not None else (None, self._deleted.get(key, 0))
 
     async def get(self, key: str) -> tuple[AlertState | None, int]:
         return self.cached(key)
@@ -102,9 +105,12 @@ class KvAlertStore:
     async def refresh(self, key: str) -> tuple[AlertState | None, int]:
         try:
             entry = await self._kv.get(key)
-        except KeyNotFoundError:
+        except KeyNotFoundError as exc:
             self._states.pop(key, None)
-            return None, 0
+            marker = getattr(exc, "entry", None)
+            if marker is not None and marker.revision:
+                self._deleted[key] = int(marker.revision)
+            return self.cached(key)
         except NatsError as exc:
             raise StoreUnavailable(f"cannot read {key}: {exc!r}") from exc
         self._apply(key, entry.value, entry.revision or 0, entry.operation)
