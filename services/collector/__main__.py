@@ -1,0 +1,3 @@
+from collector.entrypoints.main import main
+
+main()

@@ -1,0 +1,111 @@
+"""CloudWatch done right: periods that are multiples of 60 from the monitoring mode, a query window that ends
+a configurable delay before now, the dimension set the agent really writes, and the newest datapoint (a
+GetMetricData result is not ordered the way the old design assumed), with no data meaning unknown."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from collector.domain.model import Monitoring, Target
+
+BASIC_PERIOD = 300
+DETAILED_PERIOD = 60
+CPU_NAMESPACE = "AWS/EC2"
+CPU_METRIC = "CPUUtilization"
+MEMORY_METRIC = "mem_used_percent"
+
+
+@dataclass(frozen=True, slots=True)
+class MetricOptions:
+    delay_seconds: int = 60
+    lookback_periods: int = 3
+    memory_namespace: str = "CWAgent"
+    memory_dimensions: tuple[str, ...] = ("InstanceId",)
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    start: datetime
+    end: datetime
+
+
+def period_for(monitoring: Monitoring) -> int:
+    """60 s for detailed monitoring; 300 s for basic, and when unknown (a 300 s period also finds
+    1-minute data, a 60 s period would miss 5-minute data)."""
+    return DETAILED_PERIOD if monitoring is Monitoring.DETAILED else BASIC_PERIOD
+
+
+def window(now: datetime, periods: Sequence[int], opts: MetricOptions) -> Window:
+    """The window ends `delay` before now; it starts `lookback_periods` of the longest period earlier, on a
+    minute boundary (CloudWatch answers aligned start times fastest)."""
+    end = now - timedelta(seconds=opts.delay_seconds)
+    span = max(periods, default=BASIC_PERIOD) * opts.lookback_periods
+    start = end - timedelta(seconds=span)
+    start = start.replace(second=0, microsecond=0)
+    return Window(start=start, end=end)
+
+
+def cpu_query_id(index: int) -> str:
+    return f"cpu{index}"
+
+
+def memory_query_id(index: int) -> str:
+    return f"mem{index}"
+
+
+def memory_dimensions(target: Target, names: Sequence[str]) -> list[dict[str, str]]:
+    """The agent's dimension set for this instance; a name whose value is unknown is left out."""
+    values = {"InstanceId": target.instance_id, "ImageId": target.image_id, "InstanceType": target.instance_type}
+    return [{"Name": n, "Value": values[n]} for n in names if values.get(n)]
+
+
+def queries(targets: Sequence[Target], opts: MetricOptions) -> list[dict[str, Any]]:
+    """Two MetricDataQueries per target (CPU, memory), with ids derived from the target's index."""
+    out: list[dict[str, Any]] = []
+    for index, target in enumerate(targets):
+        period = period_for(target.monitoring)
+        out.append(_query(cpu_query_id(index), CPU_NAMESPACE, CPU_METRIC,
+                          [{"Name": "InstanceId", "Value": target.instance_id}], period))
+        out.append(_query(memory_query_id(index), opts.memory_namespace, MEMORY_METRIC,
+                          memory_dimensions(target, opts.memory_dimensions), period))
+    return out
+
+
+def _query(qid: str, namespace: str, name: str, dims: list[dict[str, str]], period: int) -> dict[str, Any]:
+    return {
+        "Id": qid,
+        "MetricStat": {
+            "Metric": {"Namespace": namespace, "MetricName": name, "Dimensions": dims},
+            "Period": period,
+            "Stat": "Average",
+        },
+        "ReturnData": True,
+    }
+
+
+def newest(timestamps: Sequence[datetime], values: Sequence[float]) -> float | None:
+    """The value of the newest datapoint, whatever order they come in; None when there is none."""
+    best: tuple[datetime, float] | None = None
+    for ts, value in zip(timestamps, values, strict=False):
+        if best is None or ts > best[0]:
+            best = (ts, float(value))
+    return None if best is None else best[1]
+
+
+def newest_by_query(results: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Newest value per query id over MetricDataResults (pages of one query are merged); ids without data
+    are absent."""
+    merged: dict[str, tuple[list[datetime], list[float]]] = {}
+    for result in results:
+        ts, vals = merged.setdefault(str(result["Id"]), ([], []))
+        ts.extend(result.get("Timestamps") or [])
+        vals.extend(result.get("Values") or [])
+    out: dict[str, float] = {}
+    for qid, (ts, vals) in merged.items():
+        value = newest(ts, vals)
+        if value is not None:
+            out[qid] = value
+    return out

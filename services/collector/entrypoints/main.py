@@ -1,0 +1,69 @@
+"""`python -m collector`: schedules from lifecycle events, polls from ticks, reconciliation with the registry."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from cmlmon_core.lifecycle import replica_id, stop_on_signals
+from cmlmon_core.logs import configure_logging
+from cmlmon_core.nats_conn import connect
+from cmlmon_core.settings import load_settings
+from cmlmon_core.telemetry import serve_metrics
+from cmlmon_core.topology import TopologyOptions, ensure_topology
+from collector.bootstrap import aws_clients, bootstrap
+from collector.settings import CollectorSettings
+
+log = logging.getLogger("collector")
+
+
+async def run(settings: CollectorSettings) -> None:
+    """Serve until SIGINT/SIGTERM; then finish or nak in-flight work within the grace period and return.
+
+    A stop while still waiting for NATS (it may not be up yet: the connection retries forever) cancels the
+    start-up instead of hanging."""
+    stop = stop_on_signals()
+    collector_id = replica_id(settings.service_instance_id)
+    serve_metrics(settings.metrics_port, settings.metrics_host)
+    connected = asyncio.Event()
+    serving = asyncio.create_task(serve(settings, stop, collector_id, connected), name="collector")
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait([serving, stopping], return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not serving.done() and connected.is_set():
+        await asyncio.wait([serving], timeout=settings.shutdown_grace_seconds + 10)
+    if not serving.done():
+        log.warning("shutdown took too long, or NATS never came; cancelling")
+        serving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
+        return
+    serving.result()
+
+
+async def serve(settings: CollectorSettings, stop: asyncio.Event, collector_id: str,
+                connected: asyncio.Event) -> None:
+    async with connect(settings, f"collector {collector_id}") as nc, aws_clients(settings) as clients:
+        connected.set()
+        js = nc.jetstream()
+        await ensure_topology(js, TopologyOptions(metrics_max_age_seconds=settings.metrics_stream_max_age_seconds))
+        app = bootstrap(settings, nc=nc, js=js, collector_id=collector_id, clients=clients)
+        log.info("collector started", extra={
+            "collector_id": collector_id, "interval": settings.worker_metrics_poll_interval,
+            "aws_endpoint": settings.aws_endpoint_url or "aws", "registry": settings.registry_address})
+        if not settings.worker_monitoring_enabled:
+            log.warning("WORKER_MONITORING_ENABLED is false: not polling")
+            await stop.wait()
+            return
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(app.worker_events.run(stop), name="worker-events")
+            tg.create_task(app.ticks.run(stop), name="ticks")
+            tg.create_task(app.reconciler.run(stop), name="reconciler")
+    log.info("collector stopped", extra={"collector_id": collector_id})
+
+
+def main() -> None:
+    settings = load_settings(CollectorSettings)
+    configure_logging("collector", settings.log_level, settings.log_format)
+    asyncio.run(run(settings))

@@ -1,0 +1,223 @@
+"""Durable pull consumer "collector-ticks" on cml.polls.tick.>, shared by every replica.
+
+Each replica fetches a batch (gathering ticks for a short window, since schedules fire spread over the
+interval), groups it by region and polls each region in a task of its own, so one region's trouble never
+delays another. A region's ticks are acked once their samples are stored, or nak'ed with a delay when the
+poll failed. A replica killed mid-batch loses nothing: its unacked ticks come back after AckWait."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from cml.monitor.v1 import events_pb2
+from cmlmon_core import messages, subjects
+from cmlmon_core.telemetry import extract_trace, tracer
+from cmlmon_core.topology import POLLS_STREAM
+from collector import telemetry
+from collector.adapters.publisher import SamplePublisher
+from collector.codec import sample_from_observation, target_from_tick
+from collector.domain.model import Observation, Target
+from collector.service.poll import RegionPoller
+
+log = logging.getLogger(__name__)
+
+DURABLE = "collector-ticks"
+_MIN_FETCH_TIMEOUT = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class TickOptions:
+    fetch_batch: int = 1000
+    gather_seconds: float = 1.0
+    ack_wait_seconds: float = 60.0
+    max_in_flight: int = 5000
+    nak_delay_seconds: float = 5.0
+    shutdown_grace_seconds: float = 5.0
+
+
+def consumer_config(opts: TickOptions) -> ConsumerConfig:
+    return ConsumerConfig(
+        durable_name=DURABLE, description="collector: poll ticks, shared by every replica",
+        filter_subject=subjects.POLL_TICKS_ALL, deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+        ack_policy=AckPolicy.EXPLICIT, ack_wait=opts.ack_wait_seconds, max_ack_pending=max(opts.max_in_flight, 1),
+        max_deliver=-1,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    msg: Msg
+    target: Target
+    seq: int
+
+
+class TickConsumer:
+    def __init__(self, js: JetStreamContext, poller: RegionPoller, publisher: SamplePublisher,
+                 collector_id: str, opts: TickOptions) -> None:
+        self._js = js
+        self._poller = poller
+        self._publisher = publisher
+        self._collector_id = collector_id
+        self._opts = opts
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._in_flight = 0
+        self._room = asyncio.Event()
+        self._room.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self._js.add_consumer(POLLS_STREAM, consumer_config(self._opts))
+        psub = await self._js.pull_subscribe_bind(durable=DURABLE, stream=POLLS_STREAM)
+        log.info("consuming poll ticks", extra={"durable": DURABLE, "collector_id": self._collector_id})
+        try:
+            while not stop.is_set():
+                await self._wait_for_room(stop)
+                if stop.is_set():
+                    break
+                msgs = await self._gather(psub, stop)
+                if msgs:
+                    await self._dispatch(msgs)
+        finally:
+            await self._finish_in_flight()
+            await psub.unsubscribe()
+
+    async def _wait_for_room(self, stop: asyncio.Event) -> None:
+        while self._in_flight >= self._opts.max_in_flight and not stop.is_set():
+            self._room.clear()
+            waiter = asyncio.ensure_future(stop.wait())
+            try:
+                await asyncio.wait([waiter, asyncio.ensure_future(self._room.wait())], timeout=1.0,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+
+    async def _gather(self, psub: JetStreamContext.PullSubscription, stop: asyncio.Event) -> list[Msg]:
+        """Block up to a second for the first ticks, then keep taking ticks for the gathering window."""
+        want = max(1, min(self._opts.fetch_batch, self._opts.max_in_flight - self._in_flight))
+        try:
+            msgs = await psub.fetch(batch=want, timeout=1.0)
+        except TimeoutError:
+            return []
+        except NatsError as exc:
+            log.warning("fetching ticks failed", extra={"error": repr(exc)})
+            await asyncio.sleep(1.0)
+            return []
+        deadline = time.monotonic() + self._opts.gather_seconds
+        while len(msgs) < want and not stop.is_set():
+            left = deadline - time.monotonic()
+            if left < _MIN_FETCH_TIMEOUT:
+                break
+            try:
+                msgs.extend(await psub.fetch(batch=want - len(msgs), timeout=left))
+            except (TimeoutError, NatsError):
+                break
+        return msgs
+
+    async def _dispatch(self, msgs: Sequence[Msg]) -> None:
+        by_region: dict[str, list[Delivery]] = {}
+        for msg in msgs:
+            delivery = await self._accept(msg)
+            if delivery:
+                by_region.setdefault(delivery.target.region, []).append(delivery)
+        for region, deliveries in by_region.items():
+            self._track(len(deliveries))
+            task = asyncio.create_task(self._poll_region(region, deliveries), name=f"poll-{region}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _accept(self, msg: Msg) -> Delivery | None:
+        try:
+            tick = messages.decode(events_pb2.PollTick, msg.data, msg.headers)
+            target = target_from_tick(tick)
+            subjects.metric(target.region, target.worker_id)  # validates both tokens
+        except (messages.UndecodableMessage, ValueError) as exc:
+            telemetry.TICKS.labels("terminated").inc()
+            log.error("undecodable tick terminated", extra={"subject": msg.subject, "error": str(exc)})
+            await msg.term()
+            return None
+        meta = msg.metadata
+        if meta.num_delivered > 1:
+            telemetry.TICKS_REDELIVERED.inc()
+        return Delivery(msg=msg, target=target, seq=meta.sequence.stream)
+
+    def _track(self, delta: int) -> None:
+        self._in_flight += delta
+        telemetry.IN_FLIGHT.set(self._in_flight)
+        if self._in_flight < self._opts.max_in_flight:
+            self._room.set()
+
+    async def _poll_region(self, region: str, deliveries: list[Delivery]) -> None:
+        latest: dict[str, Delivery] = {}
+        for d in deliveries:  # a redelivered and a fresh tick of one worker: poll once, ack both
+            prev = latest.get(d.target.worker_id)
+            if prev is None or d.seq > prev.seq:
+                latest[d.target.worker_id] = d
+        try:
+            with tracer(__name__).start_as_current_span(
+                    "collector.poll_region", context=extract_trace(deliveries[0].msg.headers),
+                    attributes={"region": region, "ticks": len(deliveries)}), \
+                    telemetry.BATCH_SECONDS.labels(region).time():
+                observations = await self._poller.poll(region, [d.target for d in latest.values()])
+                await self._publish(region, observations, latest, deliveries)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._nak(deliveries, delay=None))
+            raise
+        except Exception as exc:  # no AWS or NATS trouble may end the replica: the ticks come back later
+            log.warning("polling a region failed; ticks nak'ed", extra={
+                "region": region, "ticks": len(deliveries), "error": str(exc) or repr(exc)})
+            await self._nak(deliveries, delay=self._opts.nak_delay_seconds)
+        finally:
+            self._track(-len(deliveries))
+
+    async def _publish(self, region: str, observations: list[Observation], latest: dict[str, Delivery],
+                       deliveries: list[Delivery]) -> None:
+        now = datetime.now(UTC)
+        samples = [sample_from_observation(o, now, self._collector_id) for o in observations]
+        outcomes = await asyncio.gather(*(
+            self._publisher.publish(s, msg_id=f"{s.worker_id}:{latest[s.worker_id].seq}") for s in samples),
+            return_exceptions=True)
+        failed = {s.worker_id for s, o in zip(samples, outcomes, strict=True) if isinstance(o, BaseException)}
+        if failed:
+            log.warning("samples not stored; their ticks nak'ed", extra={"region": region, "count": len(failed)})
+        telemetry.SAMPLES.labels(region).inc(len(samples) - len(failed))
+        telemetry.INSTANCES_MISSING.inc(sum(1 for o in observations if o.state.missing))
+        for d in deliveries:
+            if d.target.worker_id in failed:
+                await self._nak([d], delay=self._opts.nak_delay_seconds)
+            else:
+                telemetry.POLL_LAG.observe(max(0.0, (now - d.msg.metadata.timestamp).total_seconds()))
+                await _settle(d.msg.ack())
+                telemetry.TICKS.labels("acked").inc()
+
+    async def _nak(self, deliveries: Sequence[Delivery], delay: float | None) -> None:
+        for d in deliveries:
+            await _settle(d.msg.nak(delay=delay) if delay else d.msg.nak())
+            telemetry.TICKS.labels("naked").inc()
+
+    async def _finish_in_flight(self) -> None:
+        """Give in-flight polls the grace period to finish; the rest are cancelled, which naks their ticks."""
+        if not self._tasks:
+            return
+        log.info("finishing in-flight polls", extra={"tasks": len(self._tasks)})
+        _, pending = await asyncio.wait(set(self._tasks), timeout=self._opts.shutdown_grace_seconds)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+            log.info("in-flight polls cancelled and nak'ed", extra={"tasks": len(pending)})
+
+
+async def _settle(call: Awaitable[None]) -> None:
+    try:
+        await call
+    except (NatsError, TimeoutError) as exc:  # lost ack/nak: the tick is redelivered after AckWait
+        log.warning("settling a tick failed", extra={"error": repr(exc)})

@@ -1,0 +1,72 @@
+"""Keeping one schedule per active (not terminated) worker: from lifecycle events as they come, and by
+reconciliation against the registry, which heals drift both ways."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from cml.monitor.v1 import events_pb2, worker_pb2
+from collector import telemetry
+from collector.adapters.schedules import ScheduleStore
+from collector.codec import is_terminated, target_from_worker
+from collector.domain.model import Target
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileReport:
+    written: int
+    removed: int
+    kept: int
+
+
+class ScheduleKeeper:
+    def __init__(self, store: ScheduleStore, default_interval: int, concurrency: int = 32) -> None:
+        self._store = store
+        self._default_interval = default_interval
+        self._concurrency = concurrency
+
+    async def apply_event(self, event: events_pb2.WorkerEvent) -> str:
+        """Bring the worker's schedule in line with the event; returns what changed."""
+        worker = event.worker
+        if event.type == events_pb2.WORKER_EVENT_TYPE_TERMINATED or is_terminated(worker):
+            await self._store.remove(worker.id)
+            telemetry.SCHEDULE_CHANGES.labels("removed", "event").inc()
+            return "removed"
+        return await self.ensure(target_from_worker(worker, self._default_interval), cause="event")
+
+    async def ensure(self, target: Target, cause: str) -> str:
+        """Write the schedule unless the same one is there already (re-publishing would restart its timer)."""
+        if await self._store.get(target.worker_id) == target:
+            return "kept"
+        await self._store.put(target)
+        telemetry.SCHEDULE_CHANGES.labels("written", cause).inc()
+        log.info("schedule written", extra={"worker_id": target.worker_id, "region": target.region,
+                                            "interval": target.interval_seconds, "cause": cause})
+        return "written"
+
+    async def reconcile(self, live: Iterable[worker_pb2.Worker]) -> ReconcileReport:
+        """Make the schedules exactly those of the live workers."""
+        wanted = {w.id: target_from_worker(w, self._default_interval) for w in live if not is_terminated(w)}
+        existing = await self._store.worker_ids()
+        stale = existing - wanted.keys()
+        limit = asyncio.Semaphore(self._concurrency)
+
+        async def ensure(target: Target) -> str:
+            async with limit:
+                return await self.ensure(target, cause="reconcile")
+
+        async def remove(worker_id: str) -> None:
+            async with limit:
+                await self._store.remove(worker_id)
+                telemetry.SCHEDULE_CHANGES.labels("removed", "reconcile").inc()
+                log.info("stale schedule removed", extra={"worker_id": worker_id})
+
+        outcomes = await asyncio.gather(*(ensure(t) for t in wanted.values()))
+        await asyncio.gather(*(remove(w) for w in stale))
+        written = sum(1 for o in outcomes if o == "written")
+        return ReconcileReport(written=written, removed=len(stale), kept=len(outcomes) - written)
