@@ -20,9 +20,11 @@ class NotifierSettings(CommonSettings):
     worker_memory_threshold: float = Field(default=90.0, gt=0, le=100)
 
     # When a rule fires and resolves.
-    alert_for_seconds: float = Field(default=120.0, ge=0, description="condition must hold this long to fire")
-    alert_min_samples: int = Field(default=1, ge=1, description="M: breaching samples needed among the last N")
-    alert_window_samples: int = Field(default=1, ge=1, le=100, description="N: samples remembered per rule")
+    # Default: two consecutive breaching samples, whatever the poll interval (10 s in the demo, 300 s in
+    # production); ALERT_FOR_SECONDS adds a minimum duration on top.
+    alert_for_seconds: float = Field(default=0.0, ge=0, description="condition must hold this long to fire")
+    alert_min_samples: int = Field(default=2, ge=1, description="M: breaching samples needed among the last N")
+    alert_window_samples: int = Field(default=2, ge=1, le=100, description="N: samples remembered per rule")
     alert_hysteresis: float = Field(default=5.0, ge=0, description="resolve only below threshold minus this")
     alert_silent_intervals: float = Field(default=3.0, gt=0, description="poll intervals without a sample")
     alert_sweep_seconds: float = Field(default=5.0, gt=0, description="period of the silence/silent-worker sweep")

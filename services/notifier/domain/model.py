@@ -85,9 +85,9 @@ class FiringPolicy:
     """A rule fires when M of the last N readings breach and the breach began at least for_seconds ago;
     it resolves when a reading is below threshold - hysteresis (missing data never resolves)."""
 
-    for_seconds: float = 120.0
-    min_samples: int = 1
-    window_samples: int = 1
+    for_seconds: float = 0.0
+    min_samples: int = 2
+    window_samples: int = 2
     hysteresis: float = 5.0
 
     def __post_init__(self) -> None:

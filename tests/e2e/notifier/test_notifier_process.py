@@ -45,7 +45,7 @@ async def test_process_survives_kill_without_double_firing(services: ServiceLaun
     try:
         async with receiving(Receiver(secret=SECRET)) as receiver:
             env = {"WORKER_NOTIFICATION_WEBHOOKS": receiver.url, "WEBHOOK_SECRET": SECRET, "GRPC_PORT": port,
-                   "ALERT_FOR_SECONDS": 0}
+                   "ALERT_FOR_SECONDS": 0, "ALERT_MIN_SAMPLES": 1, "ALERT_WINDOW_SAMPLES": 1}
             first = services.start("notifier", **env)
             wait_for_port(port, timeout=30)
             await publish_event(js, worker, "imported")

@@ -108,6 +108,7 @@ def notifier_settings(nats_url: str, uid: str, **overrides: Any) -> NotifierSett
     values: dict[str, Any] = {
         "nats_url": nats_url, "metrics_port": 0, "grpc_port": 0, "grpc_host": "127.0.0.1",
         "notifier_consumer_prefix": f"notifier-{uid}", "alert_for_seconds": 0, "log_format": "text",
+        "alert_min_samples": 1, "alert_window_samples": 1,
         "delivery_backoff_initial_seconds": 0.05, "delivery_backoff_max_seconds": 0.5, "alert_sweep_seconds": 0.5,
         "shutdown_grace_seconds": 1.0,
     }

@@ -12,6 +12,11 @@ from notifier.errors import SilenceNotFound, StateConflict
 from notifier.service.evaluator import Directory, Evaluator, Thresholds
 
 
+def one(for_seconds: float) -> FiringPolicy:
+    """One breaching sample suffices (plus the duration)."""
+    return FiringPolicy(for_seconds=for_seconds, min_samples=1, window_samples=1)
+
+
 class FakeStore:
     """Honours the AlertStore contract: CAS on revisions; `conflict_with` simulates another replica's write."""
 
@@ -81,7 +86,7 @@ def setup(policy: FiringPolicy | None = None) -> tuple[Evaluator, FakeStore, Fak
     store, pub, clock = FakeStore(), FakePublisher(), Clock()
     directory = Directory()
     directory.learn(W, 0.0)
-    ev = Evaluator(store, pub, directory, policy or FiringPolicy(for_seconds=0), Thresholds(), clock=clock)
+    ev = Evaluator(store, pub, directory, policy or one(0), Thresholds(), clock=clock)
     return ev, store, pub, clock
 
 

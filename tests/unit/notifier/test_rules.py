@@ -10,6 +10,11 @@ from notifier.domain.model import AlertState, FiringPolicy, Phase, Reading, Rule
 W = WorkerRef(worker_id="w1", name="cml-1", instance_id="i-0abc", region="us-east-1")
 
 
+def one(for_seconds: float) -> FiringPolicy:
+    """One breaching sample suffices (plus the duration)."""
+    return FiringPolicy(for_seconds=for_seconds, min_samples=1, window_samples=1)
+
+
 def cpu(value: float | None, at: float, threshold: float = 90.0, hysteresis: float = 5.0) -> Reading:
     return rules.threshold_reading(Rule.CPU_HIGH, value, threshold, at, hysteresis, "w")
 
@@ -25,20 +30,20 @@ def run(values: list[float | None], policy: FiringPolicy, step_s: float = 10.0) 
 
 
 def test_fires_immediately_with_zero_duration() -> None:
-    assert run([50, 95], FiringPolicy(for_seconds=0)) == [(1, "firing")]
+    assert run([50, 95], one(0)) == [(1, "firing")]
 
 
 def test_equal_to_threshold_is_not_a_breach() -> None:
-    assert run([90, 90, 90], FiringPolicy(for_seconds=0)) == []
+    assert run([90, 90, 90], one(0)) == []
 
 
 def test_fires_only_after_holding_for_duration() -> None:
     # samples every 10 s; must hold 20 s: first hot at index 1, fires at index 3
-    assert run([50, 95, 95, 95, 95], FiringPolicy(for_seconds=20)) == [(3, "firing")]
+    assert run([50, 95, 95, 95, 95], one(20)) == [(3, "firing")]
 
 
 def test_a_cool_sample_restarts_the_duration() -> None:
-    assert run([95, 95, 50, 95, 95, 95], FiringPolicy(for_seconds=20)) == [(5, "firing")]
+    assert run([95, 95, 50, 95, 95, 95], one(20)) == [(5, "firing")]
 
 
 def test_m_of_n_fires_despite_one_cool_sample() -> None:
@@ -49,31 +54,35 @@ def test_m_of_n_fires_despite_one_cool_sample() -> None:
 
 def test_resolves_only_below_threshold_minus_hysteresis() -> None:
     # 88 is under 90 but not under 85: still firing; 84 resolves
-    assert run([95, 88, 89, 84], FiringPolicy(for_seconds=0)) == [(0, "firing"), (3, "resolved")]
+    assert run([95, 88, 89, 84], one(0)) == [(0, "firing"), (3, "resolved")]
 
 
 def test_flapping_around_threshold_fires_once() -> None:
     values = [91, 89, 92, 88, 93, 87, 91]
-    assert run(values, FiringPolicy(for_seconds=0)) == [(0, "firing")]
+    assert run(values, one(0)) == [(0, "firing")]
 
 
 def test_missing_data_never_resolves_nor_fires() -> None:
-    assert run([95, None, None, None], FiringPolicy(for_seconds=0)) == [(0, "firing")]
-    assert run([None, None], FiringPolicy(for_seconds=0)) == []
+    assert run([95, None, None, None], one(0)) == [(0, "firing")]
+    assert run([None, None], one(0)) == []
 
 
 def test_missing_data_does_not_break_a_pending_duration() -> None:
-    assert run([95, None, 95, 95], FiringPolicy(for_seconds=30)) == [(3, "firing")]
+    assert run([95, None, 95, 95], one(30)) == [(3, "firing")]
 
 
 def test_fire_records_value_threshold_and_start() -> None:
-    state, t = rules.step(rules.initial_state(W, Rule.CPU_HIGH), cpu(97.5, 100.0), FiringPolicy(for_seconds=0))
+    state, t = rules.step(rules.initial_state(W, Rule.CPU_HIGH), cpu(97.5, 100.0), one(0))
     assert t is not None and t.kind is TransitionKind.FIRING
     assert (state.phase, state.value, state.threshold, state.start_time) == (Phase.FIRING, 97.5, 90.0, 100.0)
     assert state.worker_name == "cml-1" and state.instance_id == "i-0abc"
-    state, t = rules.step(state, cpu(10, 200.0), FiringPolicy(for_seconds=0))
+    state, t = rules.step(state, cpu(10, 200.0), one(0))
     assert t is not None and t.kind is TransitionKind.RESOLVED
     assert (state.phase, state.start_time, state.end_time, state.value) == (Phase.INACTIVE, 100.0, 200.0, 10)
+
+
+def test_default_policy_needs_two_consecutive_breaching_samples() -> None:
+    assert run([95, 50, 95, 50, 95, 95, 95], FiringPolicy()) == [(5, "firing")]
 
 
 def test_policy_rejects_m_greater_than_n() -> None:
