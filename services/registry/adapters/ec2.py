@@ -8,9 +8,20 @@ from typing import Any, Protocol
 from botocore.exceptions import BotoCoreError, ClientError
 
 from cmlmon_core.aws import AwsClients
-from registry.errors import Ec2Error, FailedPrecondition, NotFound, Unavailable
+from registry.errors import Ec2Error, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 
 _NOT_FOUND = {"InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"}
+# Launch errors that mean "this field of the request is wrong": reported as INVALID_ARGUMENT naming it.
+_LAUNCH_FIELDS = {
+    "InvalidAMIID": "ami_id",
+    "InvalidSubnetID": "subnet_id",
+    "InvalidSubnet": "subnet_id",
+    "InvalidGroup": "security_group_ids",
+    "InvalidGroupId": "security_group_ids",
+    "InvalidKeyPair": "key_name",
+    "InvalidInstanceType": "instance_type",
+    "Unsupported": "instance_type",
+}
 _RETRYABLE = {"RequestLimitExceeded", "Throttling", "ThrottlingException", "InternalError", "ServiceUnavailable",
               "Unavailable", "InsufficientInstanceCapacity"}
 
@@ -103,7 +114,13 @@ class AwsEc2:
             kwargs["SecurityGroupIds"] = list(spec.security_group_ids)
         if spec.key_name:
             kwargs["KeyName"] = spec.key_name
-        result = await self._call(spec.region, "run_instances", **kwargs)
+        try:
+            result = await self._call(spec.region, "run_instances", **kwargs)
+        except Ec2Error as exc:
+            field = _LAUNCH_FIELDS.get(exc.code.split(".")[0])
+            if field is None:
+                raise
+            raise InvalidArgument(field, f"EC2 refused it ({exc})") from exc
         return _instance(result["Instances"][0])
 
     async def find_by_tag(self, region: str, key: str, value: str) -> Instance | None:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +21,7 @@ from nats.js.api import DeliverPolicy
 from cml.monitor.v1 import events_pb2
 from cml.monitor.v1 import registry_service_pb2_grpc as rs_grpc
 from cmlmon_core import messages
-from cmlmon_dev.servers import free_port
+from cmlmon_dev.servers import free_port, wait_for_port
 from registry.entrypoints.main import run
 from registry.settings import RegistrySettings
 
@@ -101,3 +105,25 @@ async def eventually(check: Callable[[], Any], timeout: float = 20.0, interval: 
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+@pytest.fixture(scope="module")
+def registry_process(nats_url: str, aws_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`python -m registry` as its own process (as deployed); yields its gRPC address."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("registry") / "registry.log"
+    env = {**os.environ, "NATS_URL": nats_url, "AWS_ENDPOINT_URL": aws_endpoint, "GRPC_PORT": str(port),
+           "METRICS_PORT": "0", "LOG_FORMAT": "text", "LOG_LEVEL": "WARNING"}
+    with open(log, "ab") as out:
+        process = subprocess.Popen([sys.executable, "-m", "registry"], env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, 60)
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            assert process.wait(20) == 0, log.read_text()
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise

@@ -1,0 +1,106 @@
+"""Fakes of the registry's ports for unit tests of its logic; they honour the same contracts (CAS by
+revision, create-only claims) as the real adapters."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+
+from cml.monitor.v1 import events_pb2, registry_service_pb2, worker_pb2
+from registry.adapters.ec2 import Instance, LaunchSpec
+from registry.adapters.repository import Claim, Stored, decode_value, encode_value
+from registry.errors import Conflict, Unavailable
+
+
+class FakeRepo:
+    def __init__(self) -> None:
+        self.values: dict[str, tuple[bytes, int]] = {}
+        self.claims: dict[str, Claim] = {}
+        self._seq = itertools.count(1)
+
+    async def get(self, worker_id: str) -> Stored | None:
+        found = self.values.get(worker_id)
+        return decode_value(*found) if found else None
+
+    async def create(self, worker: worker_pb2.Worker, pending: registry_service_pb2.PendingWorkerEvent | None
+                     ) -> Stored:
+        if worker.id in self.values:
+            raise Conflict(worker.id)
+        return self._put(worker, pending)
+
+    async def update(self, worker: worker_pb2.Worker, pending: registry_service_pb2.PendingWorkerEvent | None,
+                     revision: int) -> Stored:
+        if self.values.get(worker.id, (b"", 0))[1] != revision:
+            raise Conflict(worker.id)
+        return self._put(worker, pending)
+
+    def _put(self, worker: worker_pb2.Worker, pending: registry_service_pb2.PendingWorkerEvent | None) -> Stored:
+        data = encode_value(worker, pending)
+        revision = next(self._seq)
+        self.values[worker.id] = (data, revision)
+        return decode_value(data, revision)
+
+    async def watch(self) -> AsyncIterator[Stored | None]:
+        for data, revision in list(self.values.values()):
+            yield decode_value(data, revision)
+        yield None
+
+    async def get_claim(self, region: str, instance_id: str) -> Claim | None:
+        return self.claims.get(f"{region}/{instance_id}")
+
+    async def put_claim(self, region: str, instance_id: str, worker_id: str, revision: int | None) -> None:
+        key = f"{region}/{instance_id}"
+        current = self.claims.get(key)
+        if (current.revision if current else None) != revision:
+            raise Conflict(key)
+        self.claims[key] = Claim(worker_id, next(self._seq))
+
+    async def shared_secret(self, proposed: bytes) -> bytes:
+        return proposed
+
+
+class FakePublisher:
+    def __init__(self) -> None:
+        self.events: list[events_pb2.WorkerEvent] = []
+        self.fail = False
+
+    async def publish(self, event: events_pb2.WorkerEvent, *, check_stream: bool = False) -> None:
+        if self.fail:
+            raise Unavailable("nats down")
+        if check_stream and self.events and self.events[-1].event_id == event.event_id:
+            return
+        if any(e.event_id == event.event_id for e in self.events):
+            return  # the server's duplicate window
+        self.events.append(event)
+
+
+class FakeEc2:
+    def __init__(self) -> None:
+        self.instances: dict[str, Instance] = {}
+        self.launches = 0
+
+    async def launch(self, spec: LaunchSpec) -> Instance:
+        self.launches += 1
+        instance = Instance(f"i-{self.launches:017x}", "pending", spec.instance_type, spec.ami_id, dict(spec.tags))
+        self.instances[instance.instance_id] = instance
+        return instance
+
+    async def find_by_tag(self, region: str, key: str, value: str) -> Instance | None:
+        return next((i for i in self.instances.values() if i.tags.get(key) == value), None)
+
+    async def describe(self, region: str, instance_id: str) -> Instance | None:
+        return self.instances.get(instance_id)
+
+    def _set(self, instance_id: str, state: str) -> str:
+        old = self.instances[instance_id]
+        self.instances[instance_id] = Instance(old.instance_id, state, old.instance_type, old.ami_id, old.tags)
+        return state
+
+    async def start(self, region: str, instance_id: str) -> str:
+        return self._set(instance_id, "pending")
+
+    async def stop(self, region: str, instance_id: str) -> str:
+        return self._set(instance_id, "stopping")
+
+    async def terminate(self, region: str, instance_id: str) -> str:
+        return self._set(instance_id, "shutting-down")
