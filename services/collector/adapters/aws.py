@@ -16,7 +16,6 @@ from typing import Any, Protocol, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
 
-from cmlmon_core.aws import AwsClients
 from collector import telemetry
 from collector.domain.backoff import backoff_delay
 from collector.errors import AwsError, InstancesNotFound
@@ -29,6 +28,12 @@ RETRYABLE_CODES = frozenset({
     "TooManyRequestsException", "ServiceUnavailable", "ServiceUnavailableException", "Unavailable",
     "InternalError", "InternalFailure", "InternalServiceError", "RequestTimeout", "RequestTimeoutException",
 })
+
+
+class ClientSource(Protocol):
+    """Where per-region aioboto3 clients come from (cmlmon_core.aws.AwsClients)."""
+
+    async def get(self, service: str, region: str) -> Any: ...
 
 
 class InstanceStatusPort(Protocol):
@@ -54,7 +59,7 @@ class RetryPolicy:
 class AwsPoller:
     """Both ports over one set of per-region aioboto3 clients."""
 
-    def __init__(self, clients: AwsClients, retry: RetryPolicy, region_concurrency: int,
+    def __init__(self, clients: ClientSource, retry: RetryPolicy, region_concurrency: int,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self._clients = clients
         self._retry = retry
