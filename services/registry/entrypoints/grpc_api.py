@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 from prometheus_client import Counter, Histogram
 
 from cml.monitor.v1 import registry_service_pb2 as rs
-from cml.monitor.v1 import registry_service_pb2_grpc as rs_grpc
 from cml.monitor.v1 import worker_pb2
 from registry.domain import model, validation
 from registry.errors import (
@@ -60,30 +60,53 @@ def rpc(method: Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], Awaitab
         ) -> Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[R]]:
     """Count, time, and translate the registry's errors of one unary RPC."""
     name = method.__name__
+    ok = RPCS.labels(name, "OK")  # bound once: label lookups cost more than the GetWorker itself
+    seconds = RPC_SECONDS.labels(name)
 
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> R:
         started = time.perf_counter()
-        code = grpc.StatusCode.OK
         try:
-            return await method(self, request, context)
+            result = await method(self, request, context)
         except RegistryError as exc:
             code = status_of(exc)
+            RPCS.labels(name, code.name).inc()
             if code == grpc.StatusCode.UNAVAILABLE:
                 log.warning("rpc failed", extra={"method": name, "error": str(exc)})
             await context.abort(code, str(exc))
             raise  # unreachable: abort raises
         except Exception:
-            code = grpc.StatusCode.INTERNAL
+            RPCS.labels(name, "INTERNAL").inc()
+            log.exception("rpc failed unexpectedly", extra={"method": name})
             raise
         finally:
-            RPCS.labels(name, code.name).inc()
-            RPC_SECONDS.labels(name).observe(time.perf_counter() - started)
+            seconds.observe(time.perf_counter() - started)
+        ok.inc()
+        return result
 
     return wrapper
 
 
-class WorkerRegistryServicer(rs_grpc.WorkerRegistryServiceServicer):  # type: ignore[misc]
+def _serialize(response: Message | bytes) -> bytes:
+    """Responses are messages, or bytes the servicer already serialized (GetWorker, ListWorkers)."""
+    return response if isinstance(response, bytes) else response.SerializeToString()
+
+
+def add_to_server(servicer: WorkerRegistryServicer, server: grpc.aio.Server) -> None:
+    """What the generated add_..._to_server does, with a serializer that passes pre-serialized bytes through."""
+    service = rs.DESCRIPTOR.services_by_name["WorkerRegistryService"]
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+    for method in service.methods:
+        request_type = getattr(rs, method.input_type.name)
+        make = grpc.unary_stream_rpc_method_handler if method.server_streaming else grpc.unary_unary_rpc_method_handler
+        handlers[method.name] = make(getattr(servicer, method.name), request_deserializer=request_type.FromString,
+                                     response_serializer=_serialize)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+
+
+class WorkerRegistryServicer:
+    """Every RPC of cml.monitor.v1.WorkerRegistryService; registered by add_to_server."""
+
     def __init__(self, registry: Registry) -> None:
         self._registry = registry
 
@@ -96,11 +119,13 @@ class WorkerRegistryServicer(rs_grpc.WorkerRegistryServiceServicer):  # type: ig
         return rs.ImportWorkerResponse(worker=await self._registry.import_worker(request))
 
     @rpc
-    async def GetWorker(self, request: rs.GetWorkerRequest, context: Any) -> rs.GetWorkerResponse:
-        return rs.GetWorkerResponse(worker=await self._registry.get_worker(request.id))
+    async def GetWorker(self, request: rs.GetWorkerRequest, context: Any) -> bytes:
+        """A serialized GetWorkerResponse, from the view's cached encoding."""
+        worker = await self._registry.get_worker(request.id)
+        return self._registry.view.encoded(worker)
 
     @rpc
-    async def ListWorkers(self, request: rs.ListWorkersRequest, context: Any) -> rs.ListWorkersResponse:
+    async def ListWorkers(self, request: rs.ListWorkersRequest, context: Any) -> bytes:
         return await list_workers(self._registry, request)
 
     @rpc

@@ -13,16 +13,15 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from cml.monitor.v1 import registry_service_pb2, registry_service_pb2_grpc
+from cml.monitor.v1 import registry_service_pb2
 from cmlmon_core import nats_conn, telemetry
 from cmlmon_core.lifecycle import stop_on_signals
 from cmlmon_core.logs import configure_logging
 from cmlmon_core.settings import load_settings
 from cmlmon_core.topology import TopologyOptions, ensure_topology
 from registry.bootstrap import bootstrap
-from registry.entrypoints.grpc_api import WorkerRegistryServicer
+from registry.entrypoints.grpc_api import WorkerRegistryServicer, add_to_server
 from registry.entrypoints.metrics_consumer import consume_samples
-from registry.errors import RegistryError
 from registry.service.handlers import Registry
 from registry.settings import RegistrySettings
 
@@ -33,7 +32,7 @@ SERVICE_NAME = registry_service_pb2.DESCRIPTOR.services_by_name["WorkerRegistryS
 
 def build_server(registry: Registry, host: str, port: int) -> tuple[grpc.aio.Server, int, HealthServicer]:
     server = grpc.aio.server()
-    registry_service_pb2_grpc.add_WorkerRegistryServiceServicer_to_server(WorkerRegistryServicer(registry), server)
+    add_to_server(WorkerRegistryServicer(registry), server)
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
@@ -49,8 +48,8 @@ async def sweep_outbox(registry: Registry, stop: asyncio.Event, every: float) ->
             found = await registry.sweep_outbox(older_than_seconds=older_than)
             if found:
                 log.info("unpublished events found and published", extra={"count": found})
-        except RegistryError as exc:
-            log.warning("outbox sweep failed", extra={"error": str(exc)})
+        except Exception as exc:  # retried at the next sweep
+            log.warning("outbox sweep failed", extra={"error": repr(exc)})
         older_than = every
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), every)

@@ -39,7 +39,7 @@ async def consume_samples(js: JetStreamContext, registry: Registry, stop: asynci
         while not stop.is_set():
             try:
                 msgs = await sub.fetch(batch, timeout=1)
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nats' own and the bare asyncio one that fetch also raises under load
                 continue
             except (nats.errors.Error, nats.js.errors.Error) as exc:
                 if stop.is_set():
@@ -47,7 +47,11 @@ async def consume_samples(js: JetStreamContext, registry: Registry, stop: asynci
                 log.warning("fetching samples failed", extra={"error": repr(exc)})
                 await asyncio.sleep(1)
                 continue
-            await handle_batch(registry, msgs)
+            try:
+                await handle_batch(registry, msgs)
+            except Exception:  # a bug in one batch must not stop monitoring: its samples are redelivered
+                SAMPLES.labels("error").inc()
+                log.exception("sample batch failed")
     finally:
         # a pull subscription left to the connection's drain keeps it waiting for its whole timeout
         try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cml.monitor.v1 import events_pb2, worker_pb2
@@ -56,6 +56,7 @@ class Subscription:
 class WorkerView:
     def __init__(self) -> None:
         self._stored: dict[str, Stored] = {}
+        self._encoded: dict[str, bytes] = {}  # a worker as field 1 of Get/ListWorkersResponse, made on first read
         self._ids: list[str] = []  # sorted: the stable order of ListWorkers
         self._subs: set[Subscription] = set()
         self.ready = asyncio.Event()
@@ -74,6 +75,7 @@ class WorkerView:
         if old is not None and old.revision >= stored.revision:
             return
         self._stored[worker_id] = stored
+        self._encoded.pop(worker_id, None)
         if old is None:
             bisect.insort(self._ids, worker_id)
         if self._subs and (old is None or not _same_state(old.worker, stored.worker)):
@@ -86,19 +88,26 @@ class WorkerView:
         """Up to limit workers matching predicate with an id greater than after_id, in id order, and whether
         more follow."""
         out: list[worker_pb2.Worker] = []
-        for worker in self._iter_from(after_id):
+        ids = self._ids
+        stored = self._stored
+        for i in range(bisect.bisect_right(ids, after_id) if after_id else 0, len(ids)):
+            worker = stored[ids[i]].worker
             if predicate(worker):
                 if len(out) == limit:
                     return out, True
                 out.append(worker)
         return out, False
 
-    def _iter_from(self, after_id: str) -> Iterator[worker_pb2.Worker]:
-        start = bisect.bisect_right(self._ids, after_id) if after_id else 0
-        ids = self._ids
-        stored = self._stored
-        for i in range(start, len(ids)):
-            yield stored[ids[i]].worker
+    def encoded(self, worker: worker_pb2.Worker) -> bytes:
+        """The worker serialized as field 1 (`worker`/`workers`) of GetWorkerResponse and ListWorkersResponse,
+        cached until the worker changes: a page of 100 is then a join of bytes, not 100 message copies."""
+        cached = self._encoded.get(worker.id)
+        if cached is None:
+            cached = field_bytes(1, worker.SerializeToString(deterministic=True))
+            current = self._stored.get(worker.id)
+            if current is not None and current.worker is worker:
+                self._encoded[worker.id] = cached
+        return cached
 
     def snapshot(self) -> list[Stored]:
         return [self._stored[i] for i in self._ids]
@@ -121,15 +130,39 @@ class WorkerView:
             if sub.queue.full():
                 sub.overflowed = True
 
-    async def follow(self, repo: WorkerRepository) -> None:
-        """Keep the view current until cancelled."""
-        async for stored in repo.watch():
-            if stored is None:
-                if not self.ready.is_set():
-                    log.info("worker view loaded", extra={"workers": len(self._ids)})
-                self.ready.set()
-            else:
-                self.apply(stored)
+    async def follow(self, repo: WorkerRepository, retry_seconds: float = 1.0) -> None:
+        """Keep the view current until cancelled; a watch that fails is started again (it replays the latest
+        value of every key, which apply() takes or ignores by revision)."""
+        while True:
+            try:
+                async for stored in repo.watch():
+                    if stored is None:
+                        if not self.ready.is_set():
+                            log.info("worker view loaded", extra={"workers": len(self._ids)})
+                        self.ready.set()
+                    else:
+                        self.apply(stored)
+                log.warning("kv watch ended; starting it again")
+            except Exception as exc:
+                log.warning("kv watch failed; starting it again", extra={"error": repr(exc)})
+            await asyncio.sleep(retry_seconds)
+
+
+def field_bytes(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field (wire type 2) holding payload."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        bits = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(bits | 0x80)
+        else:
+            out.append(bits)
+            return bytes(out)
 
 
 def _same_state(a: worker_pb2.Worker, b: worker_pb2.Worker) -> bool:

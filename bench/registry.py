@@ -1,0 +1,260 @@
+"""Registry benchmark: GetWorker and ListWorkers (a page of 100 out of 10,000 workers) with 50 concurrent
+callers over loopback, next to a bare grpc.aio server answering messages of the same size, in the same run.
+
+- A private nats-server; 10,000 workers written to KV `cml_workers` before `python -m registry` starts (it loads
+  them through its KV watch, as after a restart).
+- The bare server is `python bench/registry.py --bare PORT`: the same service and message types, every answer a
+  prebuilt message (a Worker of the same size for GetWorker, 100 of them for ListWorkers), no work at all.
+- Each phase: 50 asyncio callers on one channel for BENCH_SECONDS after a warm-up; throughput and client-side
+  latency p50/p99. Targets: GetWorker >= 50 % of the bare server's throughput; ListWorkers p99 <= 20 ms;
+  registry RSS with 10,000 workers <= 200 MB.
+
+Run: .venv/bin/python bench/registry.py  (ends with one JSON line)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import nats
+
+from cml.monitor.v1 import registry_service_pb2 as rs
+from cml.monitor.v1 import registry_service_pb2_grpc as rs_grpc
+from cml.monitor.v1 import worker_pb2
+from cmlmon_core.topology import ensure_topology
+from cmlmon_dev.servers import NatsServer, free_port, wait_for_port
+
+WORKERS = int(os.environ.get("BENCH_WORKERS", "10000"))
+CALLERS = 50
+PAGE = 100
+SECONDS = float(os.environ.get("BENCH_SECONDS", "6"))
+WARMUP = 1.0
+REGIONS = ["us-east-1", "us-west-2", "eu-west-1", "eu-central-1"]
+
+
+def make_worker(n: int) -> worker_pb2.Worker:
+    w = worker_pb2.Worker(
+        id=f"w-{n:020x}", name=f"cml-worker-{n:05d}", region=REGIONS[n % len(REGIONS)],
+        instance_id=f"i-{n:017x}", instance_type="c5.metal", status=worker_pb2.WORKER_STATUS_RUNNING,
+        system_status_check=worker_pb2.STATUS_CHECK_OK, instance_status_check=worker_pb2.STATUS_CHECK_OK,
+        cpu_utilization=random.uniform(0, 100), memory_utilization=random.uniform(0, 100),
+        tags={"team": f"team-{n % 7}", "env": "prod" if n % 3 else "lab", "owner": f"user{n % 50}"},
+        ami_id="ami-0123456789abcdef0", monitoring_mode=worker_pb2.MONITORING_MODE_DETAILED,
+        poll_interval_seconds=60, origin=worker_pb2.WORKER_ORIGIN_IMPORTED, etag="123456",
+    )
+    for ts in (w.create_time, w.update_time, w.last_seen_time):
+        ts.GetCurrentTime()
+    return w
+
+
+# --- the bare server ------------------------------------------------------------------------------------------
+
+class BareServicer(rs_grpc.WorkerRegistryServiceServicer):  # type: ignore[misc]
+    def __init__(self) -> None:
+        self.get = rs.GetWorkerResponse(worker=make_worker(1))
+        self.list = rs.ListWorkersResponse(workers=[make_worker(n) for n in range(PAGE)], next_page_token="x" * 43)
+
+    async def GetWorker(self, request: rs.GetWorkerRequest, context: Any) -> rs.GetWorkerResponse:
+        return self.get
+
+    async def ListWorkers(self, request: rs.ListWorkersRequest, context: Any) -> rs.ListWorkersResponse:
+        return self.list
+
+
+async def serve_bare(port: int) -> None:
+    server = grpc.aio.server()
+    rs_grpc.add_WorkerRegistryServiceServicer_to_server(BareServicer(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    await server.stop(1)
+
+
+# --- load -----------------------------------------------------------------------------------------------------
+
+async def load(call: Callable[[int], Awaitable[Any]]) -> dict[str, float]:
+    latencies: list[float] = []
+    total = 0
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    measure_from = start + WARMUP
+    end = measure_from + SECONDS
+
+    async def caller(k: int) -> None:
+        nonlocal total
+        i = k
+        while True:
+            t0 = time.perf_counter()
+            await call(i)
+            total += 1
+            now = loop.time()
+            if now >= end:
+                return
+            if now >= measure_from:
+                latencies.append(time.perf_counter() - t0)
+            i += CALLERS
+
+    await asyncio.gather(*(caller(k) for k in range(CALLERS)))
+    latencies.sort()
+    return {
+        "rps": round(len(latencies) / SECONDS, 1),
+        "p50_ms": round(latencies[len(latencies) // 2] * 1000, 3),
+        "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 3),
+        "calls": len(latencies),
+        "calls_total": total,
+    }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def bench_target(address: str, pid: int, ids: list[str], tokens: list[str]) -> dict[str, dict[str, float]]:
+    async def measured(call: Callable[[int], Awaitable[Any]]) -> dict[str, float]:
+        before = cpu_seconds(pid)
+        figures = await load(call)
+        # the server's own CPU per call: a figure the shared, noisy 2-core machine and the Python load
+        # generator distort far less than throughput
+        figures["server_cpu_us_per_call"] = round((cpu_seconds(pid) - before) / figures["calls_total"] * 1e6, 1)
+        return figures
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = rs_grpc.WorkerRegistryServiceStub(channel)
+        requests = [rs.GetWorkerRequest(id=i) for i in ids]
+        list_requests = [rs.ListWorkersRequest(page_size=PAGE, page_token=t) for t in tokens]
+
+        async def get(i: int) -> Any:
+            return await stub.GetWorker(requests[i % len(requests)])
+
+        async def list_(i: int) -> Any:
+            return await stub.ListWorkers(list_requests[i % len(list_requests)])
+
+        return {"get": await measured(get), "list": await measured(list_)}
+
+
+# --- setup ----------------------------------------------------------------------------------------------------
+
+async def seed(nats_url: str) -> list[str]:
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    await ensure_topology(js)
+    kv = await js.key_value("cml_workers")
+    ids: list[str] = []
+    batch: list[Awaitable[int]] = []
+    for n in range(WORKERS):
+        w = make_worker(n)
+        w.etag = ""
+        ids.append(w.id)
+        batch.append(kv.put(w.id, w.SerializeToString()))  # what the registry stores, no outbox
+        if len(batch) == 500:
+            await asyncio.gather(*batch)
+            batch = []
+    await asyncio.gather(*batch)
+    await nc.drain()
+    return ids
+
+
+async def page_tokens(address: str) -> list[str]:
+    tokens = [""]
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = rs_grpc.WorkerRegistryServiceStub(channel)
+        while True:
+            page = await stub.ListWorkers(rs.ListWorkersRequest(page_size=PAGE, page_token=tokens[-1]))
+            assert len(page.workers) == PAGE or not page.next_page_token
+            if not page.next_page_token:
+                return tokens
+            tokens.append(page.next_page_token)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    raise RuntimeError(f"process {pid} is gone")
+
+
+def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as out:
+        return subprocess.Popen([sys.executable, *args], env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+async def main() -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-registry-"))
+    with NatsServer(tmp / "js", log_file=tmp / "nats.log") as server:
+        t0 = time.perf_counter()
+        ids = await seed(server.url)
+        print(f"seeded {WORKERS} workers into KV in {time.perf_counter() - t0:.1f}s")
+        port, bare_port = free_port(), free_port()
+        env = {**os.environ, "NATS_URL": server.url, "GRPC_PORT": str(port), "METRICS_PORT": "0",
+               "GRPC_HOST": "127.0.0.1", "LOG_LEVEL": "WARNING", "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+               "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
+        t0 = time.perf_counter()
+        registry = spawn(["-m", "registry"], env, tmp / "registry.log")
+        bare = spawn([__file__, "--bare", str(bare_port)], env, tmp / "bare.log")
+        try:
+            await asyncio.to_thread(wait_for_port, port, 120)
+            ready = time.perf_counter() - t0
+            await asyncio.to_thread(wait_for_port, bare_port, 60)
+            print(f"registry serving {WORKERS} workers {ready:.1f}s after start")
+            tokens = await page_tokens(f"127.0.0.1:{port}")
+            print(f"{len(tokens)} pages of {PAGE}; {CALLERS} callers, {SECONDS:.0f}s per phase")
+            target = await bench_target(f"127.0.0.1:{port}", registry.pid, ids, tokens)
+            memory = rss_mb(registry.pid)
+            baseline = await bench_target(f"127.0.0.1:{bare_port}", bare.pid, ids, tokens)
+        finally:
+            stop(registry)
+            stop(bare)
+    return report(target, baseline, memory, ready)
+
+
+def report(target: dict[str, dict[str, float]], baseline: dict[str, dict[str, float]], memory: float,
+           ready: float) -> dict[str, Any]:
+    get_ratio = target["get"]["rps"] / baseline["get"]["rps"]
+    list_ratio = target["list"]["rps"] / baseline["list"]["rps"]
+    for name in ("get", "list"):
+        t, b = target[name], baseline[name]
+        print(f"{name:5s} registry {t['rps']:7.0f}/s p50 {t['p50_ms']:6.2f} ms p99 {t['p99_ms']:6.2f} ms "
+              f"cpu {t['server_cpu_us_per_call']:6.1f} us/call | bare {b['rps']:7.0f}/s p50 {b['p50_ms']:6.2f} ms "
+              f"p99 {b['p99_ms']:6.2f} ms cpu {b['server_cpu_us_per_call']:6.1f} us/call")
+    print(f"GetWorker throughput {get_ratio:.0%} of bare (target >= 50%); ListWorkers {list_ratio:.0%} of bare; "
+          f"ListWorkers p99 {target['list']['p99_ms']:.1f} ms (target <= 20); registry RSS {memory} MB "
+          f"with {WORKERS} workers (target <= 200)")
+    return {
+        "bench": "registry", "workers": WORKERS, "callers": CALLERS, "page_size": PAGE, "seconds": SECONDS,
+        "get": target["get"], "bare_get": baseline["get"], "get_ratio": round(get_ratio, 3),
+        "list": target["list"], "bare_list": baseline["list"], "list_ratio": round(list_ratio, 3),
+        "registry_rss_mb": memory, "registry_ready_s": round(ready, 2),
+        "targets_met": {"get_ratio_ge_0.5": get_ratio >= 0.5, "list_p99_le_20ms": target["list"]["p99_ms"] <= 20,
+                        "rss_le_200mb": memory <= 200},
+    }
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--bare":
+        asyncio.run(serve_bare(int(sys.argv[2])))
+    else:
+        print(json.dumps(asyncio.run(main())))
