@@ -49,7 +49,7 @@ async def pull_loop(sub: JetStreamContext.PullSubscription, batch: int, handle_b
     while not stop.is_set():
         try:
             msgs = await sub.fetch(batch, timeout=1.0)
-        except NatsTimeout:
+        except (NatsTimeout, TimeoutError):  # nats-py raises either when a fetch finds nothing
             continue
         except Exception as exc:  # connection trouble: the client reconnects; keep asking
             log.warning("fetch failed", extra={"error": repr(exc)})

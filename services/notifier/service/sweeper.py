@@ -29,6 +29,10 @@ class Sweeper:
         self._period = period
         self._wake = wake or asyncio.Event()
         self._clock = clock
+        # Silence is measured from when this process could have seen samples: right after a start (the whole
+        # system starting, or the notifier restarting) the collectors get their intervals before anyone is
+        # called silent.
+        self._started = clock()
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -53,7 +57,7 @@ class Sweeper:
         directory = self._evaluator.directory
         for worker in directory.running():
             interval = float(worker.poll_interval_seconds or self._default_interval)
-            since = directory.running_since.get(worker.worker_id, now)
+            since = max(directory.running_since.get(worker.worker_id, now), self._started)
             local = directory.last_sample.get(worker.worker_id)
             if not rules.is_silent(local, since, now, interval, self._intervals):
                 continue

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from notifier.domain.model import FiringPolicy, WorkerRef
+from notifier.service.evaluator import Directory, Evaluator, Thresholds
+from notifier.service.sweeper import Sweeper
+from tests.unit.notifier.test_evaluator import Clock, FakePublisher, FakeStore
+
+
+class LastSamples:
+    def __init__(self) -> None:
+        self.at: dict[str, float] = {}
+        self.asked: list[str] = []
+
+    async def last_sample_at(self, region: str, worker_id: str) -> float | None:
+        self.asked.append(worker_id)
+        return self.at.get(worker_id)
+
+
+def build(clock: Clock) -> tuple[Sweeper, Directory, FakePublisher, LastSamples]:
+    store, pub, directory, last = FakeStore(), FakePublisher(), Directory(), LastSamples()
+    ev = Evaluator(store, pub, directory, FiringPolicy(), Thresholds(), clock=clock)
+    sweeper = Sweeper(ev, last, default_interval=10, silent_intervals=3, period=1, clock=clock)
+    return sweeper, directory, pub, last
+
+
+async def test_silent_only_after_three_intervals_of_this_process_and_of_the_stream() -> None:
+    clock = Clock()
+    clock.now = 1000.0
+    sweeper, directory, pub, last = build(clock)
+    directory.learn(WorkerRef(worker_id="w", region="r", status="RUNNING"), at=0.0)  # running long before
+    directory.learn(WorkerRef(worker_id="stopped", region="r", status="STOPPED"), at=0.0)
+    clock.now = 1029.0
+    await sweeper.sweep_once()
+    assert not pub.alerts and not last.asked  # within the grace of a fresh start
+    last.at["w"] = 1025.0  # another replica got a sample: the stream knows
+    clock.now = 1031.0
+    await sweeper.sweep_once()
+    assert last.asked == ["w"] and not pub.alerts
+    clock.now = 1056.0
+    await sweeper.sweep_once()
+    assert [a.rule for a in pub.alerts] == ["silent"]
+    await sweeper.sweep_once()
+    assert len(pub.alerts) == 1  # fires once
