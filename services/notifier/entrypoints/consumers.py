@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import defaultdict
@@ -198,8 +199,11 @@ class SinkConsumer:
     async def run(self, stop: asyncio.Event, grace: float = 5.0) -> None:
         try:
             await pull_loop(self._sub, self._concurrency, self.handle_batch, stop)
-            if self._tasks:  # in-flight deliveries get the grace period, then are left to redelivery
+            if self._tasks:  # in-flight deliveries get the grace period, then are handed back (nak)
                 await asyncio.wait(self._tasks, timeout=grace)
+                for task in list(self._tasks):
+                    task.cancel()
+                await asyncio.gather(*self._tasks, return_exceptions=True)
         finally:
             await self._sub.unsubscribe()
 
@@ -215,6 +219,10 @@ class SinkConsumer:
         try:
             async with lock:
                 await settle(msg, ALERTS_STREAM, lambda: self._deliver(msg))
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await msg.nak()  # shutting down: another replica, or this one restarted, delivers it
+            raise
         except Exception as exc:  # a delivery bug must not kill the consumer
             log.exception("delivery crashed", extra={"sink": self._deliverer.sink.name, "error": repr(exc)})
         finally:

@@ -119,3 +119,18 @@ async def test_restart_and_two_replicas_never_fire_twice(js: JetStreamContext, n
     assert [(b["rule"], b["status"]) for b in bodies] == [("memory_high", "firing"), ("memory_high", "resolved")]
     assert len({b["transition_id"] for b in bodies}) == 2
     assert b'"phase":"inactive"' in (state.value or b"")
+
+
+async def test_stop_hands_in_flight_delivery_back(js: JetStreamContext, nats_url: str, uid: str) -> None:
+    worker = make_worker(f"h-{uid}")
+    async with receiving(Receiver(responses=[503] * 1000)) as receiver:
+        settings = notifier_settings(nats_url, uid, worker_notification_webhooks=receiver.url,
+                                     delivery_max_attempts=50, delivery_backoff_initial_seconds=0.2)
+        async with running_notifier(settings):
+            await publish_sample(js, worker, cpu=99.0)
+            await eventually(lambda: any(worker.id in r.body.decode() for r in receiver.rejected))
+        # stopped while retrying: the transition was handed back, not acknowledged nor lost
+        receiver.responses.clear()
+        async with running_notifier(settings):
+            got = await eventually(lambda: receiver.for_worker(worker.id), timeout=15)
+    assert [r.json["status"] for r in got] == ["firing"]
