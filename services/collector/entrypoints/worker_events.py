@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 DURABLE = "collector"
 
 
-def consumer_config(ack_wait: float = 30.0) -> ConsumerConfig:
+def consumer_config(ack_wait: float = 10.0) -> ConsumerConfig:
     return ConsumerConfig(
         durable_name=DURABLE, description="collector: worker events keep the poll schedules",
         filter_subject=subjects.WORKERS_ALL, deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.EXPLICIT,

@@ -1,0 +1,136 @@
+"""Collector replicas as separate processes (`python -m collector`) against one nats-server and moto:
+SIGTERM exits 0, and a kill -9 of one replica leaves no worker unpolled for longer than one interval plus
+AckWait."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import defaultdict
+from typing import Any
+
+import boto3
+import httpx
+import nats
+from nats.aio.client import Client
+
+from cml.monitor.v1 import events_pb2, worker_pb2
+from cmlmon_core import messages, subjects
+from cmlmon_core.topology import ensure_topology
+from cmlmon_dev.servers import NatsServer, free_port
+from tests.e2e.conftest import ServiceLauncher
+
+INTERVAL = 2
+ACK_WAIT = 6
+FAST = {"WORKER_METRICS_POLL_INTERVAL": INTERVAL, "CLOUDWATCH_DELAY_SECONDS": 0, "TICK_ACK_WAIT_SECONDS": ACK_WAIT,
+        "TICK_GATHER_SECONDS": 0.5, "RECONCILE_INTERVAL_SECONDS": 0, "SHUTDOWN_GRACE_SECONDS": 3}
+
+
+def launch(endpoint: str, region: str, count: int) -> list[str]:
+    ec2 = boto3.client("ec2", region_name=region, endpoint_url=endpoint)
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    reply = ec2.run_instances(ImageId=image, InstanceType="t3.micro", MinCount=count, MaxCount=count)
+    return [i["InstanceId"] for i in reply["Instances"]]
+
+
+async def create_workers(nc: Client, endpoint: str, per_region: int) -> list[worker_pb2.Worker]:
+    js = nc.jetstream()
+    await ensure_topology(js)
+    workers = []
+    for region in ("us-east-1", "eu-west-1"):
+        for instance_id in launch(endpoint, region, per_region):
+            w = worker_pb2.Worker(id=f"w-{uuid.uuid4().hex[:10]}", region=region, instance_id=instance_id,
+                                  status=worker_pb2.WORKER_STATUS_RUNNING)
+            event_id = uuid.uuid4().hex
+            data, headers = messages.encode(events_pb2.WorkerEvent(
+                event_id=event_id, type=events_pb2.WORKER_EVENT_TYPE_CREATED, worker=w), msg_id=event_id)
+            await js.publish(subjects.worker_event(w.id, "created"), data, headers=headers)
+            workers.append(w)
+    return workers
+
+
+class Samples:
+    def __init__(self) -> None:
+        self.times: dict[str, list[float]] = defaultdict(list)
+        self.by_replica: dict[str, int] = defaultdict(int)
+
+    async def on_msg(self, msg: Any) -> None:
+        s = messages.decode(events_pb2.MetricSample, msg.data, msg.headers)
+        self.times[s.worker_id].append(asyncio.get_running_loop().time())
+        self.by_replica[s.collector_id] += 1
+
+
+async def wait_in_flight(port: int, timeout: float) -> bool:
+    """Wait until the replica reports ticks in flight (fetched, not yet acked): the moment to kill it."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with httpx.AsyncClient() as http:
+        while asyncio.get_running_loop().time() < deadline:
+            text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+            for line in text.splitlines():
+                if line.startswith("cmlmon_collector_ticks_in_flight ") and float(line.split()[1]) > 0:
+                    return True
+            await asyncio.sleep(0.01)
+    return False
+
+
+async def wait_until(check: Any, timeout: float, what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+async def test_sigterm_finishes_and_exits_zero(services: ServiceLauncher, own_nats: NatsServer,
+                                               aws_endpoint: str) -> None:
+    proc = services.start("collector", SERVICE_INSTANCE_ID="solo", **FAST)
+    nc = await nats.connect(own_nats.url)
+    try:
+        samples = Samples()
+        await nc.subscribe(subjects.METRICS_ALL, cb=samples.on_msg)
+        workers = await create_workers(nc, aws_endpoint, per_region=2)
+        await wait_until(lambda: all(samples.times[w.id] for w in workers), 60, "a sample of every worker")
+    finally:
+        await nc.drain()
+    assert proc.stop(timeout=20) == 0
+    assert "collector stopped" in proc.log()
+
+
+async def test_three_replicas_share_ticks_and_survive_a_kill_9(services: ServiceLauncher, own_nats: NatsServer,
+                                                             aws_endpoint: str) -> None:
+    ports = [free_port() for _ in range(3)]
+    replicas = [services.start("collector", SERVICE_INSTANCE_ID=f"r{i}", **{**FAST, "METRICS_PORT": ports[i]})
+                for i in range(3)]
+    nc = await nats.connect(own_nats.url)
+    loop = asyncio.get_running_loop()
+    try:
+        samples = Samples()
+        await nc.subscribe(subjects.METRICS_ALL, cb=samples.on_msg)
+        workers = await create_workers(nc, aws_endpoint, per_region=10)
+        await wait_until(lambda: all(len(samples.times[w.id]) >= 2 for w in workers), 90, "steady polling")
+        await wait_until(lambda: len(samples.by_replica) >= 2, 60, "a second replica taking ticks")
+
+        victim = max(("r0", "r1", "r2"), key=lambda r: samples.by_replica[r])  # the busiest one
+        mid_batch = await wait_in_flight(ports[int(victim[1])], timeout=30)
+        replicas[int(victim[1])].kill()
+        killed_at = loop.time()
+        survivors = {r for r in ("r0", "r1", "r2") if r != victim}
+        before = dict(samples.by_replica)
+        await asyncio.sleep(3 * (INTERVAL + ACK_WAIT))
+
+        bound = INTERVAL + ACK_WAIT + 4.0  # + gathering window, a poll round-trip and a shared, busy CPU
+        for w in workers:
+            after = [t for t in samples.times[w.id] if t > killed_at - INTERVAL]
+            gaps = [b - a for a, b in zip([killed_at, *after], after, strict=False)]
+            assert after, f"{w.id} never polled after the kill"
+            assert max(gaps) <= bound, f"{w.id} unpolled for {max(gaps):.1f}s (bound {bound}s)"
+            assert loop.time() - after[-1] <= bound
+        assert mid_batch, "the victim never had ticks in flight"
+        assert sum(samples.by_replica[r] - before.get(r, 0) for r in survivors) > 0
+        per_interval = sum(len([t for t in samples.times[w.id] if t > killed_at]) for w in workers)
+        assert per_interval <= len(workers) * (3 * (INTERVAL + ACK_WAIT) / INTERVAL + 3)  # no storm of duplicates
+    finally:
+        await nc.drain()
+    for proc in replicas:
+        if proc.process and proc.process.poll() is None:
+            assert proc.stop(timeout=20) == 0

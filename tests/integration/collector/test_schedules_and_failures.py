@@ -1,0 +1,165 @@
+"""Schedules follow lifecycle events; unknown instances, stopped instances, bad ticks and failing regions are
+handled per worker or per region, against real nats-server and moto."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from cml.monitor.v1 import worker_pb2
+from cmlmon_core import subjects
+from cmlmon_core.topology import POLLS_STREAM
+from collector import telemetry
+from collector.adapters.aws import AwsPoller
+from collector.bootstrap import aws_clients, retry_policy
+from collector.errors import AwsError
+from tests.integration.collector.conftest import (
+    INTERVAL,
+    RunningCollector,
+    SampleWatch,
+    collector_settings,
+    ec2_client,
+    launch,
+    publish_event,
+    put_metrics,
+    start_collector,
+    worker,
+)
+
+REGION = "us-east-1"
+
+
+async def schedule_header(js: JetStreamContext, worker_id: str) -> str | None:
+    try:
+        raw = await js.get_last_msg(POLLS_STREAM, subjects.poll_schedule(worker_id))
+    except NotFoundError:
+        return None
+    return (raw.headers or {}).get("Nats-Schedule")
+
+
+async def eventually(check: Any, timeout: float = 20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.1)
+
+
+async def test_interval_change_replaces_and_termination_removes_the_schedule(
+        js: JetStreamContext, aws_endpoint: str, collector: RunningCollector, watch: SampleWatch, uid: str) -> None:
+    (instance_id,) = launch(aws_endpoint, REGION)
+    w = worker(uid, REGION, instance_id)
+    await publish_event(js, w, "imported")
+    await watch.wait_for(lambda s: s.worker_id == w.id)
+
+    w.poll_interval_seconds = 7
+    await publish_event(js, w, "status_changed")
+
+    async def seven() -> bool:
+        return await schedule_header(js, w.id) == "@every 7s"
+    await eventually(seven)
+
+    w.status = worker_pb2.WORKER_STATUS_TERMINATED
+    await publish_event(js, w, "terminated")
+
+    async def gone() -> bool:
+        return await schedule_header(js, w.id) is None
+    await eventually(gone)
+    await asyncio.sleep(INTERVAL + 1.0)  # an in-flight tick may still land; after that, silence
+    seen = sum(1 for s in watch.samples if s.worker_id == w.id)
+    await asyncio.sleep(2 * INTERVAL + 0.5)
+    assert sum(1 for s in watch.samples if s.worker_id == w.id) == seen
+
+
+async def test_unknown_instance_is_reported_alone_and_stopped_instance_has_no_metrics(
+        js: JetStreamContext, aws_endpoint: str, collector: RunningCollector, watch: SampleWatch, uid: str) -> None:
+    good, stopped = launch(aws_endpoint, REGION, count=2)
+    ec2_client(aws_endpoint, REGION).stop_instances(InstanceIds=[stopped])
+    put_metrics(aws_endpoint, REGION, good, cpu=12.0, memory=34.0)
+    put_metrics(aws_endpoint, REGION, stopped, cpu=50.0, memory=50.0)
+    workers = [worker(f"{uid}-a", REGION, good), worker(f"{uid}-b", REGION, stopped),
+               worker(f"{uid}-c", REGION, "i-0123456789abcdef0"), worker(f"{uid}-d", REGION, "bogus")]
+    try:
+        for w in workers:
+            await publish_event(js, w, "created")
+        a = await watch.wait_for(lambda s: s.worker_id == workers[0].id and s.HasField("cpu_utilization"))
+        b = await watch.wait_for(lambda s: s.worker_id == workers[1].id)
+        c = await watch.wait_for(lambda s: s.worker_id == workers[2].id)
+        d = await watch.wait_for(lambda s: s.worker_id == workers[3].id)
+        assert (a.cpu_utilization, a.memory_utilization, a.instance_missing) == (12.0, 34.0, False)
+        assert b.status == worker_pb2.WORKER_STATUS_STOPPED and b.ec2_state == "stopped"
+        assert not b.HasField("cpu_utilization") and not b.HasField("memory_utilization")
+        assert b.system_status_check == worker_pb2.STATUS_CHECK_NOT_APPLICABLE
+        for missing in (c, d):
+            assert missing.instance_missing and missing.status == worker_pb2.WORKER_STATUS_TERMINATED
+    finally:
+        for w in workers:
+            await publish_event(js, w, "terminated")
+
+
+async def test_undecodable_tick_is_terminated_and_the_consumer_carries_on(
+        js: JetStreamContext, aws_endpoint: str, collector: RunningCollector, watch: SampleWatch, uid: str) -> None:
+    before = telemetry.TICKS.labels("terminated")._value.get()
+    await js.publish(subjects.poll_tick(REGION, f"junk-{uid}"), b"\xff\xff\xff",
+                     headers={"Content-Type": "application/protobuf; proto=cml.monitor.v1.PollTick"})
+    (instance_id,) = launch(aws_endpoint, REGION)
+    w = worker(uid, REGION, instance_id)
+    await publish_event(js, w, "created")
+    try:
+        await watch.wait_for(lambda s: s.worker_id == w.id)
+        assert telemetry.TICKS.labels("terminated")._value.get() > before
+    finally:
+        await publish_event(js, w, "terminated")
+
+
+class FailingRegion:
+    """The real AWS adapter, except that one region always answers with throttling."""
+
+    def __init__(self, real: AwsPoller, region: str) -> None:
+        self.real = real
+        self.region = region
+        self.calls = 0
+
+    async def describe_instance_status(self, region: str, ids: Sequence[str]) -> list[dict[str, Any]]:
+        if region == self.region:
+            self.calls += 1
+            raise AwsError("DescribeInstanceStatus", region, "RequestLimitExceeded", "slow down", retryable=True)
+        return await self.real.describe_instance_status(region, ids)
+
+
+@pytest.mark.parametrize("bad_region", ["eu-north-1"])
+async def test_a_failing_region_is_naked_and_redelivered_while_others_are_polled(
+        nc: Client, js: JetStreamContext, nats_url: str, aws_endpoint: str, watch: SampleWatch, uid: str,
+        bad_region: str) -> None:
+    settings = collector_settings(nats_url, aws_endpoint, service_instance_id=f"failing-{uid}")
+    async with aws_clients(settings) as clients:
+        real = AwsPoller(clients, retry_policy(settings), 4)
+        failing = FailingRegion(real, bad_region)
+        running = start_collector(settings, nc, js, clients, ec2=failing, metrics=real)
+        (ok_instance,) = launch(aws_endpoint, REGION)
+        (bad_instance,) = launch(aws_endpoint, bad_region)
+        good, bad = worker(f"{uid}-ok", REGION, ok_instance), worker(f"{uid}-bad", bad_region, bad_instance)
+        naked_before = telemetry.TICKS.labels("naked")._value.get()
+        try:
+            await publish_event(js, bad, "created")
+            await publish_event(js, good, "created")
+            for _ in range(2):  # the healthy region keeps being polled
+                n = sum(1 for s in watch.samples if s.worker_id == good.id)
+                await watch.wait_for(lambda s, n=n: sum(1 for x in watch.samples if x.worker_id == good.id) > n)
+
+            async def retried() -> bool:
+                return failing.calls >= 2
+            await eventually(retried, timeout=30)
+            assert telemetry.TICKS.labels("naked")._value.get() > naked_before
+            assert not any(s.worker_id == bad.id for s in watch.samples if s.collector_id == f"failing-{uid}")
+        finally:
+            await publish_event(js, bad, "terminated")
+            await publish_event(js, good, "terminated")
+            running.stop.set()
+            await asyncio.wait_for(asyncio.gather(*running.tasks), 30)
