@@ -185,7 +185,9 @@ async def run(s: RunSettings) -> int:
         if s.run_aws == "simulated":
             manifest.unlink(missing_ok=True)
             endpoint = f"http://127.0.0.1:{s.aws_sim_port}"
-            aws = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo"}
+            aws = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo",
+                   # The generator's datapoints are stamped "now"; real CloudWatch lands late, the demo does not.
+                   "CLOUDWATCH_DELAY_SECONDS": os.environ.get("CLOUDWATCH_DELAY_SECONDS", "0")}
             await sup.spawn("aws-sim", [sup.python, "-m", "cmlmon_dev.aws_sim", "--port", str(s.aws_sim_port),
                                         "--manifest", str(manifest), "--every", str(s.demo_datapoint_every)],
                             sup.env())

@@ -56,6 +56,7 @@ def test_make_run_shows_alerts_and_stops_cleanly(tmp_path: Path) -> None:
         proc.wait(60)
         elapsed = time.monotonic() - stopped
         reader.join(5)
+        proc.stdout.close()  # type: ignore[union-attr]
     assert proc.returncode == 0, "".join(lines[-40:])
     assert elapsed < 20, f"took {elapsed:.1f}s to stop"
     time.sleep(0.5)
