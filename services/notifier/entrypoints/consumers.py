@@ -188,6 +188,7 @@ class SinkConsumer:
         self._slots = asyncio.Semaphore(concurrency)
         self._concurrency = concurrency
         self._order: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._inflight: dict[str, int] = defaultdict(int)  # per subject, so idle locks can be dropped
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def subscribe(self, js: JetStreamContext, durable: str) -> None:
@@ -211,6 +212,7 @@ class SinkConsumer:
         for msg in msgs:
             await self._slots.acquire()
             lock = self._order[msg.subject]
+            self._inflight[msg.subject] += 1
             task = asyncio.create_task(self._deliver_one(msg, lock))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -227,6 +229,9 @@ class SinkConsumer:
             log.exception("delivery crashed", extra={"sink": self._deliverer.sink.name, "error": repr(exc)})
         finally:
             self._slots.release()
+            self._inflight[msg.subject] -= 1
+            if not self._inflight[msg.subject]:
+                del self._inflight[msg.subject], self._order[msg.subject]
 
     async def _deliver(self, msg: Msg) -> None:
         alert = decode(alert_pb2.Alert, msg.data, msg.headers)

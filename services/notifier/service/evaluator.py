@@ -173,7 +173,7 @@ class Evaluator:
         await self._publisher.publish_alert(transition_to_proto(transition, tid))
         metrics.TRANSITIONS.labels(rule=transition.state.rule, kind=transition.kind).inc()
         s = transition.state
-        log.warning(
+        log.info(  # the log sink writes the line people read; this one carries the fields
             "alert %s: %s", transition.kind, s.summary or s.key,
             extra={"alert_id": s.key, "worker_id": s.worker_id, "worker_name": s.worker_name,
                    "instance_id": s.instance_id, "rule": s.rule, "value": s.value, "threshold": s.threshold,
