@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from cmlmon_core.settings import CommonSettings
 
@@ -48,20 +48,8 @@ class NotifierSettings(CommonSettings):
     delivery_backoff_max_seconds: float = Field(default=60.0, gt=0)
     delivery_concurrency: int = Field(default=16, ge=1, le=1000, description="deliveries in flight per sink")
 
-    @field_validator("webhook_secret")
-    @classmethod
-    def _whsec(cls, value: str) -> str:
-        if value and not value.startswith("whsec_"):
-            raise ValueError("must start with 'whsec_' (Standard Webhooks secret)")
-        return value
-
-    @field_validator("worker_notification_webhooks")
-    @classmethod
-    def _urls(cls, value: str) -> str:
-        for url in (u.strip() for u in value.split(",")):
-            if url and not url.startswith(("http://", "https://")):
-                raise ValueError("every entry must be an http:// or https:// URL")
-        return value
+    # WEBHOOK_SECRET and the URLs are checked in sink_config, whose errors name the variable but never echo
+    # its value (it is a secret, or a URL carrying a token).
 
     @property
     def webhook_urls(self) -> list[str]:

@@ -11,6 +11,7 @@ Each sink's name is part of its durable consumer and dead-letter subject, so it 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 from pathlib import Path
@@ -33,6 +34,7 @@ def url_sink_name(kind: str, url: str) -> str:
 
 def sink_specs(settings: NotifierSettings) -> list[SinkSpec]:
     timeout = settings.delivery_timeout_seconds
+    check_environment(settings)
     specs = [SinkSpec(name="log", kind="log")]
     for url in settings.webhook_urls:
         specs.append(SinkSpec(name=url_sink_name("webhook", url), kind="webhook", url=url,
@@ -52,6 +54,23 @@ def sink_specs(settings: NotifierSettings) -> list[SinkSpec]:
     if dupes:
         raise SinkConfigError(f"sink names must be unique: {', '.join(dupes)}")
     return specs
+
+
+def check_environment(settings: NotifierSettings) -> None:
+    """Refuse bad sink variables with a message that names them and never shows their values."""
+    if settings.webhook_secret and not settings.webhook_secret.startswith("whsec_"):
+        raise SinkConfigError("WEBHOOK_SECRET must start with 'whsec_' (a Standard Webhooks secret)")
+    if settings.webhook_secret:
+        try:
+            base64.b64decode(settings.webhook_secret.removeprefix("whsec_"), validate=True)
+        except ValueError:
+            raise SinkConfigError("WEBHOOK_SECRET: the part after 'whsec_' must be base64") from None
+    urls = {"WORKER_NOTIFICATION_WEBHOOKS": settings.webhook_urls, "SLACK_WEBHOOK_URL": [settings.slack_webhook_url],
+            "PAGERDUTY_URL": [settings.pagerduty_url], "ALERTMANAGER_URL": [settings.alertmanager_url]}
+    for name, values in urls.items():
+        for i, url in enumerate(v for v in values if v):
+            if not url.startswith(("http://", "https://")):
+                raise SinkConfigError(f"{name}: entry {i + 1} is not an http:// or https:// URL")
 
 
 def load_sinks_file(path: Path, settings: NotifierSettings) -> list[SinkSpec]:
@@ -78,6 +97,10 @@ def parse_sink(index: int, entry: Any, settings: NotifierSettings) -> SinkSpec:
     secret = str(entry.get("secret", ""))
     if secret and not secret.startswith("whsec_"):
         raise SinkConfigError(f"{where}: secret must start with whsec_")
+    try:
+        base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except ValueError:
+        raise SinkConfigError(f"{where}: the part of secret after whsec_ must be base64") from None
     routing_key = str(entry.get("routing_key", ""))
     if kind == "pagerduty" and not routing_key:
         raise SinkConfigError(f"{where}: pagerduty needs routing_key")

@@ -19,6 +19,7 @@ from notifier.bootstrap import bootstrap
 from notifier.entrypoints.grpc_api import start_grpc
 from notifier.errors import SinkConfigError
 from notifier.settings import NotifierSettings
+from notifier.sink_config import sink_specs
 
 log = logging.getLogger("notifier")
 
@@ -64,13 +65,13 @@ async def serve(settings: NotifierSettings, stop: asyncio.Event, ready: asyncio.
 async def amain() -> None:
     settings = load_settings(NotifierSettings)
     configure_logging("notifier", settings.log_level, settings.log_format)
-    serve_metrics(settings.metrics_port, settings.metrics_host)
-    stop = stop_on_signals()
     try:
-        await serve(settings, stop)
+        sink_specs(settings)  # bad sink configuration fails here, before anything starts
     except SinkConfigError as exc:
         log.error("invalid sink configuration: %s", exc)
         raise SystemExit(2) from None
+    serve_metrics(settings.metrics_port, settings.metrics_host)
+    await serve(settings, stop_on_signals())
 
 
 def main() -> None:

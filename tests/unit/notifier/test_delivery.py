@@ -124,11 +124,19 @@ def test_bad_sinks_file_is_refused(tmp_path: Path, content: str) -> None:
         sink_specs(NotifierSettings(notifier_sinks_file=str(f)))
 
 
-def test_settings_validation() -> None:
-    with pytest.raises(ValueError):
-        NotifierSettings(webhook_secret="plain")
-    with pytest.raises(ValueError):
-        NotifierSettings(worker_notification_webhooks="not-a-url")
+def test_bad_sink_variables_are_named_never_echoed() -> None:
+    for settings in (NotifierSettings(webhook_secret="plain-secret-value"),
+                     NotifierSettings(webhook_secret="whsec_not*base64*secret-value"),
+                     NotifierSettings(worker_notification_webhooks="http://ok/a, secret-value.example/x"),
+                     NotifierSettings(slack_webhook_url="hooks.slack.com/secret-value")):
+        with pytest.raises(SinkConfigError) as err:
+            sink_specs(settings)
+        assert "secret-value" not in str(err.value)
+        assert any(n in str(err.value) for n in ("WEBHOOK_SECRET", "WORKER_NOTIFICATION_WEBHOOKS",
+                                                  "SLACK_WEBHOOK_URL"))
+
+
+def test_settings_parse_the_webhook_list() -> None:
     assert NotifierSettings(worker_notification_webhooks=" http://a , ,http://b").webhook_urls == ["http://a",
                                                                                                    "http://b"]
     defaults = NotifierSettings()
