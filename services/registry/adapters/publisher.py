@@ -9,6 +9,7 @@ from typing import Protocol
 import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
+from prometheus_client import Counter
 
 from cml.monitor.v1 import events_pb2
 from cmlmon_core import messages, subjects, telemetry
@@ -17,6 +18,8 @@ from registry.domain.model import EVENT_SUFFIX
 from registry.errors import Unavailable
 
 log = logging.getLogger(__name__)
+
+EVENTS = Counter("registry_events_published_total", "lifecycle events published", ["event", "outcome"])
 
 
 def event_subject(event: events_pb2.WorkerEvent) -> str:
@@ -37,11 +40,13 @@ class JetStreamEventPublisher:
         subject = event_subject(event)
         try:
             if check_stream and await self._last_event_id(subject) == event.event_id:
+                EVENTS.labels(EVENT_SUFFIX[event.type], "already_in_stream").inc()
                 return
             data, headers = messages.encode(event, msg_id=event.event_id, headers=telemetry.inject_trace({}))
             ack = await self._js.publish(subject, data, headers=headers, stream=WORKERS_STREAM)
         except (nats.errors.Error, nats.js.errors.Error) as exc:
             raise Unavailable(f"publishing {subject}: {exc!r}") from exc
+        EVENTS.labels(EVENT_SUFFIX[event.type], "duplicate" if ack.duplicate else "published").inc()
         log.info("event published", extra={"subject": subject, "event_id": event.event_id,
                                             "duplicate": bool(ack.duplicate)})
 

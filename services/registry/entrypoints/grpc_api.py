@@ -28,7 +28,7 @@ from registry.errors import (
 )
 from registry.service.handlers import Registry
 from registry.service.listing import list_workers
-from registry.service.view import WatchClosed
+from registry.service.view import WatchClosed, WatchOverflow
 
 log = logging.getLogger(__name__)
 
@@ -170,5 +170,7 @@ class WorkerRegistryServicer:
                     yield rs.WatchWorkersResponse(worker=change.worker, event_type=change.event_type)
         except WatchClosed:
             return
+        except WatchOverflow:
+            await context.abort(grpc.StatusCode.ABORTED, "the stream fell behind the changes; watch again")
         finally:
             sub.close()

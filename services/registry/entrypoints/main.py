@@ -12,6 +12,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import REGISTRY
 
 from cml.monitor.v1 import registry_service_pb2
 from cmlmon_core import nats_conn, telemetry
@@ -20,6 +21,7 @@ from cmlmon_core.logs import configure_logging
 from cmlmon_core.settings import load_settings
 from cmlmon_core.topology import TopologyOptions, ensure_topology
 from registry.bootstrap import bootstrap
+from registry.entrypoints.fleet_metrics import FleetCollector
 from registry.entrypoints.grpc_api import WorkerRegistryServicer, add_to_server
 from registry.entrypoints.metrics_consumer import consume_samples
 from registry.service.handlers import Registry
@@ -61,6 +63,8 @@ async def run(settings: RegistrySettings, stop: asyncio.Event) -> None:
         await ensure_topology(js, TopologyOptions(metrics_max_age_seconds=settings.metrics_stream_max_age_seconds))
         wiring = await bootstrap(settings, js)
         registry = wiring.registry
+        fleet = FleetCollector(registry.view)
+        REGISTRY.register(fleet)
         try:
             async with asyncio.TaskGroup() as tasks:
                 follow = tasks.create_task(registry.view.follow(registry.repo))
@@ -81,6 +85,7 @@ async def run(settings: RegistrySettings, stop: asyncio.Event) -> None:
                 await consumer
                 follow.cancel()
         finally:
+            REGISTRY.unregister(fleet)
             if wiring.aws is not None:
                 await wiring.aws.__aexit__(None, None, None)
     log.info("registry stopped")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,7 +27,11 @@ class ViewChange:
 
 
 class WatchClosed(Exception):
-    """The view is shutting down or the watcher fell too far behind."""
+    """The view is shutting down: the stream ends normally."""
+
+
+class WatchOverflow(Exception):
+    """The watcher fell too far behind (its client reads too slowly); it must watch again."""
 
 
 class Subscription:
@@ -36,17 +41,27 @@ class Subscription:
         self._view = view
         self.queue: asyncio.Queue[ViewChange | None] = asyncio.Queue(maxsize)
         self.overflowed = False
+        self.closed = False
 
-    def push(self, change: ViewChange | None) -> None:
+    def push(self, change: ViewChange) -> None:
         try:
             self.queue.put_nowait(change)
         except asyncio.QueueFull:
             self.overflowed = True
 
+    def end(self) -> None:
+        self.closed = True
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(None)  # wakes a waiting reader; a full queue has no waiting reader
+
     async def next(self) -> ViewChange:
+        if self.closed:
+            raise WatchClosed("registry is shutting down")
+        if self.overflowed:
+            raise WatchOverflow("watch fell behind")
         change = await self.queue.get()
-        if change is None or self.overflowed:
-            raise WatchClosed("watch ended")
+        if change is None or self.closed:
+            raise WatchClosed("registry is shutting down")
         return change
 
     def close(self) -> None:
@@ -126,9 +141,11 @@ class WorkerView:
         """End every watch stream (shutdown)."""
         self._closed = True
         for sub in list(self._subs):
-            sub.push(None)
-            if sub.queue.full():
-                sub.overflowed = True
+            sub.end()
+
+    @property
+    def watchers(self) -> int:
+        return len(self._subs)
 
     async def follow(self, repo: WorkerRepository, retry_seconds: float = 1.0) -> None:
         """Keep the view current until cancelled; a watch that fails is started again (it replays the latest

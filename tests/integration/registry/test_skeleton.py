@@ -141,3 +141,33 @@ async def test_terminate_calls_ec2_and_is_idempotent(registry: RunningRegistry, 
     assert state["State"]["Name"] in ("shutting-down", "terminated")
     again = (await registry.stub.TerminateWorker(rs.TerminateWorkerRequest(id=worker.id))).worker
     assert again.status == done.status and again.etag == done.etag
+
+
+async def test_instance_ec2_no_longer_knows_is_terminated_after_the_grace_period(
+        registry: RunningRegistry, ec2: Any, tap: EventTap, js: JetStreamContext, uid: str) -> None:
+    instance_id = await launch_plain_instance(ec2, f"gone-{uid}")
+    worker = (await registry.stub.ImportWorker(rs.ImportWorkerRequest(region=REGION, instance_id=instance_id))).worker
+    grace = registry.settings.registry_missing_grace_seconds
+
+    async def missing_at(age: float) -> None:
+        sample = E.MetricSample(worker_id=worker.id, region=REGION, instance_id=instance_id, instance_missing=True,
+                                status=worker_pb2.WORKER_STATUS_TERMINATED)
+        sample.observe_time.GetCurrentTime()
+        sample.observe_time.seconds -= int(age)
+        data, headers = messages.encode(sample)
+        await js.publish(subjects.metric(REGION, worker.id), data, headers=headers)
+
+    await missing_at(grace + 100)  # first seen missing long ago ...
+    await missing_at(grace + 50)   # ... and still within the grace period 50 s later: nothing happens
+
+    async def missing_since_set() -> bool:
+        got = (await registry.stub.GetWorker(rs.GetWorkerRequest(id=worker.id))).worker
+        return got.HasField("missing_since_time")
+
+    await eventually(missing_since_set)
+    await eventually(lambda: _consumer_idle(js))
+    got = (await registry.stub.GetWorker(rs.GetWorkerRequest(id=worker.id))).worker
+    assert got.status == worker_pb2.WORKER_STATUS_RUNNING and not tap.of(worker.id, E.WORKER_EVENT_TYPE_TERMINATED)
+    await missing_at(0)  # the grace period is over
+    terminated = (await eventually(lambda: tap.of(worker.id, E.WORKER_EVENT_TYPE_TERMINATED)))[0]
+    assert terminated.worker.status == worker_pb2.WORKER_STATUS_TERMINATED and not terminated.requested

@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from cml.monitor.v1 import events_pb2, registry_service_pb2, worker_pb2
+from registry.adapters.repository import Stored
+from registry.entrypoints.fleet_metrics import FleetCollector
+from registry.service.listing import predicate
+from registry.service.view import WatchClosed, WatchOverflow, WorkerView, field_bytes
+
+W = worker_pb2
+
+
+def stored(n: int, revision: int, status: int = W.WORKER_STATUS_RUNNING, **fields: object) -> Stored:
+    worker = W.Worker(id=f"w-{n:03d}", name=f"n{n}", region="us-east-1", status=status,  # type: ignore[arg-type]
+                      **fields)  # type: ignore[arg-type]
+    return Stored(worker, revision)
+
+
+def test_newer_revision_wins_and_order_is_by_id() -> None:
+    view = WorkerView()
+    for n in (5, 1, 3):
+        view.apply(stored(n, 10))
+    view.apply(stored(3, 9, W.WORKER_STATUS_STOPPED))  # an older watch entry after a local write
+    assert view.get("w-003").worker.status == W.WORKER_STATUS_RUNNING  # type: ignore[union-attr]
+    view.apply(stored(3, 11, W.WORKER_STATUS_STOPPED))
+    assert view.get("w-003").worker.status == W.WORKER_STATUS_STOPPED  # type: ignore[union-attr]
+    page, more = view.after("", lambda w: True, 2)
+    assert [w.id for w in page] == ["w-001", "w-003"] and more
+    page, more = view.after("w-003", lambda w: True, 2)
+    assert [w.id for w in page] == ["w-005"] and not more
+
+
+def test_filters() -> None:
+    view = WorkerView()
+    view.apply(stored(1, 1, tags={"team": "a"}))
+    view.apply(stored(2, 2, W.WORKER_STATUS_TERMINATED))
+    view.apply(stored(3, 3, W.WORKER_STATUS_STOPPED, tags={"team": "b"}))
+    req = registry_service_pb2.ListWorkersRequest
+
+    def ids(r: registry_service_pb2.ListWorkersRequest) -> list[str]:
+        return [w.id for w in view.after("", predicate(r), 10)[0]]
+
+    assert ids(req()) == ["w-001", "w-003"]
+    assert ids(req(show_terminated=True)) == ["w-001", "w-002", "w-003"]
+    assert ids(req(statuses=[W.WORKER_STATUS_TERMINATED])) == ["w-002"]
+    assert ids(req(tags={"team": "b"})) == ["w-003"]
+    assert ids(req(name_prefix="n1")) == ["w-001"]
+    assert ids(req(region="eu-west-1")) == []
+
+
+def test_encoded_is_field_one_and_follows_changes() -> None:
+    view = WorkerView()
+    view.apply(stored(1, 1))
+    worker = view.get("w-001").worker  # type: ignore[union-attr]
+    response = registry_service_pb2.GetWorkerResponse.FromString(view.encoded(worker))
+    assert response.worker == worker
+    view.apply(stored(1, 2, W.WORKER_STATUS_STOPPED))
+    changed = view.get("w-001").worker  # type: ignore[union-attr]
+    assert registry_service_pb2.GetWorkerResponse.FromString(view.encoded(changed)).worker.status == \
+        W.WORKER_STATUS_STOPPED
+    assert field_bytes(2, b"x" * 300)[:3] == b"\x12\xac\x02"
+
+
+async def test_watchers_get_changes_once_and_end_on_close() -> None:
+    view = WorkerView()
+    sub = view.subscribe()
+    first = stored(1, 1)
+    first.pending = registry_service_pb2.PendingWorkerEvent(type=events_pb2.WORKER_EVENT_TYPE_CREATED)
+    view.apply(first)
+    view.apply(stored(1, 2))  # the outbox cleared: same state, not a change
+    change = await sub.next()
+    assert change.event_type == events_pb2.WORKER_EVENT_TYPE_CREATED and sub.queue.empty()
+    waiting = asyncio.create_task(sub.next())
+    await asyncio.sleep(0)
+    view.close()
+    with pytest.raises(WatchClosed):
+        await waiting
+    with pytest.raises(WatchClosed):
+        view.subscribe()
+
+
+async def test_a_watcher_that_falls_behind_is_told() -> None:
+    view = WorkerView()
+    sub = view.subscribe(maxsize=2)
+    for revision in range(1, 5):
+        view.apply(stored(1, revision, cpu_utilization=float(revision)))
+    with pytest.raises(WatchOverflow):
+        await sub.next()
+
+
+def test_fleet_gauges() -> None:
+    view = WorkerView()
+    view.apply(stored(1, 1, cpu_utilization=97.5, system_status_check=W.STATUS_CHECK_IMPAIRED))
+    view.apply(stored(2, 2, W.WORKER_STATUS_TERMINATED))
+    registry = CollectorRegistry()
+    registry.register(FleetCollector(view))
+    text = generate_latest(registry).decode()
+    assert 'cmlmon_worker_cpu_utilization_percent{name="n1",region="us-east-1",worker_id="w-001"} 97.5' in text
+    assert 'check="system",name="n1",region="us-east-1",value="impaired",worker_id="w-001"} 1.0' in text
+    assert 'cmlmon_workers{region="us-east-1",status="terminated"} 1.0' in text
+    assert 'worker_id="w-002"' not in text
