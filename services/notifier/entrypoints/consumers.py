@@ -17,7 +17,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from cml.monitor.v1 import alert_pb2, events_pb2
 from cmlmon_core import subjects
-from cmlmon_core.messages import UndecodableMessage, decode
+from cmlmon_core.messages import TRACEPARENT, UndecodableMessage, decode
+from cmlmon_core.telemetry import extract_trace, tracer
 from cmlmon_core.topology import ALERTS_STREAM, METRICS_STREAM, WORKERS_STREAM
 from notifier import metrics
 from notifier.adapters.codec import sample_from_proto, status_name, ts_seconds, view_from_proto, worker_from_proto
@@ -29,6 +30,7 @@ from notifier.service.evaluator import Directory, Evaluator
 log = logging.getLogger(__name__)
 Handler = Callable[[Msg], Awaitable[None]]
 RETRY_DELAY = 2.0
+_tracer = tracer("notifier")
 
 
 def replay_config(durable: str, replay_seconds: float, max_ack_pending: int, ack_wait: float = 30.0
@@ -101,6 +103,10 @@ class SampleConsumer:
 
     async def _handle(self, msg: Msg) -> None:
         sample = decode(events_pb2.MetricSample, msg.data, msg.headers)
+        if msg.headers and TRACEPARENT in msg.headers:  # continue the collector's trace into CML_ALERTS
+            with _tracer.start_as_current_span("notifier.evaluate", context=extract_trace(msg.headers)):
+                await self._evaluator.handle_sample(sample_from_proto(sample, time.time()))
+            return
         await self._evaluator.handle_sample(sample_from_proto(sample, time.time()))
 
 
@@ -242,4 +248,6 @@ class SinkConsumer:
         async def keepalive() -> None:
             await msg.in_progress()
 
-        await self._deliverer.deliver(view_from_proto(alert), dead_letter, keepalive)
+        with _tracer.start_as_current_span(f"notifier.deliver {self._deliverer.sink.name}",
+                                           context=extract_trace(msg.headers)):
+            await self._deliverer.deliver(view_from_proto(alert), dead_letter, keepalive)

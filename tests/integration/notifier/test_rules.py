@@ -3,10 +3,16 @@ back from a real webhook receiver."""
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
+from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from cml.monitor.v1 import events_pb2, worker_pb2
+from cmlmon_core import subjects
+from cmlmon_core.messages import encode
 from cmlmon_core.topology import METRICS_STREAM, WORKERS_STREAM
 from notifier.sink_config import url_sink_name
 from tests.integration.notifier.support import (
@@ -105,3 +111,23 @@ async def test_undecodable_message_is_terminated_and_consumer_carries_on(js: Jet
             await publish_sample(js, worker, cpu=99.0)
             await eventually(lambda: seen(receiver, worker.id) == [("cpu_high", "firing")])
             await drained(js, METRICS_STREAM, f"notifier-{uid}")
+
+
+async def test_trace_context_flows_from_sample_to_alert(js: JetStreamContext, nc: Client, nats_url: str,
+                                                        uid: str) -> None:
+    worker = make_worker(f"x-{uid}")
+    trace_id = uuid.uuid4().hex
+    alerts: list[Msg] = []
+
+    async def on_alert(msg: Msg) -> None:
+        alerts.append(msg)
+
+    sub = await nc.subscribe(f"cml.alerts.{worker.id}.*", cb=on_alert)
+    async with running_notifier(notifier_settings(nats_url, uid)):
+        sample = events_pb2.MetricSample(worker_id=worker.id, region=worker.region, instance_id=worker.instance_id,
+                                         cpu_utilization=99.0, status=RUNNING)
+        data, headers = encode(sample, headers={"traceparent": f"00-{trace_id}-{'1' * 16}-01"})
+        await js.publish(subjects.metric(worker.region, worker.id), data, headers=headers)
+        await eventually(lambda: alerts)
+    await sub.unsubscribe()
+    assert trace_id in (alerts[0].headers or {}).get("traceparent", "")
