@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -31,7 +32,6 @@ from cmlmon_dev.receiver import Received, WebhookReceiver
 from cmlmon_dev.servers import NatsServer, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
-STATE = ROOT / ".run"
 
 
 class RunSettings(BaseSettings):
@@ -53,6 +53,7 @@ class RunSettings(BaseSettings):
     worker_metrics_poll_interval: int = Field(default=10, ge=1)
     worker_notification_webhooks: str = ""
     demo_datapoint_every: float = 10.0
+    run_state_dir: Path = Field(default=ROOT / ".run", description="NATS store and demo files (git-ignored)")
     stop_grace_seconds: float = 10.0
 
 
@@ -67,6 +68,7 @@ class Child:
     name: str
     argv: list[str]
     env: dict[str, str]
+    infrastructure: bool = False  # NATS and the simulated AWS stop last, after the services have drained
     process: asyncio.subprocess.Process | None = None
     pump: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -108,21 +110,27 @@ class Supervisor:
         env.update({k: str(v) for k, v in overrides.items()})
         return env
 
-    async def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> Child:
-        child = Child(name, argv, env)
+    async def spawn(self, name: str, argv: list[str], env: dict[str, str], *, infrastructure: bool = False
+                    ) -> Child:
+        child = Child(name, argv, env, infrastructure)
         await child.start()
         self.children.append(child)
         return child
 
     async def stop_all(self) -> None:
-        for child in reversed(self.children):
+        """Services first, so they drain against a live NATS; then NATS and the simulated AWS."""
+        await self._stop([c for c in self.children if not c.infrastructure])
+        await self._stop([c for c in self.children if c.infrastructure])
+
+    async def _stop(self, children: list[Child]) -> None:
+        for child in children:
             child.signal(signal.SIGTERM)
         try:
-            await asyncio.wait_for(asyncio.gather(*(c.wait() for c in self.children)), self.s.stop_grace_seconds)
+            await asyncio.wait_for(asyncio.gather(*(c.wait() for c in children)), self.s.stop_grace_seconds)
         except TimeoutError:
-            for child in self.children:
+            for child in children:
                 child.signal(signal.SIGKILL)
-            await asyncio.gather(*(c.wait() for c in self.children))
+            await asyncio.gather(*(c.wait() for c in children))
 
 
 async def wait_serving(address: str, timeout: float = 60.0) -> None:
@@ -158,13 +166,21 @@ async def import_demo_fleet(address: str, manifest: Path) -> int:
 def print_alert(item: Received) -> None:
     try:
         body = item.json()
-    except ValueError:
-        body = item.body.decode(errors="replace")
-    print(f"{'webhook':<12}| ALERT received: {body}", flush=True)
+        worker = body.get("worker") or {}
+        text = (f"{body.get('status')} {body.get('rule')} on {worker.get('name')} ({worker.get('instance_id')})"
+                f" value={body.get('value')} threshold={body.get('threshold')}: {body.get('summary')}")
+    except (ValueError, AttributeError):
+        text = item.body.decode(errors="replace")
+    print(f"{'webhook':<12}| ALERT received: {text}", flush=True)
 
 
 async def run(s: RunSettings) -> int:
-    STATE.mkdir(exist_ok=True)
+    state = s.run_state_dir
+    state.mkdir(parents=True, exist_ok=True)
+    if s.run_aws == "simulated" and not s.nats_url:
+        # The simulated AWS starts empty every time, so its NATS state must too: stale workers would point at
+        # instances the new simulation never had.
+        shutil.rmtree(state / "jetstream", ignore_errors=True)
     sup = Supervisor(s)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -175,13 +191,13 @@ async def run(s: RunSettings) -> int:
     try:
         nats_url = s.nats_url
         if not nats_url:
-            nats = NatsServer(STATE / "jetstream", s.nats_port)
-            await sup.spawn("nats", [*_nats_argv(nats)], sup.env())
+            nats = NatsServer(state / "jetstream", s.nats_port)
+            await sup.spawn("nats", [*_nats_argv(nats)], sup.env(), infrastructure=True)
             await asyncio.to_thread(wait_for_port, s.nats_port)
             nats_url = nats.url
         lines.append(f"NATS (JetStream)      {nats_url}")
         aws: dict[str, str | int] = {}
-        manifest = STATE / "fleet.json"
+        manifest = state / "fleet.json"
         if s.run_aws == "simulated":
             manifest.unlink(missing_ok=True)
             endpoint = f"http://127.0.0.1:{s.aws_sim_port}"
@@ -190,7 +206,7 @@ async def run(s: RunSettings) -> int:
                    "CLOUDWATCH_DELAY_SECONDS": os.environ.get("CLOUDWATCH_DELAY_SECONDS", "0")}
             await sup.spawn("aws-sim", [sup.python, "-m", "cmlmon_dev.aws_sim", "--port", str(s.aws_sim_port),
                                         "--manifest", str(manifest), "--every", str(s.demo_datapoint_every)],
-                            sup.env())
+                            sup.env(), infrastructure=True)
             lines.append(f"simulated AWS (moto)  {endpoint}")
         webhooks = s.worker_notification_webhooks
         if not webhooks:
