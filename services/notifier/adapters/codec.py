@@ -13,12 +13,17 @@ _STATUS_PREFIX = "WORKER_STATUS_"
 _CHECK_PREFIX = "STATUS_CHECK_"
 
 
+_STATUS_NAMES = {v.number: v.name.removeprefix(_STATUS_PREFIX) for v in worker_pb2.WorkerStatus.DESCRIPTOR.values}
+_CHECK_NAMES = {v.number: v.name.removeprefix(_CHECK_PREFIX) for v in worker_pb2.StatusCheck.DESCRIPTOR.values}
+
+
 def status_name(value: int) -> str:
-    return str(worker_pb2.WorkerStatus.Name(value)).removeprefix(_STATUS_PREFIX)
+    """"RUNNING" for WORKER_STATUS_RUNNING; a number from a newer proto becomes "UNKNOWN_<n>"."""
+    return _STATUS_NAMES.get(value) or f"UNKNOWN_{value}"
 
 
 def check_name(value: int) -> str:
-    return str(worker_pb2.StatusCheck.Name(value)).removeprefix(_CHECK_PREFIX)
+    return _CHECK_NAMES.get(value) or f"UNKNOWN_{value}"
 
 
 def ts_seconds(ts: Timestamp) -> float | None:

@@ -96,6 +96,8 @@ class Evaluator:
             if reading.breached is None:
                 continue  # missing data changes nothing
             cached, _ = self._store.cached(alert_key(worker.worker_id, rule))
+            if cached is None and not reading.breached:
+                continue  # never breached, still fine: no state to keep
             current = cached or rules.initial_state(worker, rule)
             if rules.step(current, reading, self._policy)[0] is current:
                 continue  # decided from the cache: nothing changes (the common case, kept free of I/O)
