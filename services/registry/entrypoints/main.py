@@ -63,8 +63,11 @@ async def run(settings: RegistrySettings, stop: asyncio.Event) -> None:
         await ensure_topology(js, TopologyOptions(metrics_max_age_seconds=settings.metrics_stream_max_age_seconds))
         wiring = await bootstrap(settings, js)
         registry = wiring.registry
-        fleet = FleetCollector(registry.view)
-        REGISTRY.register(fleet)
+        fleet: FleetCollector | None = FleetCollector(registry.view)
+        try:
+            REGISTRY.register(fleet)  # type: ignore[arg-type]
+        except ValueError:  # a second registry in one process (tests): the first one exports the fleet
+            fleet = None
         try:
             async with asyncio.TaskGroup() as tasks:
                 follow = tasks.create_task(registry.view.follow(registry.repo))
@@ -85,7 +88,8 @@ async def run(settings: RegistrySettings, stop: asyncio.Event) -> None:
                 await consumer
                 follow.cancel()
         finally:
-            REGISTRY.unregister(fleet)
+            if fleet is not None:
+                REGISTRY.unregister(fleet)
             if wiring.aws is not None:
                 await wiring.aws.__aexit__(None, None, None)
     log.info("registry stopped")
