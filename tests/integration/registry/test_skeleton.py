@@ -171,3 +171,21 @@ async def test_instance_ec2_no_longer_knows_is_terminated_after_the_grace_period
     await missing_at(0)  # the grace period is over
     terminated = (await eventually(lambda: tap.of(worker.id, E.WORKER_EVENT_TYPE_TERMINATED)))[0]
     assert terminated.worker.status == worker_pb2.WORKER_STATUS_TERMINATED and not terminated.requested
+
+
+async def test_undecodable_sample_is_terminated_and_the_consumer_carries_on(
+        registry: RunningRegistry, ec2: Any, js: JetStreamContext, uid: str) -> None:
+    instance_id = await launch_plain_instance(ec2, f"junk-{uid}")
+    worker = (await registry.stub.ImportWorker(rs.ImportWorkerRequest(region=REGION, instance_id=instance_id))).worker
+    subject = subjects.metric(REGION, worker.id)
+    await js.publish(subject, b"\xff\xfe not protobuf", headers={"Content-Type": "application/protobuf; proto="
+                                                                                "cml.monitor.v1.MetricSample"})
+    await js.publish(subject, b"", headers={"Content-Type": "application/json"})
+    await publish_sample(js, worker, status=worker_pb2.WORKER_STATUS_RUNNING, cpu_utilization=12.5)
+
+    async def applied() -> bool:
+        got = (await registry.stub.GetWorker(rs.GetWorkerRequest(id=worker.id))).worker
+        return got.HasField("cpu_utilization") and got.cpu_utilization == 12.5
+
+    await eventually(applied)
+    await eventually(lambda: _consumer_idle(js))  # nothing left pending or awaiting redelivery
