@@ -9,7 +9,8 @@ callers over loopback, next to a bare grpc.aio server answering messages of the 
   latency p50/p99. Targets: GetWorker >= 50 % of the bare server's throughput; ListWorkers p99 <= 20 ms;
   registry RSS with 10,000 workers <= 200 MB.
 
-Run: .venv/bin/python bench/registry.py  (ends with one JSON line)."""
+Run: .venv/bin/python bench/registry.py  (ends with one JSON line). BENCH_SECONDS, BENCH_WORKERS change the
+phase length and the fleet; BENCH_PROFILE=<file> runs the registry under cProfile."""
 
 from __future__ import annotations
 
@@ -74,7 +75,7 @@ class BareServicer(rs_grpc.WorkerRegistryServiceServicer):  # type: ignore[misc]
 
 async def serve_bare(port: int) -> None:
     server = grpc.aio.server()
-    rs_grpc.add_WorkerRegistryServiceServicer_to_server(BareServicer(), server)
+    rs_grpc.add_WorkerRegistryServiceServicer_to_server(BareServicer(), server)  # type: ignore[abstract]
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     stop = asyncio.Event()
@@ -124,27 +125,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def bench_target(address: str, pid: int, ids: list[str], tokens: list[str]) -> dict[str, dict[str, float]]:
-    async def measured(call: Callable[[int], Awaitable[Any]]) -> dict[str, float]:
-        before = cpu_seconds(pid)
-        figures = await load(call)
-        # the server's own CPU per call: a figure the shared, noisy 2-core machine and the Python load
-        # generator distort far less than throughput
-        figures["server_cpu_us_per_call"] = round((cpu_seconds(pid) - before) / figures["calls_total"] * 1e6, 1)
-        return figures
-
+async def bench_phase(address: str, pid: int, kind: str, ids: list[str], tokens: list[str]) -> dict[str, float]:
+    """One phase (GetWorker or ListWorkers) against one server, with that server's CPU per call: a figure the
+    shared, noisy 2-core machine and the Python load generator distort far less than throughput."""
     async with grpc.aio.insecure_channel(address) as channel:
         stub = rs_grpc.WorkerRegistryServiceStub(channel)
-        requests = [rs.GetWorkerRequest(id=i) for i in ids]
-        list_requests = [rs.ListWorkersRequest(page_size=PAGE, page_token=t) for t in tokens]
+        gets = [rs.GetWorkerRequest(id=i) for i in ids]
+        lists = [rs.ListWorkersRequest(page_size=PAGE, page_token=t) for t in tokens]
 
         async def get(i: int) -> Any:
-            return await stub.GetWorker(requests[i % len(requests)])
+            return await stub.GetWorker(gets[i % len(gets)])
 
         async def list_(i: int) -> Any:
-            return await stub.ListWorkers(list_requests[i % len(list_requests)])
+            return await stub.ListWorkers(lists[i % len(lists)])
 
-        return {"get": await measured(get), "list": await measured(list_)}
+        before = cpu_seconds(pid)
+        figures = await load(get if kind == "get" else list_)
+        figures["server_cpu_us_per_call"] = round((cpu_seconds(pid) - before) / figures["calls_total"] * 1e6, 1)
+        return figures
 
 
 # --- setup ----------------------------------------------------------------------------------------------------
@@ -213,7 +211,8 @@ async def main() -> dict[str, Any]:
                "GRPC_HOST": "127.0.0.1", "LOG_LEVEL": "WARNING", "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
                "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
         t0 = time.perf_counter()
-        registry = spawn(["-m", "registry"], env, tmp / "registry.log")
+        profile = ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]] if os.environ.get("BENCH_PROFILE") else []
+        registry = spawn([*profile, "-m", "registry"], env, tmp / "registry.log")
         bare = spawn([__file__, "--bare", str(bare_port)], env, tmp / "bare.log")
         try:
             await asyncio.to_thread(wait_for_port, port, 120)
@@ -222,9 +221,12 @@ async def main() -> dict[str, Any]:
             print(f"registry serving {WORKERS} workers {ready:.1f}s after start")
             tokens = await page_tokens(f"127.0.0.1:{port}")
             print(f"{len(tokens)} pages of {PAGE}; {CALLERS} callers, {SECONDS:.0f}s per phase")
-            target = await bench_target(f"127.0.0.1:{port}", registry.pid, ids, tokens)
+            target: dict[str, dict[str, float]] = {}
+            baseline: dict[str, dict[str, float]] = {}
+            for kind in ("get", "list"):  # interleaved, so that load from elsewhere hits both sides alike
+                target[kind] = await bench_phase(f"127.0.0.1:{port}", registry.pid, kind, ids, tokens)
+                baseline[kind] = await bench_phase(f"127.0.0.1:{bare_port}", bare.pid, kind, ids, tokens)
             memory = rss_mb(registry.pid)
-            baseline = await bench_target(f"127.0.0.1:{bare_port}", bare.pid, ids, tokens)
         finally:
             stop(registry)
             stop(bare)
