@@ -126,6 +126,9 @@ class AlertState:
     worker_name: str = ""
     instance_id: str = ""
     region: str = ""
+    # Outbox: the id of a transition written here but not yet confirmed published to CML_ALERTS, and since when.
+    unpublished: str = ""
+    unpublished_since: float = 0.0
 
     @property
     def key(self) -> str:

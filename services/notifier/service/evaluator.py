@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -152,17 +153,44 @@ class Evaluator:
                 transition = replace(transition, state=new)
             if (new == current and state is not None) or (state is None and new.phase is Phase.INACTIVE):
                 return []
+            tid = transition_id(key, revision, transition.kind) if transition is not None else ""
             if transition is not None:
-                await self._publish(transition, transition_id(key, revision, transition.kind))
+                new = replace(new, unpublished=tid, unpublished_since=self._clock())
+                transition = replace(transition, state=new)
             try:
-                await self._store.put(new, revision)
+                written = await self._store.put(new, revision)
             except StateConflict:
                 metrics.CONFLICTS.inc()
                 state, revision = await self._store.refresh(key)
                 continue
-            return [transition] if transition is not None else []
+            if transition is None:
+                return []
+            # Only the writer that won the compare-and-set publishes; if it dies before publishing, the outbox
+            # mark in the state makes the sweeper publish it (same id: JetStream drops a duplicate).
+            await self._publish(transition, tid)
+            await self._clear_outbox(new, written)
+            return [transition]
         log.warning("alert state kept changing under us; giving up this update", extra={"key": key})
         return []
+
+    async def _clear_outbox(self, state: AlertState, revision: int) -> None:
+        # On a conflict a newer write carries the mark on, and the sweeper republishes it under the same id.
+        with contextlib.suppress(StateConflict):
+            await self._store.put(replace(state, unpublished="", unpublished_since=0.0), revision)
+
+    async def publish_outbox(self, older_than: float = 5.0) -> int:
+        """Publish transitions whose writer did not confirm publishing them (crashed, or NATS failed)."""
+        now = self._clock()
+        done = 0
+        for state in self._store.states():
+            if not state.unpublished or now - state.unpublished_since < older_than:
+                continue
+            kind = TransitionKind.RESOLVED if state.unpublished.endswith(".resolved") else TransitionKind.FIRING
+            _, revision = self._store.cached(state.key)
+            await self._publish(Transition(kind, state, state.unpublished_since), state.unpublished)
+            await self._clear_outbox(state, revision)
+            done += 1
+        return done
 
     def _silenced(self, before: AlertState, transition: Transition) -> bool:
         """A firing is silenced when a silence covers it now; a resolution goes wherever its firing went, so

@@ -48,6 +48,7 @@ class Sweeper:
                 w.cancel()
 
     async def sweep_once(self) -> None:
+        await self._evaluator.publish_outbox()
         await self._evaluator.redeliver_unsilenced()
         await self.find_silent()
         metrics.FIRING.set(self._evaluator.firing_count())

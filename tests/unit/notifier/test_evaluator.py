@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from cml.monitor.v1 import alert_pb2
 from notifier.domain.model import AlertState, FiringPolicy, Phase, Sample, WorkerRef
 from notifier.domain.silences import Silence
-from notifier.errors import SilenceNotFound, StateConflict
+from notifier.errors import PublishFailed, SilenceNotFound, StateConflict
 from notifier.service.evaluator import Directory, Evaluator, Thresholds
 
 
@@ -120,11 +122,35 @@ async def test_conflict_rereads_and_does_not_fire_twice() -> None:
     # another replica fires the same alert between our read and our write
     store.conflict_with = AlertState(worker_id="w1", rule="cpu_high", phase=Phase.FIRING, start_time=999.0)
     await ev.handle_sample(cpu(95))
-    assert len(pub.alerts) == 1  # ours, with the same transition id the other replica used (dedup by JetStream)
-    assert pub.alerts[0].transition_id == "w1.cpu_high.0.firing"
+    assert pub.alerts == []  # only the winner of the compare-and-set publishes
     assert store.cached("w1.cpu_high")[0].start_time == 999.0  # type: ignore[union-attr]
     await ev.handle_sample(cpu(96))
-    assert len(pub.alerts) == 1
+    assert pub.alerts == []
+
+
+async def test_outbox_publishes_what_a_failed_publish_left_behind() -> None:
+    ev, store, pub, clock = setup()
+    failing = {"left": 1}
+    real = pub.publish_alert
+
+    async def flaky(alert: alert_pb2.Alert) -> None:
+        if failing["left"]:
+            failing["left"] -= 1
+            raise PublishFailed("nats down")
+        await real(alert)
+
+    pub.publish_alert = flaky  # type: ignore[method-assign]
+    with pytest.raises(PublishFailed):
+        await ev.handle_sample(cpu(95))
+    state = store.cached("w1.cpu_high")[0]
+    assert state is not None and state.phase is Phase.FIRING and state.unpublished == "w1.cpu_high.0.firing"
+    await ev.handle_sample(cpu(96))  # the redelivered sample finds the alert firing: nothing new
+    assert await ev.publish_outbox() == 0  # too recent: its writer may still be publishing
+    clock.now += 10
+    assert await ev.publish_outbox() == 1
+    assert [a.transition_id for a in pub.alerts] == ["w1.cpu_high.0.firing"]
+    assert store.cached("w1.cpu_high")[0].unpublished == ""  # type: ignore[union-attr]
+    assert await ev.publish_outbox() == 0
 
 
 async def test_silenced_firing_and_its_resolution_are_not_delivered() -> None:
