@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import replace
 
 import pytest
@@ -13,7 +14,7 @@ from nats.js import JetStreamContext
 from notifier.adapters.state_kv import KvAlertStore
 from notifier.domain.model import AlertState, Phase
 from notifier.errors import StateConflict
-from tests.integration.notifier.support import eventually
+from tests.integration.notifier.support import eventually, notifier_settings, receiving, running_notifier
 
 pytestmark = pytest.mark.integration
 
@@ -48,3 +49,31 @@ async def test_two_stores_compare_and_set(js: JetStreamContext, uid: str) -> Non
                 await w
         await a.stop()
         await b.stop()
+
+
+async def test_transition_left_in_the_outbox_is_published_by_a_later_notifier(js: JetStreamContext, nats_url: str,
+                                                                              uid: str) -> None:
+    # What a notifier that died between its state write and its publish leaves behind.
+    worker_id = f"ob-{uid}"
+    left = AlertState(worker_id=worker_id, rule="memory_high", phase=Phase.FIRING, start_time=time.time() - 60,
+                      value=97.0, threshold=90.0, severity="warning", worker_name="crashed",
+                      unpublished=f"{worker_id}.memory_high.0.firing", unpublished_since=time.time() - 60)
+    kv = await js.key_value("cml_alerts")
+    await kv.create(left.key, left.to_json())
+    async with receiving() as receiver:
+        settings = notifier_settings(nats_url, uid, worker_notification_webhooks=receiver.url)
+        async with running_notifier(settings):
+            got = await eventually(lambda: receiver.for_worker(worker_id))
+            entry = await _wait_cleared(kv, left.key)
+    assert [(r.json["rule"], r.json["status"], r.json["transition_id"]) for r in got] == [
+        ("memory_high", "firing", left.unpublished)]
+    assert AlertState.from_json(entry).unpublished == ""
+
+
+async def _wait_cleared(kv: object, key: str) -> bytes:
+    for _ in range(200):
+        entry = await kv.get(key)  # type: ignore[attr-defined]
+        if b'"unpublished":""' in entry.value:
+            return bytes(entry.value)
+        await asyncio.sleep(0.05)
+    raise AssertionError("outbox mark not cleared")
