@@ -14,6 +14,7 @@ from notifier.adapters.sinks import build_sink
 from notifier.adapters.state_kv import AlertStore
 from notifier.domain.model import FiringPolicy
 from notifier.domain.retry import RetryPolicy
+from notifier.domain.rules import parse_severities
 from notifier.entrypoints.consumers import DirectoryFeed, SampleConsumer, SinkConsumer, WorkerEventConsumer
 from notifier.entrypoints.grpc_api import AlertServicer
 from notifier.service.delivery import Deliverer
@@ -46,7 +47,8 @@ def bootstrap(settings: NotifierSettings, js: JetStreamContext, store: AlertStor
     publisher = publisher or JetStreamAlertPublisher(js)
     wake = wake or asyncio.Event()
     evaluator = Evaluator(store, publisher, Directory(), firing_policy(settings),
-                          Thresholds(cpu=settings.worker_cpu_threshold, memory=settings.worker_memory_threshold))
+                          Thresholds(cpu=settings.worker_cpu_threshold, memory=settings.worker_memory_threshold,
+                                     severities=parse_severities(settings.alert_severities)))
     retry = RetryPolicy(max_attempts=settings.delivery_max_attempts,
                         initial_seconds=settings.delivery_backoff_initial_seconds,
                         max_seconds=settings.delivery_backoff_max_seconds)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from cmlmon_core.settings import CommonSettings
+from notifier.domain.rules import parse_severities
 
 
 class NotifierSettings(CommonSettings):
@@ -25,6 +26,7 @@ class NotifierSettings(CommonSettings):
     alert_for_seconds: float = Field(default=0.0, ge=0, description="condition must hold this long to fire")
     alert_min_samples: int = Field(default=2, ge=1, description="M: breaching samples needed among the last N")
     alert_window_samples: int = Field(default=2, ge=1, le=100, description="N: samples remembered per rule")
+    alert_severities: str = Field(default="", description="overrides, e.g. cpu_high=critical,silent=info")
     alert_hysteresis: float = Field(default=5.0, ge=0, description="resolve only below threshold minus this")
     alert_silent_intervals: float = Field(default=3.0, gt=0, description="poll intervals without a sample")
     alert_sweep_seconds: float = Field(default=5.0, gt=0, description="period of the silence/silent-worker sweep")
@@ -50,6 +52,12 @@ class NotifierSettings(CommonSettings):
 
     # WEBHOOK_SECRET and the URLs are checked in sink_config, whose errors name the variable but never echo
     # its value (it is a secret, or a URL carrying a token).
+
+    @field_validator("alert_severities")
+    @classmethod
+    def _severities(cls, value: str) -> str:
+        parse_severities(value)  # raises ValueError naming the bad entry
+        return value
 
     @property
     def webhook_urls(self) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 
 from notifier.domain.model import (
@@ -13,6 +14,7 @@ from notifier.domain.model import (
     Reading,
     Rule,
     Sample,
+    Severity,
     Transition,
     TransitionKind,
     WorkerRef,
@@ -77,9 +79,25 @@ def worker_label(worker: WorkerRef) -> str:
     return f"worker {name} ({worker.instance_id})" if worker.instance_id else f"worker {name}"
 
 
-def initial_state(worker: WorkerRef, rule: Rule) -> AlertState:
-    return AlertState(worker_id=worker.worker_id, rule=rule, severity=SEVERITIES[rule], worker_name=worker.name,
+def initial_state(worker: WorkerRef, rule: Rule, severities: Mapping[Rule, Severity] | None = None) -> AlertState:
+    severity = (severities or SEVERITIES).get(rule, SEVERITIES[rule])
+    return AlertState(worker_id=worker.worker_id, rule=rule, severity=severity, worker_name=worker.name,
                       instance_id=worker.instance_id, region=worker.region)
+
+
+def parse_severities(spec: str) -> dict[Rule, Severity]:
+    """"cpu_high=critical,silent=info" -> the default severities with those changed; ValueError names the
+    bad entry."""
+    out = dict(SEVERITIES)
+    for item in (p.strip() for p in spec.split(",")):
+        if not item:
+            continue
+        rule, sep, severity = (x.strip() for x in item.partition("="))
+        if not sep or rule not in Rule.__members__.values() or severity not in Severity.__members__.values():
+            raise ValueError(f"{item!r}: expected <rule>=<info|warning|critical> with rule one of "
+                             f"{', '.join(r.value for r in Rule)}")
+        out[Rule(rule)] = Severity(severity)
+    return out
 
 
 def step(state: AlertState, reading: Reading, policy: FiringPolicy) -> tuple[AlertState, Transition | None]:

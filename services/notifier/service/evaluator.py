@@ -6,7 +6,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from notifier import metrics
 from notifier.adapters.codec import transition_to_proto
@@ -14,11 +14,13 @@ from notifier.adapters.publisher import AlertPublisher
 from notifier.adapters.state_kv import AlertStore
 from notifier.domain import rules
 from notifier.domain.model import (
+    SEVERITIES,
     AlertState,
     FiringPolicy,
     Phase,
     Rule,
     Sample,
+    Severity,
     Transition,
     TransitionKind,
     WorkerRef,
@@ -37,6 +39,7 @@ _MAX_CAS_ATTEMPTS = 8
 class Thresholds:
     cpu: float = 90.0
     memory: float = 90.0
+    severities: dict[Rule, Severity] = field(default_factory=lambda: dict(SEVERITIES))
 
 
 class Directory:
@@ -99,7 +102,7 @@ class Evaluator:
             cached, _ = self._store.cached(alert_key(worker.worker_id, rule))
             if cached is None and not reading.breached:
                 continue  # never breached, still fine: no state to keep
-            current = cached or rules.initial_state(worker, rule)
+            current = cached or rules.initial_state(worker, rule, self._thresholds.severities)
             if rules.step(current, reading, self._policy)[0] is current:
                 continue  # decided from the cache: nothing changes (the common case, kept free of I/O)
             out += await self.apply(worker, rule, lambda s, r=reading: rules.step(s, r, self._policy))  # type: ignore[misc]
@@ -144,7 +147,7 @@ class Evaluator:
         for _ in range(_MAX_CAS_ATTEMPTS):
             if only_if_firing and (state is None or state.phase is not Phase.FIRING):
                 return []
-            current = state or rules.initial_state(worker, rule)
+            current = state or rules.initial_state(worker, rule, self._thresholds.severities)
             new, transition = change(current)
             if new is current:
                 return []

@@ -157,3 +157,14 @@ def test_state_json_round_trip() -> None:
                        value=91.0, threshold=90.0, severity="warning")
     assert AlertState.from_json(state.to_json()) == state
     assert AlertState.from_json(b'{"worker_id":"w","rule":"x","future_field":1}').phase is Phase.INACTIVE
+
+
+def test_severity_overrides() -> None:
+    severities = rules.parse_severities(" cpu_high=critical, silent=info ,")
+    assert severities[Rule.CPU_HIGH] == "critical" and severities[Rule.SILENT] == "info"
+    assert severities[Rule.MEMORY_HIGH] == "warning"
+    assert rules.initial_state(W, Rule.CPU_HIGH, severities).severity == "critical"
+    assert rules.initial_state(W, Rule.UNEXPECTED_STOP).severity == "critical"
+    for bad in ("cpu_high", "cpu=critical", "cpu_high=urgent"):
+        with pytest.raises(ValueError, match="expected <rule>="):
+            rules.parse_severities(bad)
