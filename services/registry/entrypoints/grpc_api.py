@@ -11,10 +11,12 @@ from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
+from opentelemetry.trace import SpanKind
 from prometheus_client import Counter, Histogram
 
 from cml.monitor.v1 import registry_service_pb2 as rs
 from cml.monitor.v1 import worker_pb2
+from cmlmon_core.telemetry import extract_trace, tracer
 from registry.domain import model, validation
 from registry.errors import (
     Aborted,
@@ -31,6 +33,7 @@ from registry.service.listing import list_workers
 from registry.service.view import WatchClosed, WatchOverflow
 
 log = logging.getLogger(__name__)
+_tracer = tracer("registry")
 
 RPCS = Counter("registry_rpc_total", "gRPC calls handled", ["method", "code"])
 RPC_SECONDS = Histogram("registry_rpc_seconds", "gRPC call latency", ["method"],
@@ -63,11 +66,15 @@ def rpc(method: Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], Awaitab
     ok = RPCS.labels(name, "OK")  # bound once: label lookups cost more than the GetWorker itself
     seconds = RPC_SECONDS.labels(name)
 
+    span_name = f"registry.{name}"
+
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> R:
         started = time.perf_counter()
+        parent = extract_trace({k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)})
         try:
-            result = await method(self, request, context)
+            with _tracer.start_as_current_span(span_name, context=parent, kind=SpanKind.SERVER):
+                result = await method(self, request, context)
         except RegistryError as exc:
             code = status_of(exc)
             RPCS.labels(name, code.name).inc()

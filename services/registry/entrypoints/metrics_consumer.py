@@ -17,11 +17,13 @@ from prometheus_client import Counter
 
 from cml.monitor.v1 import events_pb2
 from cmlmon_core import messages, subjects
+from cmlmon_core.telemetry import extract_trace, tracer
 from cmlmon_core.topology import METRICS_STREAM
 from registry.errors import RegistryError
 from registry.service.handlers import Registry
 
 log = logging.getLogger(__name__)
+_tracer = tracer("registry")
 
 DURABLE = "registry"
 SAMPLES = Counter("registry_samples_total", "metric samples consumed", ["outcome"])
@@ -77,7 +79,8 @@ async def handle_batch(registry: Registry, msgs: list[Msg]) -> None:
 async def _apply_in_order(registry: Registry, items: list[tuple[Msg, events_pb2.MetricSample]]) -> None:
     for msg, sample in items:
         try:
-            known = await registry.apply_sample(sample)
+            with _tracer.start_as_current_span("registry.apply_sample", context=extract_trace(msg.headers)):
+                known = await registry.apply_sample(sample)
         except RegistryError as exc:
             SAMPLES.labels("retry").inc()
             log.warning("sample not applied; redelivery later",

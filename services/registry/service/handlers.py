@@ -80,6 +80,9 @@ class Registry:
         worker_id = model.created_worker_id(req.request_id)
         existing = await self.repo.get(worker_id)
         if existing is not None:  # a retry: same worker, no second launch
+            w = existing.worker
+            if (w.name, w.region, w.instance_type, w.ami_id) != (req.name, req.region, req.instance_type, req.ami_id):
+                raise AlreadyExists(f"request_id {req.request_id!r} was used for another worker ({w.id})")
             return await self._settle(existing)
         token = model.client_token(req.request_id)
         instance = await self.ec2.find_by_tag(req.region, model.REQUEST_TAG, token)

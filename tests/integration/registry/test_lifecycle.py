@@ -183,3 +183,14 @@ async def test_watch_ends_cleanly_when_the_server_shuts_down(nats_url: str, aws_
 async def _stop_soon(running: RunningRegistry) -> None:
     await asyncio.sleep(0.2)
     running.stop.set()
+
+
+async def test_trace_context_goes_from_the_call_to_the_event(registry: RunningRegistry, tap: EventTap,
+                                                             uid: str) -> None:
+    worker = await create(registry, uid)
+    trace_id = uid.ljust(32, "0")
+    traceparent = f"00-{trace_id}-00f067aa0ba902b7-01"
+    await registry.stub.StopWorker(rs.StopWorkerRequest(id=worker.id), metadata=(("traceparent", traceparent),))
+    await eventually(lambda: tap.of(worker.id, E.WORKER_EVENT_TYPE_STOPPED))
+    headers = next(h for e, h in tap.events if e.worker.id == worker.id and e.type == E.WORKER_EVENT_TYPE_STOPPED)
+    assert headers["traceparent"].split("-")[1] == trace_id

@@ -83,3 +83,15 @@ async def test_import_claims(parts: tuple[Registry, FakeRepo, FakePublisher, Fak
     with pytest.raises(FailedPrecondition):
         await registry.stop_worker(created.id)
     assert ec2.launches == 1
+
+
+async def test_a_request_id_reused_for_another_worker_is_refused(
+        parts: tuple[Registry, FakeRepo, FakePublisher, FakeEc2]) -> None:
+    registry, _, _, ec2 = parts
+    await registry.create_worker(REQUEST)
+    other = rs.CreateWorkerRequest()
+    other.CopyFrom(REQUEST)
+    other.name = "two"
+    with pytest.raises(AlreadyExists):
+        await registry.create_worker(other)
+    assert ec2.launches == 1
