@@ -50,6 +50,8 @@ class Receiver:
     received: list[Received] = field(default_factory=list)
     rejected: list[Received] = field(default_factory=list)
     calls: int = 0
+    gate: asyncio.Event | None = None  # when set up, every request waits for it: a receiver that hangs
+    waiting: int = 0
 
     @property
     def url(self) -> str:
@@ -62,6 +64,10 @@ class Receiver:
     async def handle(self, request: web.Request) -> web.Response:
         got = Received(request.path, dict(request.headers), await request.read())
         self.calls += 1
+        if self.gate is not None:
+            self.waiting += 1
+            await self.gate.wait()
+            self.waiting -= 1
         if self.responses:
             scripted = self.responses.pop(0)
             status, headers = scripted if isinstance(scripted, tuple) else (scripted, {})

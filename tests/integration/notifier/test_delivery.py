@@ -134,3 +134,23 @@ async def test_stop_hands_in_flight_delivery_back(js: JetStreamContext, nats_url
         async with running_notifier(settings):
             got = await eventually(lambda: receiver.for_worker(worker.id), timeout=15)
     assert [r.json["status"] for r in got] == ["firing"]
+
+
+async def test_hanging_sink_delays_neither_evaluation_nor_other_sinks(js: JetStreamContext, nats_url: str,
+                                                                     uid: str, tmp_path: Path) -> None:
+    first, second = make_worker(f"s1-{uid}"), make_worker(f"s2-{uid}")
+    gate = asyncio.Event()
+    async with receiving() as fast, receiving(Receiver(gate=gate)) as hanging:
+        sinks = write_sinks_file(tmp_path / "sinks.yaml", [
+            {"name": "fast", "type": "webhook", "url": fast.url},
+            {"name": "hanging", "type": "webhook", "url": hanging.url, "timeout_seconds": 60},
+        ])
+        async with running_notifier(notifier_settings(nats_url, uid, notifier_sinks_file=sinks)):
+            await publish_sample(js, first, cpu=99.0)
+            await eventually(lambda: fast.for_worker(first.id))
+            await eventually(lambda: hanging.waiting >= 1)  # the hanging sink holds its delivery...
+            await publish_sample(js, second, memory=99.0)  # ...while evaluation and the other sink go on
+            await eventually(lambda: fast.for_worker(second.id))
+            assert not hanging.for_worker(first.id)
+            gate.set()
+            await eventually(lambda: hanging.for_worker(first.id) and hanging.for_worker(second.id))
