@@ -4,12 +4,7 @@ event, exactly once."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import grpc
 import pytest
@@ -20,43 +15,9 @@ from cml.monitor.v1 import registry_service_pb2 as rs
 from cmlmon_dev.servers import free_port, wait_for_port
 from registry.domain.model import created_worker_id
 from registry.service.handlers import CRASH_AFTER_SAVE_ENV
+from tests.e2e.registry.conftest import AMI, Registry
 
 pytestmark = pytest.mark.e2e
-
-AMI = "ami-12c6146b"
-
-
-class Registry:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        with open(log, "ab") as out:
-            self.process = subprocess.Popen([sys.executable, "-m", "registry"], env=env, stdout=out,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
-
-
-@pytest.fixture
-def launch(nats_url: str, aws_endpoint: str, tmp_path: Path) -> Iterator[Callable[..., Registry]]:
-    started: list[Registry] = []
-
-    def start(port: int, **extra: str) -> Registry:
-        env = {**os.environ, "NATS_URL": nats_url, "AWS_ENDPOINT_URL": aws_endpoint, "GRPC_PORT": str(port),
-               "METRICS_PORT": "0", "LOG_FORMAT": "text", **extra}
-        registry = Registry(env, tmp_path / f"registry-{len(started)}.log")
-        started.append(registry)
-        return registry
-
-    yield start
-    for registry in started:
-        registry.stop()
 
 
 async def count_events(js: JetStreamContext, worker_id: str) -> int:
