@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -42,6 +43,7 @@ class Claim:
 
     worker_id: str
     revision: int
+    claimed_at: float = 0.0  # unix time of the claim
 
 
 class WorkerRepository(Protocol):
@@ -150,16 +152,21 @@ class KvWorkerRepository:
             return None
         except (nats.errors.Error, nats.js.errors.Error) as exc:
             raise Unavailable(f"reading instance index: {exc!r}") from exc
-        return Claim((entry.value or b"").decode(), entry.revision)
+        worker_id, _, claimed_at = (entry.value or b"").decode().partition(" ")
+        try:
+            return Claim(worker_id, entry.revision, float(claimed_at or 0))
+        except ValueError:
+            return Claim(worker_id, entry.revision)
 
     async def put_claim(self, region: str, instance_id: str, worker_id: str, revision: int | None) -> None:
         """Record worker_id as the owner: create when revision is None, else CAS on it (Conflict if lost)."""
         key = _claim_key(region, instance_id)
+        value = f"{worker_id} {time.time():.3f}".encode()
         try:
             if revision is None:
-                await self._index.create(key, worker_id.encode())
+                await self._index.create(key, value)
             else:
-                await self._index.update(key, worker_id.encode(), last=revision)
+                await self._index.update(key, value, last=revision)
         except nats.js.errors.KeyWrongLastSequenceError as exc:
             raise Conflict(f"instance {instance_id} claimed concurrently") from exc
         except (nats.errors.Error, nats.js.errors.Error) as exc:

@@ -9,6 +9,7 @@ import asyncio
 import logging
 import os
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +27,8 @@ from registry.service.view import WorkerView
 log = logging.getLogger(__name__)
 
 CAS_ATTEMPTS = 30
+# A claim whose worker was never saved (its writer died in between) is free again after this long.
+CLAIM_ORPHAN_SECONDS = 30.0
 CRASH_AFTER_SAVE_ENV = "REGISTRY_TEST_CRASH_AFTER_SAVE"
 
 Decide = Callable[[worker_pb2.Worker], Change | None]
@@ -145,6 +148,9 @@ class Registry:
                     raise AlreadyExists(f"worker {claim.worker_id} already has instance {instance_id}")
                 if create_only and owner is not None:
                     raise AlreadyExists(f"instance {instance_id} belonged to worker {claim.worker_id}")
+                if owner is None and time.time() - claim.claimed_at < CLAIM_ORPHAN_SECONDS:
+                    # the owner may be between claiming and saving right now (another call, another replica)
+                    raise AlreadyExists(f"instance {instance_id} is being taken by worker {claim.worker_id}")
             try:
                 await self.repo.put_claim(region, instance_id, worker_id, claim.revision if claim else None)
                 return

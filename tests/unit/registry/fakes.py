@@ -3,7 +3,9 @@ revision, create-only claims) as the real adapters."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import time
 from collections.abc import AsyncIterator
 
 from cml.monitor.v1 import events_pb2, registry_service_pb2, worker_pb2
@@ -19,17 +21,20 @@ class FakeRepo:
         self._seq = itertools.count(1)
 
     async def get(self, worker_id: str) -> Stored | None:
+        await asyncio.sleep(0)  # interleave concurrent callers as a real store would
         found = self.values.get(worker_id)
         return decode_value(*found) if found else None
 
     async def create(self, worker: worker_pb2.Worker, pending: registry_service_pb2.PendingWorkerEvent | None
                      ) -> Stored:
+        await asyncio.sleep(0)
         if worker.id in self.values:
             raise Conflict(worker.id)
         return self._put(worker, pending)
 
     async def update(self, worker: worker_pb2.Worker, pending: registry_service_pb2.PendingWorkerEvent | None,
                      revision: int) -> Stored:
+        await asyncio.sleep(0)
         if self.values.get(worker.id, (b"", 0))[1] != revision:
             raise Conflict(worker.id)
         return self._put(worker, pending)
@@ -46,14 +51,16 @@ class FakeRepo:
         yield None
 
     async def get_claim(self, region: str, instance_id: str) -> Claim | None:
+        await asyncio.sleep(0)  # interleave concurrent callers as a real store would
         return self.claims.get(f"{region}/{instance_id}")
 
     async def put_claim(self, region: str, instance_id: str, worker_id: str, revision: int | None) -> None:
+        await asyncio.sleep(0)  # interleave concurrent callers as a real store would
         key = f"{region}/{instance_id}"
         current = self.claims.get(key)
         if (current.revision if current else None) != revision:
             raise Conflict(key)
-        self.claims[key] = Claim(worker_id, next(self._seq))
+        self.claims[key] = Claim(worker_id, next(self._seq), time.time())
 
     async def shared_secret(self, proposed: bytes) -> bytes:
         return proposed

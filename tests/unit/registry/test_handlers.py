@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from typing import Any
+
 import pytest
 
 from cml.monitor.v1 import events_pb2, worker_pb2
 from cml.monitor.v1 import registry_service_pb2 as rs
+from registry.adapters.ec2 import LaunchSpec
+from registry.adapters.repository import Claim
 from registry.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
 from registry.service.handlers import Registry
 from registry.service.view import WorkerView
@@ -95,3 +101,30 @@ async def test_a_request_id_reused_for_another_worker_is_refused(
     with pytest.raises(AlreadyExists):
         await registry.create_worker(other)
     assert ec2.launches == 1
+
+
+async def test_concurrent_imports_of_one_instance_make_one_worker(
+        parts: tuple[Registry, FakeRepo, FakePublisher, FakeEc2]) -> None:
+    registry, repo, publisher, ec2 = parts
+    instance = await ec2.launch(LaunchSpec("us-east-1", "t3.micro", "ami-12345678", "tok", {}))
+    request = rs.ImportWorkerRequest(region="us-east-1", instance_id=instance.instance_id)
+    create = repo.create
+
+    async def slow_create(*args: Any) -> Any:  # the first importer is slow to save after claiming
+        await asyncio.sleep(0.01)
+        return await create(*args)
+
+    repo.create = slow_create  # type: ignore[method-assign]
+    results = await asyncio.gather(*(registry.import_worker(request) for _ in range(4)), return_exceptions=True)
+    assert sum(isinstance(r, W.Worker) for r in results) == 1
+    assert all(isinstance(r, AlreadyExists) for r in results if not isinstance(r, W.Worker))
+    assert len(repo.values) == 1 and len(publisher.events) == 1
+
+
+async def test_an_orphaned_claim_is_free_after_a_while(
+        parts: tuple[Registry, FakeRepo, FakePublisher, FakeEc2]) -> None:
+    registry, repo, _, ec2 = parts
+    instance = await ec2.launch(LaunchSpec("us-east-1", "t3.micro", "ami-12345678", "tok", {}))
+    repo.claims[f"us-east-1/{instance.instance_id}"] = Claim("w-died-before-saving", 99, time.time() - 3600)
+    worker = await registry.import_worker(rs.ImportWorkerRequest(region="us-east-1", instance_id=instance.instance_id))
+    assert repo.claims[f"us-east-1/{instance.instance_id}"].worker_id == worker.id
