@@ -59,6 +59,7 @@ class Registry:
         self.view = view
         self.options = options or RegistryOptions()
         self.page_tokens: PageTokens | None = None  # set at start-up, once the shared key is known
+        self._create_locks: dict[str, tuple[asyncio.Lock, int]] = {}  # worker id -> lock, callers using it
 
     # --- reads -------------------------------------------------------------------------------------------
 
@@ -81,6 +82,22 @@ class Registry:
     async def create_worker(self, req: registry_service_pb2.CreateWorkerRequest) -> worker_pb2.Worker:
         validation.create(req)
         worker_id = model.created_worker_id(req.request_id)
+        # Concurrent retries in this process wait for each other; across replicas the ClientToken makes EC2
+        # return the one instance (moto does not honour ClientToken, AWS does).
+        lock, users = self._create_locks.get(worker_id, (asyncio.Lock(), 0))
+        self._create_locks[worker_id] = (lock, users + 1)
+        try:
+            async with lock:
+                return await self._create_worker(req, worker_id)
+        finally:
+            lock, users = self._create_locks[worker_id]
+            if users == 1:
+                del self._create_locks[worker_id]
+            else:
+                self._create_locks[worker_id] = (lock, users - 1)
+
+    async def _create_worker(self, req: registry_service_pb2.CreateWorkerRequest, worker_id: str
+                             ) -> worker_pb2.Worker:
         existing = await self.repo.get(worker_id)
         if existing is not None:  # a retry: same worker, no second launch
             w = existing.worker

@@ -87,6 +87,7 @@ class FakeEc2:
         self.launches = 0
 
     async def launch(self, spec: LaunchSpec) -> Instance:
+        await asyncio.sleep(0)  # EC2 takes a while; a concurrent caller may look meanwhile
         self.launches += 1
         instance = Instance(f"i-{self.launches:017x}", "pending", spec.instance_type, spec.ami_id, dict(spec.tags))
         self.instances[instance.instance_id] = instance

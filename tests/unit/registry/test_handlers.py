@@ -128,3 +128,11 @@ async def test_an_orphaned_claim_is_free_after_a_while(
     repo.claims[f"us-east-1/{instance.instance_id}"] = Claim("w-died-before-saving", 99, time.time() - 3600)
     worker = await registry.import_worker(rs.ImportWorkerRequest(region="us-east-1", instance_id=instance.instance_id))
     assert repo.claims[f"us-east-1/{instance.instance_id}"].worker_id == worker.id
+
+
+async def test_concurrent_retries_of_one_create_launch_once(
+        parts: tuple[Registry, FakeRepo, FakePublisher, FakeEc2]) -> None:
+    registry, _, publisher, ec2 = parts
+    results = await asyncio.gather(*(registry.create_worker(REQUEST) for _ in range(5)))
+    assert len({w.id for w in results}) == 1 and ec2.launches == 1 and len(publisher.events) == 1
+    assert registry._create_locks == {}
