@@ -109,6 +109,8 @@ def add_to_server(servicer: WorkerRegistryServicer, server: grpc.aio.Server) -> 
         handlers[method.name] = make(getattr(servicer, method.name), request_deserializer=request_type.FromString,
                                      response_serializer=_serialize)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+    # the per-call fast path the generated code also takes (grpc-stubs does not know the method yet)
+    server.add_registered_method_handlers(service.full_name, handlers)  # type: ignore[attr-defined]
 
 
 class WorkerRegistryServicer:
