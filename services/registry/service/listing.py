@@ -43,8 +43,7 @@ async def list_workers(registry: Registry, req: rs.ListWorkersRequest) -> bytes:
     if not registry.view.ready.is_set():
         raise Unavailable("registry is loading its workers")
     view = registry.view
-    workers, more = view.after(after, predicate(req), size)
-    parts = [view.encoded(w) for w in workers]
-    if more and workers:
-        parts.append(field_bytes(2, tokens.issue(workers[-1].id, req).encode()))
+    parts, last_id, more = view.page(after, predicate(req), size)
+    if more and parts:
+        parts.append(field_bytes(2, tokens.issue(last_id, req).encode()))
     return b"".join(parts)

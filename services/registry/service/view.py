@@ -99,19 +99,26 @@ class WorkerView:
             for sub in list(self._subs):
                 sub.push(change)
 
-    def after(self, after_id: str, predicate: Predicate, limit: int) -> tuple[list[worker_pb2.Worker], bool]:
-        """Up to limit workers matching predicate with an id greater than after_id, in id order, and whether
-        more follow."""
-        out: list[worker_pb2.Worker] = []
+    def page(self, after_id: str, predicate: Predicate, limit: int) -> tuple[list[bytes], str, bool]:
+        """Up to limit workers matching predicate with an id greater than after_id, in id order, as their cached
+        encodings (field 1 of ListWorkersResponse); the last id on the page; whether more follow."""
+        out: list[bytes] = []
+        last = ""
         ids = self._ids
         stored = self._stored
+        encoded = self._encoded
         for i in range(bisect.bisect_right(ids, after_id) if after_id else 0, len(ids)):
-            worker = stored[ids[i]].worker
+            worker_id = ids[i]
+            worker = stored[worker_id].worker
             if predicate(worker):
                 if len(out) == limit:
-                    return out, True
-                out.append(worker)
-        return out, False
+                    return out, last, True
+                data = encoded.get(worker_id)
+                if data is None:
+                    data = encoded[worker_id] = field_bytes(1, worker.SerializeToString(deterministic=True))
+                out.append(data)
+                last = worker_id
+        return out, last, False
 
     def encoded(self, worker: worker_pb2.Worker) -> bytes:
         """The worker serialized as field 1 (`worker`/`workers`) of GetWorkerResponse and ListWorkersResponse,

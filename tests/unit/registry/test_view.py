@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -20,6 +21,13 @@ def stored(n: int, revision: int, status: int = W.WORKER_STATUS_RUNNING, **field
     return Stored(worker, revision)
 
 
+def page_ids(view: WorkerView, after: str, pred: Callable[[W.Worker], bool], limit: int) -> tuple[list[str], bool]:
+    parts, last, more = view.page(after, pred, limit)
+    ids = [registry_service_pb2.GetWorkerResponse.FromString(p).worker.id for p in parts]
+    assert last == (ids[-1] if ids else "")
+    return ids, more
+
+
 def test_newer_revision_wins_and_order_is_by_id() -> None:
     view = WorkerView()
     for n in (5, 1, 3):
@@ -28,10 +36,8 @@ def test_newer_revision_wins_and_order_is_by_id() -> None:
     assert view.get("w-003").worker.status == W.WORKER_STATUS_RUNNING  # type: ignore[union-attr]
     view.apply(stored(3, 11, W.WORKER_STATUS_STOPPED))
     assert view.get("w-003").worker.status == W.WORKER_STATUS_STOPPED  # type: ignore[union-attr]
-    page, more = view.after("", lambda w: True, 2)
-    assert [w.id for w in page] == ["w-001", "w-003"] and more
-    page, more = view.after("w-003", lambda w: True, 2)
-    assert [w.id for w in page] == ["w-005"] and not more
+    assert page_ids(view, "", lambda w: True, 2) == (["w-001", "w-003"], True)
+    assert page_ids(view, "w-003", lambda w: True, 2) == (["w-005"], False)
 
 
 def test_filters() -> None:
@@ -42,7 +48,7 @@ def test_filters() -> None:
     req = registry_service_pb2.ListWorkersRequest
 
     def ids(r: registry_service_pb2.ListWorkersRequest) -> list[str]:
-        return [w.id for w in view.after("", predicate(r), 10)[0]]
+        return page_ids(view, "", predicate(r), 10)[0]
 
     assert ids(req()) == ["w-001", "w-003"]
     assert ids(req(show_terminated=True)) == ["w-001", "w-002", "w-003"]
