@@ -8,8 +8,8 @@ from pathlib import Path
 import nats
 import pytest
 
-from cml.monitor.v1 import worker_pb2
 from cml.monitor.v1 import registry_service_pb2 as rs
+from cml.monitor.v1 import worker_pb2
 from cmlmon_dev.servers import NatsServer
 from tests.integration.registry.conftest import AMI, REGION, eventually, registry_settings, running_registry
 from tests.integration.registry.test_skeleton import publish_sample
