@@ -30,9 +30,11 @@ from typing import Any
 import grpc
 import nats
 
+from cml.monitor.v1 import events_pb2, worker_pb2
 from cml.monitor.v1 import registry_service_pb2 as rs
 from cml.monitor.v1 import registry_service_pb2_grpc as rs_grpc
-from cml.monitor.v1 import worker_pb2
+from cmlmon_core import subjects
+from cmlmon_core.messages import encode
 from cmlmon_core.topology import ensure_topology
 from cmlmon_dev.servers import NatsServer, free_port, wait_for_port
 
@@ -227,10 +229,41 @@ async def main() -> dict[str, Any]:
                 target[kind] = await bench_phase(f"127.0.0.1:{port}", registry.pid, kind, ids, tokens)
                 baseline[kind] = await bench_phase(f"127.0.0.1:{bare_port}", bare.pid, kind, ids, tokens)
             memory = rss_mb(registry.pid)
+            samples = await samples_per_second(server.url, ids)
+            print(f"samples: {samples:.0f}/s applied (one per worker, each a KV compare-and-set)")
         finally:
             stop(registry)
             stop(bare)
-    return report(target, baseline, memory, ready)
+    result = report(target, baseline, memory, ready)
+    result["samples_applied_per_s"] = round(samples, 1)
+    return result
+
+
+async def samples_per_second(nats_url: str, ids: list[str]) -> float:
+    """One MetricSample per worker on CML_METRICS; how fast the registry's durable consumer applies them."""
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    started = time.perf_counter()
+    pending = []
+    for n, worker_id in enumerate(ids):
+        sample = events_pb2.MetricSample(worker_id=worker_id, region=REGIONS[n % len(REGIONS)],
+                                         instance_id=f"i-{n:017x}", status=worker_pb2.WORKER_STATUS_RUNNING,
+                                         cpu_utilization=50.0, memory_utilization=50.0)
+        sample.observe_time.GetCurrentTime()
+        data, headers = encode(sample)
+        pending.append(js.publish(subjects.metric(sample.region, worker_id), data, headers=headers))
+        if len(pending) == 500:
+            await asyncio.gather(*pending)
+            pending = []
+    await asyncio.gather(*pending)
+    while True:
+        info = await js.consumer_info("CML_METRICS", "registry")
+        if info.num_pending == 0 and info.num_ack_pending == 0:
+            break
+        await asyncio.sleep(0.05)
+    elapsed = time.perf_counter() - started
+    await nc.drain()
+    return len(ids) / elapsed
 
 
 def report(target: dict[str, dict[str, float]], baseline: dict[str, dict[str, float]], memory: float,
