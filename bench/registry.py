@@ -8,6 +8,8 @@ callers over loopback, next to a bare grpc.aio server answering messages of the 
 - Each phase: 50 asyncio callers on one channel for BENCH_SECONDS after a warm-up; throughput and client-side
   latency p50/p99. Targets: GetWorker >= 50 % of the bare server's throughput; ListWorkers p99 <= 20 ms;
   registry RSS with 10,000 workers <= 200 MB.
+- Last, one MetricSample per worker is published and the time until the registry's durable consumer has applied
+  them all gives samples per second (each one a KV read and compare-and-set).
 
 Run: .venv/bin/python bench/registry.py  (ends with one JSON line). BENCH_SECONDS, BENCH_WORKERS change the
 phase length and the fleet; BENCH_PROFILE=<file> runs the registry under cProfile."""
