@@ -35,6 +35,10 @@ class ScheduleStore(Protocol):
         """Create or replace the worker's schedule."""
         ...
 
+    async def tick_now(self, target: Target) -> None:
+        """One tick right away (a schedule's first tick comes one interval after it is written)."""
+        ...
+
     async def remove(self, worker_id: str) -> None:
         """Stop the worker's schedule and drop its pending tick; no-op when there is none."""
         ...
@@ -82,6 +86,14 @@ class JetStreamSchedules:
                                    stream=POLLS_STREAM, timeout=self._timeout)
         except (NatsError, TimeoutError) as exc:
             raise ScheduleError(f"writing the schedule of {target.worker_id} failed: {exc!r}") from exc
+
+    async def tick_now(self, target: Target) -> None:
+        data, headers = messages.encode(tick_from_target(target))
+        try:
+            await self._js.publish(subjects.poll_tick(target.region, target.worker_id), data, headers=headers,
+                                   stream=POLLS_STREAM, timeout=self._timeout)
+        except (NatsError, TimeoutError) as exc:
+            raise ScheduleError(f"ticking {target.worker_id} failed: {exc!r}") from exc
 
     async def remove(self, worker_id: str) -> None:
         try:

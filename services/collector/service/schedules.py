@@ -40,10 +40,12 @@ class ScheduleKeeper:
         return await self.ensure(target_from_worker(worker, self._default_interval), cause="event")
 
     async def ensure(self, target: Target, cause: str) -> str:
-        """Write the schedule unless the same one is there already (re-publishing would restart its timer)."""
+        """Write the schedule unless the same one is there already (re-publishing would restart its timer),
+        and poll once right away: the schedule's own first tick comes only one interval later."""
         if await self._store.get(target.worker_id) == target:
             return "kept"
         await self._store.put(target)
+        await self._store.tick_now(target)
         telemetry.SCHEDULE_CHANGES.labels("written", cause).inc()
         log.info("schedule written", extra={"worker_id": target.worker_id, "region": target.region,
                                             "interval": target.interval_seconds, "cause": cause})

@@ -1,0 +1,175 @@
+"""Reconciliation against a registry over real gRPC heals drift both ways; a first start schedules an
+existing fleet from the event stream; a stop naks the in-flight batch. Each test has a nats-server of its own
+(reconciliation removes every schedule the registry does not know)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+import nats
+import pytest
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from cml.monitor.v1 import registry_service_pb2, registry_service_pb2_grpc, worker_pb2
+from cmlmon_core import subjects
+from cmlmon_core.topology import POLLS_STREAM, ensure_topology
+from cmlmon_dev.servers import NatsServer, free_port
+from collector import telemetry
+from collector.adapters.registry import GrpcRegistry
+from collector.adapters.schedules import JetStreamSchedules
+from collector.bootstrap import aws_clients
+from collector.domain.model import Target
+from collector.entrypoints.reconciler import Reconciler
+from collector.entrypoints.ticks import DURABLE as TICKS_DURABLE
+from collector.service.schedules import ScheduleKeeper
+from tests.integration.collector.conftest import (
+    collector_settings,
+    launch,
+    publish_event,
+    start_collector,
+    worker,
+)
+
+REGION = "us-east-1"
+
+
+class Registry(registry_service_pb2_grpc.WorkerRegistryServiceServicer):
+    """ListWorkers over real gRPC, two workers per page, from a list the test controls."""
+
+    def __init__(self, workers: list[worker_pb2.Worker]) -> None:
+        self.workers = workers
+
+    async def ListWorkers(self, request: registry_service_pb2.ListWorkersRequest, context: Any
+                          ) -> registry_service_pb2.ListWorkersResponse:
+        start = int(request.page_token or 0)
+        page = self.workers[start:start + 2]
+        more = start + 2 < len(self.workers)
+        return registry_service_pb2.ListWorkersResponse(workers=page, next_page_token=str(start + 2) if more else "")
+
+
+@pytest.fixture
+def own_nats(tmp_path: Path) -> Iterator[NatsServer]:
+    with NatsServer(tmp_path / "js", log_file=tmp_path / "nats.log") as server:
+        yield server
+
+
+@pytest.fixture
+async def own_js(own_nats: NatsServer) -> AsyncIterator[tuple[Client, JetStreamContext]]:
+    nc = await nats.connect(own_nats.url)
+    js = nc.jetstream()
+    await ensure_topology(js)
+    try:
+        yield nc, js
+    finally:
+        await nc.drain()
+
+
+async def serve_registry(workers: list[worker_pb2.Worker]) -> tuple[grpc.aio.Server, str]:
+    server = grpc.aio.server()
+    registry_service_pb2_grpc.add_WorkerRegistryServiceServicer_to_server(Registry(workers), server)
+    address = f"127.0.0.1:{free_port()}"
+    server.add_insecure_port(address)
+    await server.start()
+    return server, address
+
+
+async def test_reconciliation_heals_drift_both_ways(own_js: tuple[Client, JetStreamContext], uid: str) -> None:
+    nc, js = own_js
+    store = JetStreamSchedules(nc, js)
+    stale = Target(worker_id=f"gone-{uid}", region=REGION, instance_id="i-11111111", interval_seconds=60)
+    drifted = Target(worker_id=f"drift-{uid}", region=REGION, instance_id="i-22222222", interval_seconds=60)
+    await store.put(stale)
+    await store.put(drifted)
+    running = worker_pb2.WORKER_STATUS_RUNNING
+    live = [worker_pb2.Worker(id=f"new-{uid}", region=REGION, instance_id="i-33333333", status=running,
+                              poll_interval_seconds=30),
+            worker_pb2.Worker(id=f"drift-{uid}", region=REGION, instance_id="i-22222222",
+                              status=worker_pb2.WORKER_STATUS_STOPPED, poll_interval_seconds=45),
+            worker_pb2.Worker(id=f"keep-{uid}", region=REGION, instance_id="i-44444444", status=running),
+            worker_pb2.Worker(id=f"dead-{uid}", region=REGION, instance_id="i-55555555",
+                              status=worker_pb2.WORKER_STATUS_TERMINATED)]
+    server, address = await serve_registry(live)
+    try:
+        reconciler = Reconciler(GrpcRegistry(address), ScheduleKeeper(store, default_interval=300), interval=60)
+        assert await reconciler.once()
+        assert await store.worker_ids() == {f"new-{uid}", f"drift-{uid}", f"keep-{uid}"}
+        assert (await store.get(f"new-{uid}")) == Target(f"new-{uid}", REGION, "i-33333333", 30)
+        assert (await store.get(f"drift-{uid}")) == Target(f"drift-{uid}", REGION, "i-22222222", 45)
+        assert (await store.get(f"keep-{uid}")) == Target(f"keep-{uid}", REGION, "i-44444444", 300)
+        report = await ScheduleKeeper(store, default_interval=300).reconcile(live)
+        assert (report.written, report.removed, report.kept) == (0, 0, 3)  # idempotent
+    finally:
+        await server.stop(None)
+
+
+async def test_unreachable_registry_skips_a_round_without_failing(own_js: tuple[Client, JetStreamContext]) -> None:
+    nc, js = own_js
+    store = JetStreamSchedules(nc, js)
+    await store.put(Target(worker_id="w-1", region=REGION, instance_id="i-11111111", interval_seconds=60))
+    reconciler = Reconciler(GrpcRegistry(f"127.0.0.1:{free_port()}", timeout=2), ScheduleKeeper(store, 300), 60)
+    assert not await reconciler.once()
+    assert await store.worker_ids() == {"w-1"}
+
+
+async def test_first_start_schedules_an_existing_fleet(own_nats: NatsServer, own_js: tuple[Client, JetStreamContext],
+                                                       aws_endpoint: str, uid: str) -> None:
+    nc, js = own_js
+    fleet = [worker(f"{uid}-{i}", REGION, f"i-{i:08x}") for i in range(5)]
+    for w in fleet:
+        await publish_event(js, w, "imported")
+    await publish_event(js, fleet[0], "terminated")
+    settings = collector_settings(own_nats.url, aws_endpoint, worker_metrics_poll_interval=600)
+    async with aws_clients(settings) as clients:
+        running = start_collector(settings, nc, js, clients)
+        store = JetStreamSchedules(nc, js)
+        try:
+            deadline = asyncio.get_running_loop().time() + 20
+            while await store.worker_ids() != {w.id for w in fleet[1:]}:
+                assert asyncio.get_running_loop().time() < deadline, await store.worker_ids()
+                await asyncio.sleep(0.1)
+        finally:
+            running.stop.set()
+            await asyncio.wait_for(asyncio.gather(*running.tasks), 30)
+
+
+class SlowEc2:
+    """An EC2 port that never answers in time: the batch is in flight when the stop comes."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+
+    async def describe_instance_status(self, region: str, ids: Sequence[str]) -> list[dict[str, Any]]:
+        self.started.set()
+        await asyncio.sleep(3600)
+        return []
+
+
+async def test_stop_naks_the_in_flight_batch(own_nats: NatsServer, own_js: tuple[Client, JetStreamContext],
+                                             aws_endpoint: str, uid: str) -> None:
+    nc, js = own_js
+    (instance_id,) = launch(aws_endpoint, REGION)
+    settings = collector_settings(own_nats.url, aws_endpoint, shutdown_grace_seconds=0.5, tick_ack_wait_seconds=300,
+                                  worker_metrics_poll_interval=600)
+    slow = SlowEc2()
+    naked = telemetry.TICKS.labels("naked")._value.get()
+    async with aws_clients(settings) as clients:
+        running = start_collector(settings, nc, js, clients, ec2=slow)
+        await publish_event(js, worker(uid, REGION, instance_id), "created")
+        await asyncio.wait_for(slow.started.wait(), 30)
+        running.stop.set()
+        await asyncio.wait_for(asyncio.gather(*running.tasks), 30)
+    assert telemetry.TICKS.labels("naked")._value.get() > naked
+    # Another replica gets the tick at once, not after the 300 s AckWait.
+    psub = await js.pull_subscribe_bind(durable=TICKS_DURABLE, stream=POLLS_STREAM)
+    try:
+        (msg,) = await psub.fetch(1, timeout=10)
+        assert msg.subject == subjects.poll_tick(REGION, f"w-{uid}")
+        assert msg.metadata.num_delivered >= 2
+        await msg.ack()
+    finally:
+        await psub.unsubscribe()
