@@ -71,7 +71,19 @@ async def amain() -> None:
         log.error("invalid sink configuration: %s", exc)
         raise SystemExit(2) from None
     serve_metrics(settings.metrics_port, settings.metrics_host)
-    await serve(settings, stop_on_signals())
+    stop, ready = stop_on_signals(), asyncio.Event()
+    service = asyncio.create_task(serve(settings, stop, ready))
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait([service, stopped], return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if stop.is_set() and not ready.is_set() and not service.done():
+        # Still starting (NATS unreachable, say): nothing is in flight yet, so give up the start at once.
+        log.info("stop requested during start-up")
+        service.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await service
+        return
+    await service  # running: it finishes in-flight work, stops gRPC and drains NATS itself
 
 
 def main() -> None:

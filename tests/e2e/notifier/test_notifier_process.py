@@ -73,3 +73,10 @@ async def test_process_survives_kill_without_double_firing(services: ServiceLaun
         assert receiver.url not in second.log() and "secret-token" not in second.log()
     finally:
         await nc.drain()
+
+
+async def test_sigterm_while_nats_is_unreachable_exits_cleanly(services: ServiceLauncher) -> None:
+    proc = services.start("notifier", NATS_URL=f"nats://127.0.0.1:{free_port()}", GRPC_PORT=0)
+    await eventually(lambda: "nats error" in proc.log(), timeout=30)  # stuck connecting, as when NATS is down
+    assert proc.stop(timeout=15) == 0
+    assert "stop requested during start-up" in proc.log()
