@@ -63,6 +63,7 @@ def load_settings(cls: type[S]) -> S:
         lines = [f"invalid configuration for {cls.__name__}:"]
         for err in exc.errors():
             name = ".".join(str(p) for p in err["loc"]).upper() or "(settings)"
-            lines.append(f"  {name}: {err['msg']} (got {err.get('input')!r})")
+            # The value itself is not echoed: it may be a secret (a webhook URL with a token, a routing key).
+            lines.append(f"  {name}: {err['msg']}")
         print("\n".join(lines), file=sys.stderr)
         raise SystemExit(2) from None

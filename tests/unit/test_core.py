@@ -50,3 +50,16 @@ def test_legacy_settings_names_work(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_redact_url_hides_tokens() -> None:
     assert redact_url("https://hooks.slack.com/services/T000/B000/secret") == "https://hooks.slack.com/…"
     assert "secret" not in redact_url("https://user:secret@example.com:8443/x?token=secret")
+
+
+def test_bad_setting_fails_naming_the_variable_without_echoing_it(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from cmlmon_core.settings import load_settings
+
+    monkeypatch.setenv("WORKER_METRICS_POLL_INTERVAL", "secret-not-a-number")
+    with pytest.raises(SystemExit) as exc:
+        load_settings(CommonSettings)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "WORKER_METRICS_POLL_INTERVAL" in err
+    assert "secret-not-a-number" not in err
