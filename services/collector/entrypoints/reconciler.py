@@ -31,8 +31,9 @@ class Reconciler:
 
     async def once(self) -> bool:
         try:
+            existing = await self._keeper.existing()  # first: see ScheduleKeeper.reconcile
             live = await self._directory.live_workers()
-            report = await self._keeper.reconcile(live)
+            report = await self._keeper.reconcile(live, existing)
         except CollectorError as exc:
             telemetry.RECONCILE_RUNS.labels("failed").inc()
             log.warning("reconciliation skipped", extra={"error": str(exc)})

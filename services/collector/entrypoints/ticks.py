@@ -27,7 +27,7 @@ from collector import telemetry
 from collector.adapters.publisher import SamplePublisher
 from collector.codec import sample_from_observation, target_from_tick
 from collector.domain.model import Observation, Target
-from collector.service.poll import RegionPoller
+from collector.service.poll import Poller
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class Delivery:
 
 
 class TickConsumer:
-    def __init__(self, js: JetStreamContext, poller: RegionPoller, publisher: SamplePublisher,
+    def __init__(self, js: JetStreamContext, poller: Poller, publisher: SamplePublisher,
                  collector_id: str, opts: TickOptions) -> None:
         self._js = js
         self._poller = poller

@@ -6,11 +6,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Protocol
 
 from collector.adapters.aws import InstanceStatusPort, MetricDataPort
 from collector.domain import batching, cloudwatch, ec2_status
 from collector.domain.model import InstanceState, Observation, Target
 from collector.errors import InstancesNotFound
+
+
+class Poller(Protocol):
+    async def poll(self, region: str, targets: Sequence[Target]) -> list[Observation]:
+        """One observation per target, in order; raises CollectorError when the region cannot be asked."""
+        ...
 
 
 def utc_now() -> datetime:

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cml.monitor.v1 import events_pb2, worker_pb2
+from cmlmon_core import subjects
 from collector import telemetry
 from collector.adapters.schedules import ScheduleStore
 from collector.codec import is_terminated, target_from_worker
@@ -42,6 +43,7 @@ class ScheduleKeeper:
     async def ensure(self, target: Target, cause: str) -> str:
         """Write the schedule unless the same one is there already (re-publishing would restart its timer),
         and poll once right away: the schedule's own first tick comes only one interval later."""
+        subjects.poll_tick(target.region, target.worker_id)  # ValueError when either cannot be a subject token
         if await self._store.get(target.worker_id) == target:
             return "kept"
         await self._store.put(target)
@@ -51,10 +53,18 @@ class ScheduleKeeper:
                                             "interval": target.interval_seconds, "cause": cause})
         return "written"
 
-    async def reconcile(self, live: Iterable[worker_pb2.Worker]) -> ReconcileReport:
-        """Make the schedules exactly those of the live workers."""
+    async def existing(self) -> set[str]:
+        return await self._store.worker_ids()
+
+    async def reconcile(self, live: Iterable[worker_pb2.Worker], existing: set[str] | None = None
+                        ) -> ReconcileReport:
+        """Make the schedules exactly those of the live workers.
+
+        `existing` should be read before the registry is asked: a schedule written after that (a worker
+        created meanwhile, missing from the registry's answer) is then not taken for a stale one."""
         wanted = {w.id: target_from_worker(w, self._default_interval) for w in live if not is_terminated(w)}
-        existing = await self._store.worker_ids()
+        if existing is None:
+            existing = await self._store.worker_ids()
         stale = existing - wanted.keys()
         limit = asyncio.Semaphore(self._concurrency)
 

@@ -1,0 +1,224 @@
+"""Collector benchmark: one replica drains one interval's ticks for 1,000 and 10,000 workers over 4 regions,
+against a fake AWS endpoint (bench/fake_aws.py) that answers after a fixed added latency, next to the old
+per-worker design measured in the same run.
+
+- A private nats-server; before each run CML_POLLS and CML_METRICS are purged and the tick consumer deleted,
+  then one tick per worker is published on cml.polls.tick.<region>.<id> (what the schedules produce in one
+  interval). The collector's real TickConsumer then fetches, polls AWS, publishes one sample per worker and
+  acks; "drain" is the time until every tick is acked and every sample stored.
+- batched: the collector as shipped (DescribeInstanceStatus <= 100 ids, GetMetricData <= 500 queries).
+  per-worker: the old design's calls through the same consumer and publisher: one DescribeInstanceStatus and
+  two GetMetricStatistics per worker, BASELINE_CONCURRENCY of them in flight (the old scheduler's job pool).
+- Each run is a child process, so CPU seconds and peak RSS belong to that run alone; the fake endpoint runs
+  in its own process too and its CPU is not counted.
+- Targets (issue 4): <= 0.02 AWS calls per worker per interval; 10,000 ticks drained in <= 5 s with 50 ms per
+  call; <= 200 MB.
+
+Run: .venv/bin/python bench/collector.py  (ends with one JSON line). BENCH_LATENCY (seconds, 0.05),
+BENCH_SIZES (e.g. "1000,10000"), BASELINE_CONCURRENCY (64) change the setup."""
+
+# ruff: noqa: E402  (the path must be fixed before `collector` is imported)
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script, this file's folder comes first on sys.path and its name shadows the `collector` package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import subprocess
+import tempfile
+import time
+import urllib.request
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import nats
+from nats.js.errors import NotFoundError
+
+from cml.monitor.v1 import events_pb2, worker_pb2
+from cmlmon_core import messages, subjects
+from cmlmon_core.topology import METRICS_STREAM, POLLS_STREAM, ensure_topology
+from cmlmon_dev.servers import NatsServer, free_port, wait_for_port
+from collector import telemetry
+from collector.adapters.aws import AwsPoller
+from collector.adapters.publisher import JetStreamSamples
+from collector.bootstrap import aws_clients, metric_options, retry_policy, tick_options
+from collector.domain import ec2_status
+from collector.domain.model import Observation, Target
+from collector.entrypoints.ticks import DURABLE, TickConsumer
+from collector.service.poll import RegionPoller
+from collector.settings import CollectorSettings
+
+REGIONS = ["us-east-1", "us-west-2", "eu-west-1", "eu-central-1"]
+LATENCY = float(os.environ.get("BENCH_LATENCY", "0.05"))
+SIZES = [int(n) for n in os.environ.get("BENCH_SIZES", "1000,10000").split(",")]
+BASELINE_CONCURRENCY = int(os.environ.get("BASELINE_CONCURRENCY", "64"))
+ROOT = Path(__file__).resolve().parent
+
+
+class PerWorkerPoller:
+    """The old design's calls: per worker one DescribeInstanceStatus and two GetMetricStatistics (taking
+    Datapoints[0], as it did)."""
+
+    def __init__(self, clients: Any, concurrency: int) -> None:
+        self._clients = clients
+        self._limit = asyncio.Semaphore(concurrency)
+
+    async def poll(self, region: str, targets: Sequence[Target]) -> list[Observation]:
+        return list(await asyncio.gather(*(self._one(region, t) for t in targets)))
+
+    async def _one(self, region: str, t: Target) -> Observation:
+        async with self._limit:
+            ec2 = await self._clients.get("ec2", region)
+            cw = await self._clients.get("cloudwatch", region)
+            reply = await ec2.describe_instance_status(InstanceIds=[t.instance_id], IncludeAllInstances=True)
+            state = ec2_status.from_status_item(reply["InstanceStatuses"][0])
+            now = datetime.now(UTC)
+            values = []
+            for ns, name in (("AWS/EC2", "CPUUtilization"), ("CWAgent", "mem_used_percent")):
+                stats = await cw.get_metric_statistics(
+                    Namespace=ns, MetricName=name, Dimensions=[{"Name": "InstanceId", "Value": t.instance_id}],
+                    StartTime=now - timedelta(minutes=10), EndTime=now, Period=300, Statistics=["Average"])
+                points = stats.get("Datapoints") or []
+                values.append(float(points[0]["Average"]) if points else None)
+            return Observation(target=t, state=state, cpu=values[0], memory=values[1])
+
+
+class CountingPublisher:
+    def __init__(self, inner: JetStreamSamples, expected: int) -> None:
+        self.inner = inner
+        self.expected = expected
+        self.count = 0
+        self.done = asyncio.Event()
+
+    async def publish(self, sample: events_pb2.MetricSample, msg_id: str) -> None:
+        await self.inner.publish(sample, msg_id)
+        self.count += 1
+        if self.count >= self.expected:
+            self.done.set()
+
+
+def aws_stats(aws_url: str) -> dict[str, int]:
+    with urllib.request.urlopen(f"{aws_url}/stats") as reply:
+        stats: dict[str, int] = json.loads(reply.read())
+        return stats
+
+
+async def prepare(js: Any, n: int) -> None:
+    with contextlib.suppress(NotFoundError):
+        await js.delete_consumer(POLLS_STREAM, DURABLE)
+    await js.purge_stream(POLLS_STREAM)
+    await js.purge_stream(METRICS_STREAM)
+    for start in range(0, n, 1000):
+        batch = []
+        for i in range(start, min(n, start + 1000)):
+            region = REGIONS[i % len(REGIONS)]
+            tick = events_pb2.PollTick(worker_id=f"w-{i:06d}", region=region, instance_id=f"i-{i:017x}",
+                                       interval_seconds=60, monitoring_mode=worker_pb2.MONITORING_MODE_BASIC)
+            data, headers = messages.encode(tick)
+            batch.append(js.publish(subjects.poll_tick(region, tick.worker_id), data, headers=headers))
+        await asyncio.gather(*batch)
+
+
+async def child(mode: str, n: int, nats_url: str, aws_url: str) -> dict[str, Any]:
+    settings = CollectorSettings(nats_url=nats_url, aws_endpoint_url=aws_url, metrics_port=0,
+                                 aws_read_timeout=60, cloudwatch_delay_seconds=0)
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    await ensure_topology(js)
+    await prepare(js, n)
+    async with aws_clients(settings) as clients:
+        for region in REGIONS:  # open the clients (loading the service models) before the clock starts
+            await clients.get("ec2", region)
+            await clients.get("cloudwatch", region)
+        aws = AwsPoller(clients, retry_policy(settings), settings.aws_region_concurrency)
+        poller: Any = (RegionPoller(aws, aws, metric_options(settings)) if mode == "batched"
+                       else PerWorkerPoller(clients, BASELINE_CONCURRENCY))
+        publisher = CountingPublisher(JetStreamSamples(js), n)
+        consumer = TickConsumer(js, poller, publisher, "bench", tick_options(settings))
+        calls_before = aws_stats(aws_url)
+        acked_before = telemetry.TICKS.labels("acked")._value.get()
+        stop = asyncio.Event()
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        task = asyncio.create_task(consumer.run(stop))
+        await publisher.done.wait()
+        while telemetry.TICKS.labels("acked")._value.get() - acked_before < n:  # noqa: ASYNC110 (a counter)
+            await asyncio.sleep(0.005)
+        drain, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        stop.set()
+        await task
+    calls_after = aws_stats(aws_url)
+    stored = (await js.stream_info(METRICS_STREAM)).state.messages
+    await nc.drain()
+    calls = {k: calls_after.get(k, 0) - calls_before.get(k, 0) for k in calls_after}
+    calls = {k: v for k, v in calls.items() if v}
+    return {"mode": mode, "workers": n, "drain_seconds": round(drain, 3), "cpu_seconds": round(cpu, 3),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "aws_calls": sum(calls.values()), "calls_by_action": calls,
+            "calls_per_worker": round(sum(calls.values()) / n, 4), "samples_stored": stored}
+
+
+def run_child(mode: str, n: int, nats_url: str, aws_url: str) -> dict[str, Any]:
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "LOG_LEVEL": "WARNING"}
+    out = subprocess.run([sys.executable, __file__, "--child", mode, str(n), nats_url, aws_url], env=env,
+                         capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        raise SystemExit(f"{mode} run with {n} workers failed:\n{out.stderr[-4000:]}")
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    aws_port = free_port()
+    fake = subprocess.Popen([sys.executable, str(ROOT / "fake_aws.py"), "--port", str(aws_port),
+                             "--latency", str(LATENCY)])
+    try:
+        wait_for_port(aws_port)
+        aws_url = f"http://127.0.0.1:{aws_port}"
+        with tempfile.TemporaryDirectory() as tmp, NatsServer(Path(tmp) / "js") as server:
+            results = [run_child(mode, n, server.url, aws_url)
+                       for n in SIZES for mode in ("batched", "per-worker")]
+    finally:
+        fake.terminate()
+        fake.wait(10)
+    report(results)
+
+
+def report(results: list[dict[str, Any]]) -> None:
+    print(f"collector benchmark: {len(REGIONS)} regions, {LATENCY * 1000:.0f} ms added per AWS call, "
+          f"per-worker baseline with {BASELINE_CONCURRENCY} calls in flight")
+    print(f"{'mode':<11}{'workers':>8}{'calls':>8}{'calls/worker':>14}{'drain s':>9}{'cpu s':>8}{'peak MB':>9}")
+    for r in results:
+        print(f"{r['mode']:<11}{r['workers']:>8}{r['aws_calls']:>8}{r['calls_per_worker']:>14.4f}"
+              f"{r['drain_seconds']:>9.2f}{r['cpu_seconds']:>8.2f}{r['peak_rss_mb']:>9.1f}")
+    summary: dict[str, Any] = {"latency_ms": LATENCY * 1000, "regions": len(REGIONS), "runs": results}
+    for n in SIZES:
+        b = next(r for r in results if r["workers"] == n and r["mode"] == "batched")
+        p = next(r for r in results if r["workers"] == n and r["mode"] == "per-worker")
+        ratios = {"calls": round(p["aws_calls"] / b["aws_calls"], 1),
+                  "drain": round(p["drain_seconds"] / b["drain_seconds"], 1),
+                  "cpu": round(p["cpu_seconds"] / b["cpu_seconds"], 1)}
+        print(f"{n} workers: per-worker baseline makes {ratios['calls']}x the calls, takes {ratios['drain']}x "
+              f"as long to drain and {ratios['cpu']}x the CPU")
+        summary[f"baseline_over_batched_{n}"] = ratios
+    big = next(r for r in results if r["mode"] == "batched" and r["workers"] == max(SIZES))
+    summary["targets_met"] = {
+        "calls_per_worker_le_0_02": all(r["calls_per_worker"] <= 0.02 for r in results if r["mode"] == "batched"),
+        "drain_10000_le_5s": big["workers"] < 10_000 or big["drain_seconds"] <= 5.0,
+        "peak_le_200mb": all(r["peak_rss_mb"] <= 200 for r in results if r["mode"] == "batched"),
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 6 and sys.argv[1] == "--child":
+        print(json.dumps(asyncio.run(child(sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]))))
+    else:
+        main()
