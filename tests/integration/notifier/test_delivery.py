@@ -110,9 +110,11 @@ async def test_restart_and_two_replicas_never_fire_twice(js: JetStreamContext, n
             assert cpu[0]["worker_name"] == worker.name and cpu[0]["status"] == "firing"
             await drained(js, "CML_METRICS", f"notifier-{uid}")
             await publish_sample(js, worker, memory=50.0)
-            await eventually(lambda: len(receiver.for_worker(worker.id)) >= 2)
+            # the memory firing and the cpu firing are in already: wait for the resolution itself, or the
+            # notifier may stop before its sink has delivered it
+            await eventually(lambda: ("memory_high", "resolved") in [
+                (r.json["rule"], r.json["status"]) for r in receiver.for_worker(worker.id)])
             await drained(js, "CML_METRICS", f"notifier-{uid}")
-            await asyncio.sleep(0)
         kv = await js.key_value("cml_alerts")
         state = await kv.get(f"{worker.id}.memory_high")
     bodies = [r.json for r in receiver.for_worker(worker.id) if r.json["rule"] == "memory_high"]
