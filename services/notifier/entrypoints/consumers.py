@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -62,19 +63,32 @@ async def pull_loop(sub: JetStreamContext.PullSubscription, batch: int, handle_b
 
 
 async def settle(msg: Msg, stream: str, handle: Callable[[], Awaitable[None]]) -> None:
-    """Run handle; ack on success, term on undecodable input, nak (redeliver later) on our failures."""
+    """Run handle; ack on success, term on undecodable input, nak (redeliver later) on our failures. Neither a
+    bug in one message's handling nor a failed ack stops the consumer: the message comes back later."""
     try:
         await handle()
     except UndecodableMessage as exc:
         metrics.UNDECODABLE.labels(stream=stream).inc()
         log.error("undecodable message terminated", extra={"subject": msg.subject, "error": str(exc)})
-        await msg.term()
+        await _reply(msg.term(), msg)
         return
     except NotifierError as exc:
         log.warning("handling failed; will be redelivered", extra={"subject": msg.subject, "error": repr(exc)})
-        await msg.nak(delay=RETRY_DELAY)
+        await _reply(msg.nak(delay=RETRY_DELAY), msg)
         return
-    await msg.ack()
+    except Exception:
+        log.exception("handling crashed; will be redelivered", extra={"subject": msg.subject})
+        await _reply(msg.nak(delay=RETRY_DELAY), msg)
+        return
+    await _reply(msg.ack(), msg)
+
+
+async def _reply(op: Awaitable[None], msg: Msg) -> None:
+    """Ack, nak or term; when that fails (connection lost) the server redelivers after AckWait anyway."""
+    try:
+        await op
+    except NatsError as exc:
+        log.warning("acknowledgement failed", extra={"subject": msg.subject, "error": repr(exc)})
 
 
 class SampleConsumer:
