@@ -27,10 +27,12 @@ def client_config(settings: AwsSettings) -> Config:
 class AwsClients:
     """A cache of aioboto3 clients per (service, region), closed together."""
 
-    def __init__(self, settings: AwsSettings, session: aioboto3.Session | None = None) -> None:
+    def __init__(self, settings: AwsSettings, session: aioboto3.Session | None = None,
+                 config: Config | None = None) -> None:
         self._settings = settings
         self._session = session or aioboto3.Session()
-        self._config = client_config(settings)
+        # `config` adds to (and overrides) what the settings give, e.g. Config(parameter_validation=False).
+        self._config = client_config(settings) if config is None else client_config(settings).merge(config)
         self._stack = AsyncExitStack()
         self._clients: dict[tuple[str, str], Any] = {}
         self._lock = asyncio.Lock()
