@@ -8,7 +8,14 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from cmlmon_core.aws import AwsClients
-from collector.adapters.aws import AwsPoller, InstanceStatusPort, MetricDataPort, RetryPolicy
+from collector.adapters.aws import (
+    CLIENT_CONFIG,
+    AwsPoller,
+    InstanceStatusPort,
+    MetricDataPort,
+    RetryPolicy,
+    collector_session,
+)
 from collector.adapters.publisher import JetStreamSamples, SamplePublisher
 from collector.adapters.registry import GrpcRegistry, WorkerDirectory
 from collector.adapters.schedules import JetStreamSchedules, ScheduleStore
@@ -35,8 +42,9 @@ def retry_policy(settings: CollectorSettings) -> RetryPolicy:
 
 
 def aws_clients(settings: CollectorSettings) -> AwsClients:
-    """Clients that make one attempt per call: the collector retries itself, with its own backoff."""
-    return AwsClients(settings.model_copy(update={"aws_max_attempts": 1}))
+    """Clients that make one attempt per call (the collector retries itself, with its own backoff), parse
+    timestamps fast and skip client-side parameter validation."""
+    return AwsClients(settings, session=collector_session(), config=CLIENT_CONFIG)
 
 
 def metric_options(settings: CollectorSettings) -> MetricOptions:

@@ -11,10 +11,14 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
+import aioboto3
+from aiobotocore.session import get_session
+from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
+from botocore.parsers import DEFAULT_TIMESTAMP_PARSER as _botocore_timestamp
 
 from collector import telemetry
 from collector.domain.backoff import backoff_delay
@@ -28,6 +32,33 @@ RETRYABLE_CODES = frozenset({
     "TooManyRequestsException", "ServiceUnavailable", "ServiceUnavailableException", "Unavailable",
     "InternalError", "InternalFailure", "InternalServiceError", "RequestTimeout", "RequestTimeoutException",
 })
+
+
+def fast_timestamp(value: Any) -> datetime:
+    """botocore's timestamp parser goes through dateutil (~40 us a value: a GetMetricData answer for 250
+    instances carries ~1,500 of them); ISO 8601 as AWS writes it is parsed by the standard library, anything
+    else still by botocore."""
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    fallback: datetime = _botocore_timestamp(value)
+    return fallback
+
+
+def collector_session() -> aioboto3.Session:
+    """An aioboto3 session whose clients parse timestamps with fast_timestamp."""
+    core = get_session()
+    core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=fast_timestamp)
+    return aioboto3.Session(botocore_session=core)
+
+
+# One attempt per call (the collector retries itself), and no client-side validation of the parameters we
+# build ourselves (it costs ~1 ms per 500-query GetMetricData call and AWS validates them anyway).
+CLIENT_CONFIG = Config(retries={"max_attempts": 1, "mode": "standard"}, parameter_validation=False)
 
 
 class ClientSource(Protocol):

@@ -101,3 +101,16 @@ async def test_metric_data_pages_are_followed() -> None:
     got = await aws.get_metric_data("us-east-1", [{"Id": "cpu0"}], now - timedelta(minutes=5), now)
     assert [r["Values"] for r in got] == [[1.0], [2.0]]
     assert "NextToken" not in client.calls[1] and client.calls[2]["NextToken"] == "t1"
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("2026-11-28T18:33:31Z", datetime(2026, 11, 28, 18, 33, 31, tzinfo=UTC)),
+    ("2026-11-28T18:33:31.250Z", datetime(2026, 11, 28, 18, 33, 31, 250000, tzinfo=UTC)),
+    ("2026-11-28T18:33:31+00:00", datetime(2026, 11, 28, 18, 33, 31, tzinfo=UTC)),
+    ("2026-11-28T18:33:31", datetime(2026, 11, 28, 18, 33, 31, tzinfo=UTC)),
+    ("1700000000", datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)),  # not ISO: botocore's parser
+])
+def test_fast_timestamp_parses_what_aws_writes(raw: str, expected: datetime) -> None:
+    from collector.adapters.aws import fast_timestamp
+
+    assert fast_timestamp(raw) == expected
