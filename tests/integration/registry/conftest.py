@@ -107,6 +107,17 @@ async def eventually(check: Callable[[], Any], timeout: float = 20.0, interval: 
         await asyncio.sleep(interval)
 
 
+async def samples_consumed(js: JetStreamContext, timeout: float = 45.0) -> None:
+    """Wait until the shared durable "registry" has nothing pending and nothing awaiting its ack. A sample that
+    a registry stopped by an earlier test had fetched comes back only after AckWait (30 s): hence the timeout."""
+
+    async def idle() -> bool:
+        info = await js.consumer_info("CML_METRICS", "registry")
+        return info.num_pending == 0 and info.num_ack_pending == 0
+
+    await eventually(idle, timeout=timeout)
+
+
 @pytest.fixture(scope="module")
 def registry_process(nats_url: str, aws_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`python -m registry` as its own process (as deployed); yields its gRPC address."""

@@ -25,6 +25,7 @@ from tests.integration.registry.conftest import (
     eventually,
     registry_settings,
     running_registry,
+    samples_consumed,
 )
 from tests.integration.registry.test_skeleton import publish_sample
 
@@ -83,7 +84,7 @@ async def test_two_registry_servers_share_samples_and_keep_one_event_chain(
         for status in statuses:
             await publish_sample(js, created, status=status)
         await eventually(lambda: _status(two, created.id, W.WORKER_STATUS_RUNNING))
-        await eventually(lambda: _consumer_idle(js))
+        await samples_consumed(js)
         chain = tap.of(created.id)
         assert chain[0].type == E.WORKER_EVENT_TYPE_CREATED and len(chain) >= 2
         for before, after in itertools.pairwise(chain):
@@ -97,10 +98,6 @@ async def _status(registry: RunningRegistry, worker_id: str, status: int) -> boo
     got = (await registry.stub.GetWorker(rs.GetWorkerRequest(id=worker_id))).worker
     return got.status == status
 
-
-async def _consumer_idle(js: JetStreamContext) -> bool:
-    info = await js.consumer_info("CML_METRICS", "registry")
-    return info.num_pending == 0 and info.num_ack_pending == 0
 
 
 async def test_create_after_a_crash_between_launch_and_save_adopts_the_instance(

@@ -12,7 +12,7 @@ from nats.js import JetStreamContext
 from cml.monitor.v1 import events_pb2, worker_pb2
 from cml.monitor.v1 import registry_service_pb2 as rs
 from cmlmon_core import messages, subjects
-from tests.integration.registry.conftest import AMI, REGION, EventTap, RunningRegistry, eventually
+from tests.integration.registry.conftest import AMI, REGION, EventTap, RunningRegistry, eventually, samples_consumed
 
 pytestmark = pytest.mark.integration
 
@@ -118,16 +118,12 @@ async def test_samples_update_worker_and_status_changes_once(registry: RunningRe
     marker = (await registry.stub.GetWorker(rs.GetWorkerRequest(id=worker.id))).worker
     # a later sample cannot resurrect a terminated worker; wait until the consumer has passed it
     await publish_sample(js, worker, status=worker_pb2.WORKER_STATUS_RUNNING, cpu_utilization=1.0)
-    await eventually(lambda: _consumer_idle(js))
+    await samples_consumed(js)
     final = (await registry.stub.GetWorker(rs.GetWorkerRequest(id=worker.id))).worker
     assert final.status == marker.status == worker_pb2.WORKER_STATUS_TERMINATED
     assert len(tap.of(worker.id, E.WORKER_EVENT_TYPE_STATUS_CHANGED)) == 1
     assert len(tap.of(worker.id, E.WORKER_EVENT_TYPE_TERMINATED)) == 1
 
-
-async def _consumer_idle(js: JetStreamContext) -> bool:
-    info = await js.consumer_info("CML_METRICS", "registry")
-    return info.num_pending == 0 and info.num_ack_pending == 0
 
 
 async def test_terminate_calls_ec2_and_is_idempotent(registry: RunningRegistry, ec2: Any, tap: EventTap,
@@ -165,7 +161,7 @@ async def test_instance_ec2_no_longer_knows_is_terminated_after_the_grace_period
         return got.HasField("missing_since_time")
 
     await eventually(missing_since_set)
-    await eventually(lambda: _consumer_idle(js))
+    await samples_consumed(js)
     got = (await registry.stub.GetWorker(rs.GetWorkerRequest(id=worker.id))).worker
     assert got.status == worker_pb2.WORKER_STATUS_RUNNING and not tap.of(worker.id, E.WORKER_EVENT_TYPE_TERMINATED)
     await missing_at(0)  # the grace period is over
@@ -188,4 +184,4 @@ async def test_undecodable_sample_is_terminated_and_the_consumer_carries_on(
         return got.HasField("cpu_utilization") and got.cpu_utilization == 12.5
 
     await eventually(applied)
-    await eventually(lambda: _consumer_idle(js))  # nothing left pending or awaiting redelivery
+    await samples_consumed(js)  # nothing left pending or awaiting redelivery
