@@ -1,6 +1,6 @@
 """Poll schedules as JetStream scheduled messages on CML_POLLS (one per worker, one message per subject).
 
-A schedule is the message on `cml.polls.schedule.<id>` with headers `Nats-Schedule: @every <n>s` and
+A schedule is the message on `cml.polls.schedule.<id>` with headers `Nats-Schedule: <cron or @every>` and
 `Nats-Schedule-Target: cml.polls.tick.<region>.<id>`; the server publishes its body (a PollTick) to the
 target every n seconds. Publishing again replaces it; purging the subject stops it."""
 
@@ -19,6 +19,7 @@ from cmlmon_core import messages, subjects
 from cmlmon_core.topology import POLLS_STREAM
 from collector.codec import target_from_tick, tick_from_target
 from collector.domain.model import Target
+from collector.domain.schedule import schedule_expression
 from collector.errors import ScheduleError
 
 SCHEDULE = "Nats-Schedule"
@@ -50,7 +51,7 @@ class ScheduleStore(Protocol):
 
 def schedule_headers(target: Target) -> dict[str, str]:
     return {
-        SCHEDULE: f"@every {target.interval_seconds}s",
+        SCHEDULE: schedule_expression(target.interval_seconds),
         SCHEDULE_TARGET: subjects.poll_tick(target.region, target.worker_id),
     }
 
@@ -78,8 +79,6 @@ class JetStreamSchedules:
         return target
 
     async def put(self, target: Target) -> None:
-        if target.interval_seconds < 1:
-            raise ValueError("a schedule needs an interval of at least one second")
         data, headers = messages.encode(tick_from_target(target), headers=schedule_headers(target))
         try:
             await self._js.publish(subjects.poll_schedule(target.worker_id), data, headers=headers,

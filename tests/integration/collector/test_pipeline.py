@@ -7,6 +7,7 @@ from nats.js import JetStreamContext
 from cml.monitor.v1 import worker_pb2
 from cmlmon_core import subjects
 from cmlmon_core.topology import POLLS_STREAM
+from collector.domain.schedule import schedule_expression
 from tests.integration.collector.conftest import (
     INTERVAL,
     RunningCollector,
@@ -36,6 +37,6 @@ async def test_created_worker_is_scheduled_and_sampled_with_cpu_and_memory(
         assert sample.poll_interval_seconds == INTERVAL
         assert not sample.instance_missing
         schedule = await js.get_last_msg(POLLS_STREAM, subjects.poll_schedule(w.id))
-        assert schedule.headers and schedule.headers["Nats-Schedule"] == f"@every {INTERVAL}s"
+        assert schedule.headers and schedule.headers["Nats-Schedule"] == schedule_expression(INTERVAL)
     finally:
         await publish_event(js, w, "terminated")
