@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 DURABLE = "collector-ticks"
 _MIN_FETCH_TIMEOUT = 0.05
+DEADLINE_SHARE_OF_ACK_WAIT = 0.8
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +167,10 @@ class TickConsumer:
                     "collector.poll_region", context=extract_trace(deliveries[0].msg.headers),
                     attributes={"region": region, "ticks": len(deliveries)}), \
                     telemetry.BATCH_SECONDS.labels(region).time():
-                observations = await self._poller.poll(region, [d.target for d in latest.values()])
+                # A region that hangs (timeouts, long retries) gives up before AckWait would hand its ticks to
+                # another replica while this one still holds them.
+                async with asyncio.timeout(self._opts.ack_wait_seconds * DEADLINE_SHARE_OF_ACK_WAIT):
+                    observations = await self._poller.poll(region, [d.target for d in latest.values()])
                 await self._publish(region, observations, latest, deliveries)
         except asyncio.CancelledError:
             await asyncio.shield(self._nak(deliveries, delay=None))

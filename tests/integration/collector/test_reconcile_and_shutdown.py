@@ -173,3 +173,24 @@ async def test_stop_naks_the_in_flight_batch(own_nats: NatsServer, own_js: tuple
         await msg.ack()
     finally:
         await psub.unsubscribe()
+
+
+async def test_a_hung_region_is_given_up_before_ack_wait_and_naked(
+        own_nats: NatsServer, own_js: tuple[Client, JetStreamContext], aws_endpoint: str, uid: str) -> None:
+    nc, js = own_js
+    (instance_id,) = launch(aws_endpoint, REGION)
+    settings = collector_settings(own_nats.url, aws_endpoint, tick_ack_wait_seconds=5, tick_nak_delay_seconds=0.5)
+    slow = SlowEc2()
+    naked = telemetry.TICKS.labels("naked")._value.get()
+    async with aws_clients(settings) as clients:
+        running = start_collector(settings, nc, js, clients, ec2=slow)
+        try:
+            await publish_event(js, worker(uid, REGION, instance_id), "created")
+            deadline = asyncio.get_running_loop().time() + 30
+            while telemetry.TICKS.labels("naked")._value.get() == naked:
+                assert asyncio.get_running_loop().time() < deadline, "the hung poll was never given up"
+                await asyncio.sleep(0.1)
+            assert all(not t.done() for t in running.tasks)  # the replica carries on
+        finally:
+            running.stop.set()
+            await asyncio.wait_for(asyncio.gather(*running.tasks), 30)
