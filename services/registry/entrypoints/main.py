@@ -57,7 +57,8 @@ async def sweep_outbox(registry: Registry, stop: asyncio.Event, every: float) ->
             await asyncio.wait_for(stop.wait(), every)
 
 
-async def run(settings: RegistrySettings, stop: asyncio.Event) -> None:
+async def run(settings: RegistrySettings, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+    """Serve until stop is set; ready is set once gRPC serves (until then there is nothing in flight)."""
     async with nats_conn.connect(settings, "registry") as nc:
         js = nc.jetstream()
         await ensure_topology(js, TopologyOptions(metrics_max_age_seconds=settings.metrics_stream_max_age_seconds))
@@ -76,6 +77,8 @@ async def run(settings: RegistrySettings, stop: asyncio.Event) -> None:
                 await server.start()
                 await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
                 await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+                if ready is not None:
+                    ready.set()
                 log.info("registry serving", extra={"grpc_port": port, "metrics_port": settings.metrics_port,
                                                     "workers": len(registry.view)})
                 consumer = tasks.create_task(consume_samples(js, registry, stop, settings.registry_metrics_batch))
@@ -100,7 +103,19 @@ async def amain() -> None:
     configure_logging("registry", settings.log_level, settings.log_format)
     stop = stop_on_signals()
     telemetry.serve_metrics(settings.metrics_port, settings.metrics_host)
-    await run(settings, stop)
+    ready = asyncio.Event()
+    service = asyncio.create_task(run(settings, stop, ready))
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait([service, stopped], return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if stop.is_set() and not ready.is_set() and not service.done():
+        # Still starting (NATS unreachable: connect retries forever): nothing is in flight, give up at once.
+        log.info("stop requested during start-up")
+        service.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await service
+        return
+    await service  # serving: it finishes in-flight work, stops gRPC and drains NATS itself
 
 
 def main() -> None:

@@ -16,9 +16,13 @@ AMI = "ami-12c6146b"
 
 class Registry:
     def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.log_path = log
         with open(log, "ab") as out:
             self.process = subprocess.Popen([sys.executable, "-m", "registry"], env=env, stdout=out,
                                             stderr=subprocess.STDOUT, start_new_session=True)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self) -> int:
         if self.process.poll() is None:
