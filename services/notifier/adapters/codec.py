@@ -26,8 +26,18 @@ def check_name(value: int) -> str:
     return _CHECK_NAMES.get(value) or f"UNKNOWN_{value}"
 
 
+# What a Timestamp may hold (0001-01-01 to 9999-12-31 UTC). The wire carries any int64: a time outside this
+# range would be accepted here, stored in an alert, and then fail every later conversion back to a Timestamp.
+_MIN_SECONDS, _MAX_SECONDS = -62_135_596_800, 253_402_300_799
+
+
+def ts_valid(ts: Timestamp) -> bool:
+    return _MIN_SECONDS <= ts.seconds <= _MAX_SECONDS and 0 <= ts.nanos < 1_000_000_000
+
+
 def ts_seconds(ts: Timestamp) -> float | None:
-    if ts.seconds == 0 and ts.nanos == 0:
+    """Seconds since the epoch; None when unset or not a valid Timestamp (the caller's fallback applies)."""
+    if (ts.seconds == 0 and ts.nanos == 0) or not ts_valid(ts):
         return None
     return ts.seconds + ts.nanos / 1e9
 

@@ -13,7 +13,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from cml.monitor.v1 import alert_pb2, alert_pb2_grpc
-from notifier.adapters.codec import alert_to_proto, set_ts, ts_seconds
+from notifier.adapters.codec import alert_to_proto, set_ts, ts_seconds, ts_valid
 from notifier.adapters.state_kv import AlertStore
 from notifier.domain.model import Phase
 from notifier.domain.silences import Silence, validate_silence
@@ -53,6 +53,8 @@ class AlertServicer(alert_pb2_grpc.AlertServiceServicer):
         now = time.time()
         end = ts_seconds(request.end_time) or 0.0
         problem = validate_silence(request.worker_id, request.rule, end, now)
+        if not ts_valid(request.end_time):
+            problem = "end_time is not a valid timestamp (years 1 to 9999)"
         if problem:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         silence = Silence(silence_id=uuid.uuid4().hex, worker_id=request.worker_id, rule=request.rule, end_time=end,

@@ -77,7 +77,8 @@ async def test_silence_holds_delivery_until_it_ends(js: JetStreamContext, nats_u
                 await stub.DeleteSilence(alert_pb2.DeleteSilenceRequest(id="no-such-silence"))
             assert missing.value.code() == grpc.StatusCode.NOT_FOUND
             for bad in (alert_pb2.CreateSilenceRequest(end_time=at(60)),
-                        alert_pb2.CreateSilenceRequest(worker_id=worker.id, end_time=at(-1))):
+                        alert_pb2.CreateSilenceRequest(worker_id=worker.id, end_time=at(-1)),
+                        alert_pb2.CreateSilenceRequest(worker_id=worker.id, end_time=Timestamp(seconds=10**15))):
                 with pytest.raises(grpc.aio.AioRpcError) as invalid:
                     await stub.CreateSilence(bad)
                 assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
