@@ -40,6 +40,8 @@ class Sweeper:
                 await self.sweep_once()
             except NotifierError as exc:
                 log.warning("sweep failed; next one retries", extra={"error": repr(exc)})
+            except Exception:  # a bug here must not stop evaluation and delivery (the TaskGroup would)
+                log.exception("sweep crashed; next one retries")
             self._wake.clear()
             waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
             with contextlib.suppress(TimeoutError):

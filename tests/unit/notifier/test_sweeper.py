@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+
 from notifier.domain.model import FiringPolicy, WorkerRef
 from notifier.service.evaluator import Directory, Evaluator, Thresholds
 from notifier.service.sweeper import Sweeper
@@ -41,3 +43,25 @@ async def test_silent_only_after_three_intervals_of_this_process_and_of_the_stre
     assert [a.rule for a in pub.alerts] == ["silent"]
     await sweeper.sweep_once()
     assert len(pub.alerts) == 1  # fires once
+
+
+async def test_a_crashing_sweep_is_logged_and_the_next_one_runs() -> None:
+    clock = Clock()
+    _, directory, _, last = build(clock)
+    evaluator = Evaluator(FakeStore(), FakePublisher(), directory, FiringPolicy(), Thresholds(), clock=clock)
+    sweeper = Sweeper(evaluator, last, default_interval=10, silent_intervals=3, period=0.01, clock=clock)
+    directory.learn(WorkerRef(worker_id="w", region="r", status="RUNNING"), at=0.0)
+    clock.now = 10_000.0
+    stop = asyncio.Event()
+    calls: list[str] = []
+
+    async def flaky(region: str, worker_id: str) -> float | None:
+        calls.append(worker_id)
+        if len(calls) == 1:
+            raise RuntimeError("a bug in one sweep")
+        stop.set()
+        return clock.now
+
+    last.last_sample_at = flaky  # type: ignore[method-assign]
+    await asyncio.wait_for(sweeper.run(stop), 10)  # returns instead of raising: the second sweep ran
+    assert calls == ["w", "w"]
