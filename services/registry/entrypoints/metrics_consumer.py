@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from collections.abc import Awaitable
 
 import nats.errors
 import nats.js.errors
@@ -70,7 +71,7 @@ async def handle_batch(registry: Registry, msgs: list[Msg]) -> None:
         except messages.UndecodableMessage as exc:
             SAMPLES.labels("undecodable").inc()
             log.warning("undecodable sample terminated", extra={"subject": msg.subject, "error": str(exc)})
-            await msg.term()
+            await _quietly(msg.term())
             continue
         per_worker[sample.worker_id].append((msg, sample))
     await asyncio.gather(*(_apply_in_order(registry, items) for items in per_worker.values()))
@@ -91,8 +92,10 @@ async def _apply_in_order(registry: Registry, items: list[tuple[Msg, events_pb2.
         await _quietly(msg.ack())
 
 
-async def _quietly(op: object) -> None:
+async def _quietly(op: Awaitable[None]) -> None:
+    """Ack, nak or term; when that fails (connection lost) the server redelivers after AckWait anyway, and the
+    rest of the batch still gets applied."""
     try:
-        await op  # type: ignore[misc]
+        await op
     except (nats.errors.Error, nats.js.errors.Error) as exc:
         log.warning("ack failed", extra={"error": repr(exc)})
