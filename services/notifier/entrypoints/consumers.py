@@ -31,6 +31,8 @@ from notifier.service.evaluator import Directory, Evaluator
 log = logging.getLogger(__name__)
 Handler = Callable[[Msg], Awaitable[None]]
 RETRY_DELAY = 2.0
+SLOT_POLL_SECONDS = 0.5  # how soon a consumer waiting for a free delivery slot notices it must stop
+KEEPALIVE_SECONDS = 5.0  # well under the 30 s AckWait of the sink consumers
 _tracer = tracer("notifier")
 
 
@@ -210,6 +212,7 @@ class SinkConsumer:
         self._order: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._inflight: dict[str, int] = defaultdict(int)  # per subject, so idle locks can be dropped
         self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
 
     async def subscribe(self, js: JetStreamContext, durable: str) -> None:
         """Create (or bind to) the durable; do this before evaluation starts so no transition is missed."""
@@ -218,6 +221,7 @@ class SinkConsumer:
                                             config=config)
 
     async def run(self, stop: asyncio.Event, grace: float = 5.0) -> None:
+        self._stopping = stop
         try:
             await pull_loop(self._sub, self._concurrency, self.handle_batch, stop)
             if self._tasks:  # in-flight deliveries get the grace period, then are handed back (nak)
@@ -229,13 +233,33 @@ class SinkConsumer:
             await self._sub.unsubscribe()
 
     async def handle_batch(self, msgs: list[Msg]) -> None:
-        for msg in msgs:
-            await self._slots.acquire()
+        for i, msg in enumerate(msgs):
+            if not await self._take_slot(msgs[i:]):
+                for unstarted in msgs[i:]:  # stopping: hand them back now, not after AckWait
+                    await _reply(unstarted.nak(), unstarted)
+                return
             lock = self._order[msg.subject]
             self._inflight[msg.subject] += 1
             task = asyncio.create_task(self._deliver_one(msg, lock))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    async def _take_slot(self, waiting: list[Msg]) -> bool:
+        """Wait for a free delivery slot; False when the consumer stops first. Behind a slow sink this can take
+        longer than AckWait: the fetched messages are reported in progress meanwhile, or the server would hand
+        them out again and each would be delivered twice."""
+        idle = 0.0
+        while not self._stopping.is_set():
+            try:
+                await asyncio.wait_for(self._slots.acquire(), SLOT_POLL_SECONDS)
+                return True
+            except TimeoutError:
+                idle += SLOT_POLL_SECONDS
+            if idle >= KEEPALIVE_SECONDS:
+                idle = 0.0
+                for msg in waiting:
+                    await _reply(msg.in_progress(), msg)
+        return False
 
     async def _deliver_one(self, msg: Msg, lock: asyncio.Lock) -> None:
         try:
