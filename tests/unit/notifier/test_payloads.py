@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 
+from notifier.adapters.sinks import LogSink
 from notifier.domain import payloads
 from notifier.domain.model import AlertState
 from notifier.domain.payloads import AlertView
@@ -88,3 +89,15 @@ def test_silences_match_and_expire() -> None:
     assert validate_silence("", "", 200, 100) and validate_silence("w", "", 50, 100)
     assert validate_silence("w", "", 200, 100) is None
     assert Silence.from_json(s.to_json()) == s
+
+
+async def test_log_sink_writes_one_readable_line_per_transition(caplog: pytest.LogCaptureFixture) -> None:
+    sink = LogSink()
+    with caplog.at_level("INFO", logger="notifier.adapters.sinks"):
+        await sink.send(FIRING)
+        await sink.send(replace(FIRING, status="resolved", value=40.0, summary="cooled down"))
+    lines = [r.getMessage() for r in caplog.records if r.name == "notifier.adapters.sinks"]
+    assert lines == [
+        "ALERT FIRING warning cpu_high on cml-1 (i-0abc) value=97.5 threshold=90: hot",
+        "ALERT RESOLVED warning cpu_high on cml-1 (i-0abc) value=40.0 threshold=90: cooled down",
+    ]
