@@ -25,6 +25,29 @@ def port_busy(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def descendants(root: int) -> set[int]:
+    rows = subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True, check=True).stdout
+    children: dict[int, list[int]] = {}
+    for row in rows.split("\n"):
+        if row.strip():
+            pid, ppid = map(int, row.split())
+            children.setdefault(ppid, []).append(pid)
+    found, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def test_make_run_shows_alerts_and_stops_cleanly(tmp_path: Path) -> None:
     ports = {name: free_port() for name in (
         "NATS_PORT", "AWS_SIM_PORT", "REGISTRY_GRPC_PORT", "NOTIFIER_GRPC_PORT", "REGISTRY_METRICS_PORT",
@@ -51,7 +74,10 @@ def test_make_run_shows_alerts_and_stops_cleanly(tmp_path: Path) -> None:
         assert any(alert.search(x) for x in lines), "no alert within a minute:\n" + "".join(lines[-80:])
         hot = {"cml-east-2", "cml-east-3", "cml-west-2"}
         assert any(name in x for x in lines if alert.search(x) for name in hot)
+        started_pids = descendants(proc.pid)
+        assert len(started_pids) >= 6, started_pids  # nats, aws-sim, registry, 2 collectors, notifier
     finally:
+        started_pids = descendants(proc.pid)
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
         stopped = time.monotonic()
         proc.wait(60)
@@ -60,9 +86,12 @@ def test_make_run_shows_alerts_and_stops_cleanly(tmp_path: Path) -> None:
         proc.stdout.close()  # type: ignore[union-attr]
     assert proc.returncode == 0, "".join(lines[-40:])
     assert elapsed < 20, f"took {elapsed:.1f}s to stop"
-    time.sleep(0.5)
+    orphans = [pid for pid in started_pids if alive(pid)]
+    assert not orphans, f"processes left running after stop: {orphans}"
+    # With no process of ours left, a port still answering would belong to someone else (gRPC binds with
+    # SO_REUSEPORT, and other suites on this machine pick free ports too): look twice before blaming us.
     busy = [name for name, port in ports.items() if port_busy(port)]
+    if busy:
+        time.sleep(2)
+        busy = [name for name in busy if port_busy(ports[name])]
     assert not busy, f"ports still busy after stop: {busy}"
-    ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
-    leftovers = [x for x in ps.splitlines() if str(ports["NATS_PORT"]) in x or str(ports["AWS_SIM_PORT"]) in x]
-    assert not leftovers, leftovers
