@@ -93,6 +93,13 @@ async def _reply(op: Awaitable[None], msg: Msg) -> None:
         log.warning("acknowledgement failed", extra={"subject": msg.subject, "error": repr(exc)})
 
 
+async def _keep_alive(msg: Msg) -> None:
+    """Until cancelled, tell the server every KEEPALIVE_SECONDS that msg is still being worked on."""
+    while True:
+        await asyncio.sleep(KEEPALIVE_SECONDS)
+        await _reply(msg.in_progress(), msg)
+
+
 class SampleConsumer:
     """Durable "<prefix>" on CML_METRICS, shared by replicas. Samples are evaluated one after the other, in
     order: almost all of them are decided from the local state cache without any I/O, so tasks per sample
@@ -262,6 +269,8 @@ class SinkConsumer:
         return False
 
     async def _deliver_one(self, msg: Msg, lock: asyncio.Lock) -> None:
+        # Waiting behind an earlier transition of the same alert, or one slow POST, can outlast AckWait too.
+        alive = asyncio.create_task(_keep_alive(msg))
         try:
             async with lock:
                 await settle(msg, ALERTS_STREAM, lambda: self._deliver(msg))
@@ -272,6 +281,7 @@ class SinkConsumer:
         except Exception as exc:  # a delivery bug must not kill the consumer
             log.exception("delivery crashed", extra={"sink": self._deliverer.sink.name, "error": repr(exc)})
         finally:
+            alive.cancel()
             self._slots.release()
             self._inflight[msg.subject] -= 1
             if not self._inflight[msg.subject]:
