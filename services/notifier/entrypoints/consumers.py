@@ -293,9 +293,6 @@ class SinkConsumer:
         async def dead_letter(reason: str, attempts: int) -> None:
             await self._publisher.publish_deadletter(self._deliverer.sink.name, alert, reason, attempts)
 
-        async def keepalive() -> None:
-            await msg.in_progress()
-
         with _tracer.start_as_current_span(f"notifier.deliver {self._deliverer.sink.name}",
                                            context=extract_trace(msg.headers)):
-            await self._deliverer.deliver(view_from_proto(alert), dead_letter, keepalive)
+            await self._deliverer.deliver(view_from_proto(alert), dead_letter)

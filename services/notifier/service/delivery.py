@@ -15,8 +15,6 @@ from notifier.errors import DeliveryFailed
 
 log = logging.getLogger(__name__)
 DeadLetter = Callable[[str, int], Awaitable[None]]
-KeepAlive = Callable[[], Awaitable[None]]
-_KEEPALIVE_EVERY = 5.0
 
 
 class Deliverer:
@@ -28,13 +26,14 @@ class Deliverer:
         self._sleep = sleep
         self.disabled_reason: str | None = None
 
-    async def deliver(self, alert: AlertView, dead_letter: DeadLetter, keepalive: KeepAlive) -> str:
-        """Return the outcome: delivered, silenced, dead_lettered or disabled."""
-        outcome = await self._deliver(alert, dead_letter, keepalive)
+    async def deliver(self, alert: AlertView, dead_letter: DeadLetter) -> str:
+        """Return the outcome: delivered, silenced, dead_lettered or disabled. However long this takes, the
+        caller keeps the transition's message alive (SinkConsumer)."""
+        outcome = await self._deliver(alert, dead_letter)
         metrics.DELIVERIES.labels(sink=self.sink.name, outcome=outcome).inc()
         return outcome
 
-    async def _deliver(self, alert: AlertView, dead_letter: DeadLetter, keepalive: KeepAlive) -> str:
+    async def _deliver(self, alert: AlertView, dead_letter: DeadLetter) -> str:
         if alert.silenced:
             return "silenced"
         if self.disabled_reason is not None:
@@ -65,11 +64,4 @@ class Deliverer:
             log.info("delivery failed; retrying", extra={"sink": self.sink.name, "alert_id": alert.alert_id,
                                                          "attempt": attempt, "reason": failure.reason,
                                                          "retry_in": round(delay, 2)})
-            await self._wait(delay, keepalive)
-
-    async def _wait(self, delay: float, keepalive: KeepAlive) -> None:
-        while delay > 0:
-            chunk = min(delay, _KEEPALIVE_EVERY)
-            await self._sleep(chunk)
-            delay -= chunk
-            await keepalive()
+            await self._sleep(delay)

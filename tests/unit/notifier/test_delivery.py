@@ -34,16 +34,12 @@ class Recorder:
     def __init__(self) -> None:
         self.sleeps: list[float] = []
         self.dead: list[tuple[str, int]] = []
-        self.keepalives = 0
 
     async def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
 
     async def dead_letter(self, reason: str, attempts: int) -> None:
         self.dead.append((reason, attempts))
-
-    async def keepalive(self) -> None:
-        self.keepalives += 1
 
 
 def deliverer(sink: ScriptedSink, rec: Recorder, attempts: int = 4) -> Deliverer:
@@ -53,42 +49,40 @@ def deliverer(sink: ScriptedSink, rec: Recorder, attempts: int = 4) -> Deliverer
 
 async def test_retries_with_backoff_then_delivers_once() -> None:
     sink, rec = ScriptedSink([DeliveryFailed("HTTP 503"), DeliveryFailed("timeout")]), Recorder()
-    assert await deliverer(sink, rec).deliver(ALERT, rec.dead_letter, rec.keepalive) == "delivered"
-    assert sink.sent == [ALERT] and rec.sleeps == [0.5, 1.0] and not rec.dead and rec.keepalives == 2
+    assert await deliverer(sink, rec).deliver(ALERT, rec.dead_letter) == "delivered"
+    assert sink.sent == [ALERT] and rec.sleeps == [0.5, 1.0] and not rec.dead
 
 
 async def test_retry_after_is_honoured() -> None:
     sink, rec = ScriptedSink([DeliveryFailed("429", retry_after=12)]), Recorder()
-    await deliverer(sink, rec).deliver(ALERT, rec.dead_letter, rec.keepalive)
-    assert rec.sleeps == [5.0, 5.0, 2.0]  # slept in chunks, keeping the message alive in between
-    assert rec.keepalives == 3
+    await deliverer(sink, rec).deliver(ALERT, rec.dead_letter)
+    assert rec.sleeps == [12.0]
 
 
 async def test_gives_up_after_bounded_attempts_into_dead_letter() -> None:
     sink, rec = ScriptedSink([DeliveryFailed("HTTP 500")] * 10), Recorder()
-    assert await deliverer(sink, rec, attempts=3).deliver(ALERT, rec.dead_letter, rec.keepalive) == "dead_lettered"
+    assert await deliverer(sink, rec, attempts=3).deliver(ALERT, rec.dead_letter) == "dead_lettered"
     assert rec.dead == [("HTTP 500 after 3 attempt(s)", 3)] and not sink.sent
 
 
 async def test_client_error_is_not_retried() -> None:
     sink, rec = ScriptedSink([DeliveryFailed("HTTP 400 (rejected)", retryable=False)]), Recorder()
-    assert await deliverer(sink, rec).deliver(ALERT, rec.dead_letter, rec.keepalive) == "dead_lettered"
+    assert await deliverer(sink, rec).deliver(ALERT, rec.dead_letter) == "dead_lettered"
     assert rec.sleeps == [] and rec.dead[0][1] == 1
 
 
 async def test_gone_disables_the_sink() -> None:
     sink, rec = ScriptedSink([DeliveryFailed("410 Gone", retryable=False, gone=True)]), Recorder()
     d = deliverer(sink, rec)
-    assert await d.deliver(ALERT, rec.dead_letter, rec.keepalive) == "disabled"
-    assert await d.deliver(ALERT, rec.dead_letter, rec.keepalive) == "dead_lettered"
+    assert await d.deliver(ALERT, rec.dead_letter) == "disabled"
+    assert await d.deliver(ALERT, rec.dead_letter) == "dead_lettered"
     assert not sink.sent and d.disabled_reason and len(rec.dead) == 2
 
 
 async def test_silenced_alerts_are_not_sent() -> None:
     from dataclasses import replace
     sink, rec = ScriptedSink([]), Recorder()
-    assert await deliverer(sink, rec).deliver(replace(ALERT, silenced=True), rec.dead_letter,
-                                              rec.keepalive) == "silenced"
+    assert await deliverer(sink, rec).deliver(replace(ALERT, silenced=True), rec.dead_letter) == "silenced"
     assert not sink.sent
 
 
