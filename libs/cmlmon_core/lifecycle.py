@@ -1,11 +1,18 @@
-"""Process lifecycle: a stop event set by SIGINT/SIGTERM, and the identity of this replica."""
+"""Process lifecycle: a stop event set by SIGINT/SIGTERM, running a service until it stops, and the identity
+of this replica."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import signal
 import socket
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def stop_on_signals() -> asyncio.Event:
@@ -19,3 +26,27 @@ def stop_on_signals() -> asyncio.Event:
 
 def replica_id(configured: str = "") -> str:
     return configured or f"{socket.gethostname()}:{os.getpid()}"
+
+
+async def run_until_stopped(service: Callable[[asyncio.Event], Coroutine[Any, Any, None]], stop: asyncio.Event, *,
+                            stop_timeout: float) -> None:
+    """Run `service(ready)` until it returns; `stop` is how the caller asks it to finish.
+
+    The service sets `ready` once it has work in flight to protect (connected, serving). A stop before that
+    abandons the start at once (NATS may be unreachable and its connect retries forever); a stop after it
+    lets the service finish or hand back its in-flight work itself, cancelled only if it takes longer than
+    stop_timeout seconds. Exceptions of the service propagate."""
+    ready = asyncio.Event()
+    task = asyncio.create_task(service(ready))
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait([task, stopped], return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if not task.done() and ready.is_set():
+        await asyncio.wait([task], timeout=stop_timeout)
+    if not task.done():
+        log.warning("stop requested during start-up" if not ready.is_set() else "shutdown took too long; cancelling")
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return
+    task.result()

@@ -63,3 +63,55 @@ def test_bad_setting_fails_naming_the_variable_without_echoing_it(
     err = capsys.readouterr().err
     assert "WORKER_METRICS_POLL_INTERVAL" in err
     assert "secret-not-a-number" not in err
+
+
+async def test_run_until_stopped_abandons_a_start_that_never_got_ready() -> None:
+    import asyncio
+
+    from cmlmon_core.lifecycle import run_until_stopped
+
+    stop = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def never_ready(ready: asyncio.Event) -> None:
+        try:
+            await asyncio.sleep(3600)  # a connect that retries forever
+        finally:
+            cancelled.set()
+
+    asyncio.get_running_loop().call_later(0.05, stop.set)
+    await asyncio.wait_for(run_until_stopped(never_ready, stop, stop_timeout=60), 5)
+    assert cancelled.is_set()
+
+
+async def test_run_until_stopped_lets_a_ready_service_finish_then_bounds_it() -> None:
+    import asyncio
+
+    from cmlmon_core.lifecycle import run_until_stopped
+
+    finished: list[str] = []
+
+    async def tidy(ready: asyncio.Event) -> None:
+        ready.set()
+        await stop.wait()
+        await asyncio.sleep(0.05)  # hands back in-flight work
+        finished.append("tidy")
+
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.05, stop.set)
+    await run_until_stopped(tidy, stop, stop_timeout=5)
+    assert finished == ["tidy"]
+
+    async def stuck(ready: asyncio.Event) -> None:
+        ready.set()
+        await asyncio.sleep(3600)
+
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.05, stop.set)
+    await asyncio.wait_for(run_until_stopped(stuck, stop, stop_timeout=0.1), 5)
+
+    async def broken(ready: asyncio.Event) -> None:
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        await run_until_stopped(broken, asyncio.Event(), stop_timeout=1)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
-from cmlmon_core.lifecycle import replica_id, stop_on_signals
+from cmlmon_core.lifecycle import replica_id, run_until_stopped, stop_on_signals
 from cmlmon_core.logs import configure_logging
 from cmlmon_core.nats_conn import connect
 from cmlmon_core.settings import load_settings
@@ -26,20 +25,8 @@ async def run(settings: CollectorSettings) -> None:
     stop = stop_on_signals()
     collector_id = replica_id(settings.service_instance_id)
     serve_metrics(settings.metrics_port, settings.metrics_host)
-    connected = asyncio.Event()
-    serving = asyncio.create_task(serve(settings, stop, collector_id, connected), name="collector")
-    stopping = asyncio.create_task(stop.wait())
-    await asyncio.wait([serving, stopping], return_when=asyncio.FIRST_COMPLETED)
-    stopping.cancel()
-    if not serving.done() and connected.is_set():
-        await asyncio.wait([serving], timeout=settings.shutdown_grace_seconds + 10)
-    if not serving.done():
-        log.warning("shutdown took too long, or NATS never came; cancelling")
-        serving.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await serving
-        return
-    serving.result()
+    await run_until_stopped(lambda connected: serve(settings, stop, collector_id, connected), stop,
+                            stop_timeout=settings.shutdown_grace_seconds + 10)
 
 
 async def serve(settings: CollectorSettings, stop: asyncio.Event, collector_id: str,

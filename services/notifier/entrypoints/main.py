@@ -8,7 +8,7 @@ import logging
 
 import httpx
 
-from cmlmon_core.lifecycle import stop_on_signals
+from cmlmon_core.lifecycle import run_until_stopped, stop_on_signals
 from cmlmon_core.logs import configure_logging, redact_url
 from cmlmon_core.nats_conn import connect
 from cmlmon_core.settings import load_settings
@@ -71,19 +71,9 @@ async def amain() -> None:
         log.error("invalid sink configuration: %s", exc)
         raise SystemExit(2) from None
     serve_metrics(settings.metrics_port, settings.metrics_host)
-    stop, ready = stop_on_signals(), asyncio.Event()
-    service = asyncio.create_task(serve(settings, stop, ready))
-    stopped = asyncio.create_task(stop.wait())
-    await asyncio.wait([service, stopped], return_when=asyncio.FIRST_COMPLETED)
-    stopped.cancel()
-    if stop.is_set() and not ready.is_set() and not service.done():
-        # Still starting (NATS unreachable, say): nothing is in flight yet, so give up the start at once.
-        log.info("stop requested during start-up")
-        service.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await service
-        return
-    await service  # running: it finishes in-flight work, stops gRPC and drains NATS itself
+    stop = stop_on_signals()
+    await run_until_stopped(lambda ready: serve(settings, stop, ready), stop,
+                            stop_timeout=settings.shutdown_grace_seconds + 10)
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 
 from cml.monitor.v1 import registry_service_pb2
 from cmlmon_core import nats_conn, telemetry
-from cmlmon_core.lifecycle import stop_on_signals
+from cmlmon_core.lifecycle import run_until_stopped, stop_on_signals
 from cmlmon_core.logs import configure_logging
 from cmlmon_core.settings import load_settings
 from cmlmon_core.topology import TopologyOptions, ensure_topology
@@ -33,7 +33,8 @@ SERVICE_NAME = registry_service_pb2.DESCRIPTOR.services_by_name["WorkerRegistryS
 
 
 def build_server(registry: Registry, host: str, port: int) -> tuple[grpc.aio.Server, int, HealthServicer]:
-    server = grpc.aio.server()
+    # No SO_REUSEPORT: a second server on a taken port must fail to start, not silently share it.
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     add_to_server(WorkerRegistryServicer(registry), server)
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -103,19 +104,8 @@ async def amain() -> None:
     configure_logging("registry", settings.log_level, settings.log_format)
     stop = stop_on_signals()
     telemetry.serve_metrics(settings.metrics_port, settings.metrics_host)
-    ready = asyncio.Event()
-    service = asyncio.create_task(run(settings, stop, ready))
-    stopped = asyncio.create_task(stop.wait())
-    await asyncio.wait([service, stopped], return_when=asyncio.FIRST_COMPLETED)
-    stopped.cancel()
-    if stop.is_set() and not ready.is_set() and not service.done():
-        # Still starting (NATS unreachable: connect retries forever): nothing is in flight, give up at once.
-        log.info("stop requested during start-up")
-        service.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await service
-        return
-    await service  # serving: it finishes in-flight work, stops gRPC and drains NATS itself
+    await run_until_stopped(lambda ready: run(settings, stop, ready), stop,
+                            stop_timeout=settings.shutdown_grace_seconds + 10)
 
 
 def main() -> None:
