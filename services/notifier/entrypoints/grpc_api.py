@@ -84,7 +84,8 @@ class AlertServicer(alert_pb2_grpc.AlertServiceServicer):
 
 
 async def start_grpc(servicer: AlertServicer, host: str, port: int) -> tuple[grpc.aio.Server, int]:
-    server = grpc.aio.server()
+    # No SO_REUSEPORT: a second server on a taken port must fail to start, not silently share it.
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     alert_pb2_grpc.add_AlertServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
