@@ -94,12 +94,12 @@ class TickConsumer:
     async def _wait_for_room(self, stop: asyncio.Event) -> None:
         while self._in_flight >= self._opts.max_in_flight and not stop.is_set():
             self._room.clear()
-            waiter = asyncio.ensure_future(stop.wait())
+            waiters = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._room.wait())}
             try:
-                await asyncio.wait([waiter, asyncio.ensure_future(self._room.wait())], timeout=1.0,
-                                   return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(waiters, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                waiter.cancel()
+                for waiter in waiters:  # both: a room waiter left behind would pile up, one a second
+                    waiter.cancel()
 
     async def _gather(self, psub: JetStreamContext.PullSubscription, stop: asyncio.Event) -> list[Msg]:
         """Block up to a second for the first ticks, then keep taking ticks for the gathering window."""
