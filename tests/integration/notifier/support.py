@@ -11,7 +11,7 @@ import hmac
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +26,7 @@ from cmlmon_core.messages import encode
 from cmlmon_dev.servers import free_port
 from notifier.entrypoints.main import serve
 from notifier.settings import NotifierSettings
+from tests.support import eventually as eventually  # re-exported: the notifier tests import it from here
 
 
 @dataclass
@@ -137,18 +138,6 @@ async def running_notifier(settings: NotifierSettings) -> AsyncIterator[asyncio.
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
-    """Poll until check() returns something truthy; fail with the last value at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s (last value {value!r})")
-        await asyncio.sleep(interval)
 
 
 def now_ts(offset: float = 0.0) -> Timestamp:

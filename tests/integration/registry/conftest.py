@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,7 @@ from cmlmon_core import messages
 from cmlmon_dev.servers import free_port, wait_for_port
 from registry.entrypoints.main import run
 from registry.settings import RegistrySettings
+from tests.support import eventually
 
 REGION = "us-east-1"
 AMI = "ami-12c6146b"
@@ -91,20 +92,6 @@ async def tap(js: JetStreamContext) -> AsyncIterator[EventTap]:
     sub = await js.subscribe("cml.workers.>", cb=on_msg, ordered_consumer=True, deliver_policy=DeliverPolicy.NEW)
     yield found
     await sub.unsubscribe()
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
-    """Poll check (sync or async) until it returns a truthy value; fail after timeout."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
 
 
 async def samples_consumed(js: JetStreamContext, timeout: float = 45.0) -> None:
