@@ -15,22 +15,18 @@ import pytest
 from cmlmon_dev.servers import NatsServer, free_port
 
 
-@dataclass
 class ServiceProcess:
-    name: str
-    env: dict[str, str]
-    log_path: Path
-    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    """`python -m <name>` started at once with env as its settings; its output goes to log_path."""
 
-    def start(self) -> ServiceProcess:
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", self.name], env=self.env, stdout=log,
+    def __init__(self, name: str, env: dict[str, str], log_path: Path) -> None:
+        self.name = name
+        self.log_path = log_path
+        with open(log_path, "ab") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", name], env=env, stdout=log,
                                             stderr=subprocess.STDOUT, start_new_session=True)
-        return self
 
-    def stop(self, timeout: float = 15.0) -> int | None:
-        if self.process is None:
-            return None
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM, then SIGKILL after timeout; the exit code."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -41,12 +37,12 @@ class ServiceProcess:
         return self.process.returncode
 
     def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
+        if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
 @dataclass
@@ -55,9 +51,9 @@ class ServiceLauncher:
     tmp: Path
     started: list[ServiceProcess] = field(default_factory=list)
 
-    def start(self, name: str, **env: str | int) -> ServiceProcess:
+    def start(self, name: str, **env: object) -> ServiceProcess:
         merged = {**self.base_env, **{k: str(v) for k, v in env.items()}}
-        proc = ServiceProcess(name, merged, self.tmp / f"{name}-{len(self.started)}.log").start()
+        proc = ServiceProcess(name, merged, self.tmp / f"{name}-{len(self.started)}.log")
         self.started.append(proc)
         return proc
 

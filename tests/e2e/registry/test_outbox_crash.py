@@ -15,7 +15,8 @@ from cml.monitor.v1 import registry_service_pb2 as rs
 from cmlmon_dev.servers import free_port, wait_for_port
 from registry.domain.model import created_worker_id
 from registry.service.handlers import CRASH_AFTER_SAVE_ENV
-from tests.e2e.registry.conftest import AMI, Registry
+from tests.e2e.conftest import ServiceProcess
+from tests.e2e.registry.conftest import AMI
 
 pytestmark = pytest.mark.e2e
 
@@ -26,7 +27,7 @@ async def count_events(js: JetStreamContext, worker_id: str) -> int:
 
 
 async def test_event_saved_before_a_crash_is_published_once_after_restart(
-        launch: Callable[..., Registry], js: JetStreamContext, uid: str) -> None:
+        launch: Callable[..., ServiceProcess], js: JetStreamContext, uid: str) -> None:
     start = launch
     port = free_port()
     doomed = start(port, **{CRASH_AFTER_SAVE_ENV: "1"})

@@ -10,12 +10,12 @@ from collections.abc import Callable
 import pytest
 
 from cmlmon_dev.servers import free_port
-from tests.e2e.registry.conftest import Registry
+from tests.e2e.conftest import ServiceProcess
 
 pytestmark = pytest.mark.e2e
 
 
-async def test_sigterm_while_nats_is_unreachable_exits_cleanly(launch: Callable[..., Registry]) -> None:
+async def test_sigterm_while_nats_is_unreachable_exits_cleanly(launch: Callable[..., ServiceProcess]) -> None:
     registry = launch(free_port(), NATS_URL=f"nats://127.0.0.1:{free_port()}")
     deadline = time.monotonic() + 30
     while "nats error" not in registry.log():  # stuck connecting, as when NATS is down

@@ -14,12 +14,13 @@ from cml.monitor.v1 import events_pb2, registry_service_pb2_grpc, worker_pb2
 from cml.monitor.v1 import registry_service_pb2 as rs
 from cmlmon_core import messages, subjects
 from cmlmon_dev.servers import free_port, wait_for_port
-from tests.e2e.registry.conftest import AMI, Registry
+from tests.e2e.conftest import ServiceProcess
+from tests.e2e.registry.conftest import AMI
 
 pytestmark = pytest.mark.e2e
 
 
-async def test_two_processes_serve_one_consistent_fleet(launch: Callable[..., Registry], js: JetStreamContext,
+async def test_two_processes_serve_one_consistent_fleet(launch: Callable[..., ServiceProcess], js: JetStreamContext,
                                                         uid: str) -> None:
     ports = [free_port(), free_port()]
     for port in ports:
