@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from nats.js import JetStreamContext
 
 from cml.monitor.v1 import worker_pb2
@@ -25,7 +27,8 @@ async def test_created_worker_is_scheduled_and_sampled_with_cpu_and_memory(
         js: JetStreamContext, aws_endpoint: str, collector: RunningCollector, watch: SampleWatch, uid: str) -> None:
     (instance_id,) = launch(aws_endpoint, REGION)
     put_metrics(aws_endpoint, REGION, instance_id, cpu=93.5, memory=41.0)
-    w = worker(uid, REGION, instance_id)
+    w = worker(uid, REGION, instance_id, monitoring_mode=worker_pb2.MONITORING_MODE_DETAILED)
+    before = datetime.now(UTC) - timedelta(seconds=1)
     await publish_event(js, w, "created")
     try:
         sample = await watch.wait_for(lambda s: s.worker_id == w.id and s.HasField("cpu_utilization"))
@@ -36,6 +39,12 @@ async def test_created_worker_is_scheduled_and_sampled_with_cpu_and_memory(
         assert sample.collector_id == "test-collector"
         assert sample.poll_interval_seconds == INTERVAL
         assert not sample.instance_missing
+        assert sample.system_status_check == worker_pb2.STATUS_CHECK_OK
+        assert sample.instance_status_check == worker_pb2.STATUS_CHECK_OK
+        assert sample.monitoring_mode == worker_pb2.MONITORING_MODE_DETAILED
+        assert before <= sample.observe_time.ToDatetime(tzinfo=UTC) <= datetime.now(UTC)
+        headers = watch.headers[watch.samples.index(sample)]
+        assert headers["Nats-Msg-Id"].startswith(f"{w.id}:")  # deduplicated per tick
         schedule = await js.get_last_msg(POLLS_STREAM, subjects.poll_schedule(w.id))
         assert schedule.headers and schedule.headers["Nats-Schedule"] == schedule_expression(INTERVAL)
     finally:
