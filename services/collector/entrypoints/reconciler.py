@@ -7,6 +7,7 @@ import logging
 
 from collector import telemetry
 from collector.adapters.registry import WorkerDirectory
+from collector.entrypoints.stopping import stopped_within
 from collector.errors import CollectorError
 from collector.service.schedules import ScheduleKeeper
 
@@ -25,7 +26,7 @@ class Reconciler:
         if self._interval <= 0:
             return
         delay = min(self._first_delay, self._interval)
-        while not await _stopped_within(stop, delay):
+        while not await stopped_within(stop, delay):
             await self.once()
             delay = self._interval
 
@@ -42,11 +43,3 @@ class Reconciler:
         log.info("schedules reconciled", extra={"written": report.written, "removed": report.removed,
                                                 "kept": report.kept, "live": len(live)})
         return True
-
-
-async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
-    try:
-        await asyncio.wait_for(stop.wait(), seconds)
-    except TimeoutError:
-        return False
-    return True

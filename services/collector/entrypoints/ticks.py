@@ -27,6 +27,7 @@ from collector import telemetry
 from collector.adapters.publisher import SamplePublisher
 from collector.codec import sample_from_observation, target_from_tick
 from collector.domain.model import Observation, Target
+from collector.entrypoints.stopping import stopped_within
 from collector.service.poll import Poller
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ class TickConsumer:
             return []
         except NatsError as exc:
             log.warning("fetching ticks failed", extra={"error": repr(exc)})
-            await asyncio.sleep(1.0)
+            await stopped_within(stop, 1.0)
             return []
         deadline = time.monotonic() + self._opts.gather_seconds
         while len(msgs) < want and not stop.is_set():

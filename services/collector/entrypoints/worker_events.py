@@ -7,7 +7,6 @@ first start replays the stream, which schedules every active worker of an existi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from nats.aio.msg import Msg
@@ -19,6 +18,7 @@ from cml.monitor.v1 import events_pb2
 from cmlmon_core import messages, subjects
 from cmlmon_core.topology import WORKERS_STREAM
 from collector import telemetry
+from collector.entrypoints.stopping import stopped_within
 from collector.errors import CollectorError
 from collector.service.schedules import ScheduleKeeper
 
@@ -52,7 +52,7 @@ class WorkerEventConsumer:
                 continue
             except NatsError as exc:
                 log.warning("fetching worker events failed", extra={"error": repr(exc)})
-                await _sleep_or_stop(stop, self._retry_delay)
+                await stopped_within(stop, self._retry_delay)
                 continue
             for msg in msgs:
                 try:
@@ -83,8 +83,3 @@ class WorkerEventConsumer:
             return
         telemetry.WORKER_EVENTS.labels(change).inc()
         await msg.ack_sync()
-
-
-async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
