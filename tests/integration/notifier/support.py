@@ -118,6 +118,9 @@ def notifier_settings(nats_url: str, uid: str, **overrides: Any) -> NotifierSett
         "alert_min_samples": 1, "alert_window_samples": 1,
         "delivery_backoff_initial_seconds": 0.05, "delivery_backoff_max_seconds": 0.5, "alert_sweep_seconds": 0.5,
         "shutdown_grace_seconds": 1.0,
+        # A test's notifier has durables of its own (prefix above): were they to replay the last minutes of the
+        # session's streams, every test would evaluate and deliver the alerts of all tests before it.
+        "notifier_replay_seconds": 0,
     }
     values.update(overrides)
     return NotifierSettings(**values)
