@@ -192,7 +192,7 @@ async def run(s: RunSettings) -> int:
         nats_url = s.nats_url
         if not nats_url:
             nats = NatsServer(state / "jetstream", s.nats_port)
-            await sup.spawn("nats", [*_nats_argv(nats)], sup.env(), infrastructure=True)
+            await sup.spawn("nats", nats.argv(), sup.env(), infrastructure=True)
             await asyncio.to_thread(wait_for_port, s.nats_port)
             nats_url = nats.url
         lines.append(f"NATS (JetStream)      {nats_url}")
@@ -245,13 +245,6 @@ async def run(s: RunSettings) -> int:
         await sup.stop_all()
         if receiver is not None:
             await receiver.stop()
-
-
-def _nats_argv(nats: NatsServer) -> list[str]:
-    from cmlmon_dev.servers import nats_server_binary
-
-    nats.store_dir.mkdir(parents=True, exist_ok=True)
-    return [nats_server_binary(), "-js", "-a", "127.0.0.1", "-p", str(nats.port), "-sd", str(nats.store_dir)]
 
 
 async def _wait_file(path: Path, stop: asyncio.Event, timeout: float = 120.0) -> None:

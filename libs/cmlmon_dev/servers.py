@@ -55,13 +55,14 @@ class NatsServer:
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
-    def start(self) -> NatsServer:
+    def argv(self) -> list[str]:
+        """The command line of this server (its store folder is made here)."""
         self.store_dir.mkdir(parents=True, exist_ok=True)
+        return [nats_server_binary(), "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.store_dir)]
+
+    def start(self) -> NatsServer:
         self._log = open(self.log_file, "ab") if self.log_file else None  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [nats_server_binary(), "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.store_dir)],
-            stdout=self._log or subprocess.DEVNULL, stderr=subprocess.STDOUT,
-        )
+        self.process = subprocess.Popen(self.argv(), stdout=self._log or subprocess.DEVNULL, stderr=subprocess.STDOUT)
         wait_for_port(self.port)
         return self
 
