@@ -70,7 +70,11 @@ class ScheduleKeeper:
 
         async def ensure(target: Target) -> str:
             async with limit:
-                return await self.ensure(target, cause="reconcile")
+                try:
+                    return await self.ensure(target, cause="reconcile")
+                except ValueError as exc:  # one unschedulable worker must not stop the round (or the replica)
+                    log.error("worker cannot be scheduled", extra={"worker_id": target.worker_id, "error": str(exc)})
+                    return "refused"
 
         async def remove(worker_id: str) -> None:
             async with limit:
@@ -80,5 +84,4 @@ class ScheduleKeeper:
 
         outcomes = await asyncio.gather(*(ensure(t) for t in wanted.values()))
         await asyncio.gather(*(remove(w) for w in stale))
-        written = sum(1 for o in outcomes if o == "written")
-        return ReconcileReport(written=written, removed=len(stale), kept=len(outcomes) - written)
+        return ReconcileReport(written=outcomes.count("written"), removed=len(stale), kept=outcomes.count("kept"))

@@ -117,3 +117,14 @@ async def test_samples_carry_the_trace_context_and_a_dedup_id() -> None:
     assert subject == "cml.metrics.us-east-1.w-1"
     assert headers["Nats-Msg-Id"] == "w-1:42"
     assert headers["traceparent"].split("-")[1] == format(span.get_span_context().trace_id, "032x")
+
+
+async def test_reconcile_skips_a_worker_that_cannot_be_scheduled_and_heals_the_rest() -> None:
+    store = FakeStore()
+    store.schedules["stale"] = Target("stale", "us-east-1", "i-11111111", 60)
+    keeper = ScheduleKeeper(store, default_interval=60)
+    live = [worker_pb2.Worker(id="a.b", region="us-east-1", instance_id="i-22222222", status=RUNNING),
+            worker_pb2.Worker(id="good", region="us-east-1", instance_id="i-33333333", status=RUNNING)]
+    report = await keeper.reconcile(live)  # a ValueError here ended the reconciler's task, and the replica
+    assert set(store.schedules) == {"good"}
+    assert (report.written, report.removed, report.kept) == (1, 1, 0)
