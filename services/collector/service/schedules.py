@@ -82,6 +82,11 @@ class ScheduleKeeper:
                 telemetry.SCHEDULE_CHANGES.labels("removed", "reconcile").inc()
                 log.info("stale schedule removed", extra={"worker_id": worker_id})
 
-        outcomes = await asyncio.gather(*(ensure(t) for t in wanted.values()))
-        await asyncio.gather(*(remove(w) for w in stale))
+        # Every change is tried, and settled, before a failure is raised: with a bare gather the first error
+        # left the other writes running unwatched (their errors never retrieved) and skipped the removals.
+        outcomes = await asyncio.gather(*(ensure(t) for t in wanted.values()), return_exceptions=True)
+        removals = await asyncio.gather(*(remove(w) for w in stale), return_exceptions=True)
+        for result in (*outcomes, *removals):
+            if isinstance(result, BaseException):
+                raise result
         return ReconcileReport(written=outcomes.count("written"), removed=len(stale), kept=outcomes.count("kept"))

@@ -8,6 +8,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from cml.monitor.v1 import events_pb2, worker_pb2
 from collector.adapters.publisher import JetStreamSamples
 from collector.domain.model import Target
+from collector.errors import ScheduleError
 from collector.service.schedules import ScheduleKeeper
 
 RUNNING = worker_pb2.WORKER_STATUS_RUNNING
@@ -128,3 +129,19 @@ async def test_reconcile_skips_a_worker_that_cannot_be_scheduled_and_heals_the_r
     report = await keeper.reconcile(live)  # a ValueError here ended the reconciler's task, and the replica
     assert set(store.schedules) == {"good"}
     assert (report.written, report.removed, report.kept) == (1, 1, 0)
+
+
+async def test_a_failed_write_fails_the_round_only_after_every_other_change_was_made() -> None:
+    class FlakyStore(FakeStore):
+        async def put(self, target: Target) -> None:
+            if target.worker_id.startswith("bad"):
+                raise ScheduleError("nats is down")
+            await super().put(target)
+
+    store = FlakyStore()
+    store.schedules["stale"] = Target("stale", "us-east-1", "i-11111111", 60)
+    live = [worker_pb2.Worker(id=wid, region="us-east-1", instance_id="i-22222222", status=RUNNING)
+            for wid in ("bad-1", "bad-2", "good")]
+    with pytest.raises(ScheduleError):
+        await ScheduleKeeper(store, default_interval=60, concurrency=1).reconcile(live)
+    assert set(store.schedules) == {"good"}  # written, and the stale one removed, despite the failures
