@@ -31,6 +31,7 @@ from tests.integration.collector.conftest import (
     start_collector,
     worker,
 )
+from tests.support import eventually
 
 REGION = "us-east-1"
 
@@ -41,14 +42,6 @@ async def schedule_header(js: JetStreamContext, worker_id: str) -> str | None:
     except NotFoundError:
         return None
     return (raw.headers or {}).get("Nats-Schedule")
-
-
-async def eventually(check: Any, timeout: float = 20.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.1)
 
 
 async def test_interval_change_replaces_and_termination_removes_the_schedule(
