@@ -187,7 +187,6 @@ def test_prod_replicates_streams_on_three_nodes_and_dev_runs_on_one(
     docs = [d for d in yaml.safe_load_all(out.stdout) if d]
     common = next(d for n, d in by_kind(docs, "ConfigMap").items() if n.startswith("cmlmon-common"))
     assert common["data"]["NATS_STREAM_REPLICAS"] == stream_replicas
-    assert common["data"]["NATS_URL"] == "nats://nats:4222"  # the chart's client service, release "nats"
     collector = by_kind(docs, "Deployment")["collector"]["spec"]
     assert collector["replicas"] == collectors
     spread = collector["template"]["spec"]["topologySpreadConstraints"]
@@ -198,3 +197,8 @@ def test_prod_replicates_streams_on_three_nodes_and_dev_runs_on_one(
     assert values["config"]["jetstream"]["fileStore"]["pvc"]["enabled"] is True
     nodes = values["config"]["cluster"]["replicas"] if values["config"]["cluster"]["enabled"] else 1
     assert nodes >= int(stream_replicas)
+    # Every node's URL (the chart's StatefulSet "nats" behind its headless service "nats-headless"), or the
+    # single node's client service "nats".
+    expected = ([f"nats://nats-{i}.nats-headless:4222" for i in range(nodes)] if nodes > 1
+                else ["nats://nats:4222"])
+    assert common["data"]["NATS_URL"].split(",") == expected
