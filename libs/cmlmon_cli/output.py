@@ -1,8 +1,9 @@
 """How results reach the screen: `-o table` (default), `wide`, `json` and `yaml`.
 
 JSON and YAML are the proto's JSON mapping with the proto field names (snake_case, as in the .proto files and
-in grpcurl's `-d` requests) and every field present, zero values included, so a script can rely on a key
-being there. Enums are their full names (WORKER_STATUS_RUNNING), timestamps RFC 3339. A command that returns
+in grpcurl's `-d` requests), keys in declaration order, zero values included so that a script can rely on a
+key being there (fields with presence, such as timestamps and the optional CPU and memory readings, appear
+only when set). Enums are their full names (WORKER_STATUS_RUNNING), timestamps RFC 3339. A command that returns
 several things prints one document ({"workers": [...]}), never a stream of them; only `workers watch -o json`
 prints one document per line, as things happen.
 

@@ -159,3 +159,15 @@ def test_tls_with_a_ca_and_a_client_certificate(fleet: Fleet, tmp_path: Path) ->
         assert half.returncode == 2 and "--cert and --key go together" in half.stderr
     finally:
         server.stop(None)
+
+
+def test_shell_completion_offers_commands_and_values(fleet: Fleet) -> None:
+    def complete(words: str) -> list[str]:
+        done = fleet.run(_CMLMON_COMPLETE="complete_bash", COMP_WORDS=words, COMP_CWORD=str(len(words.split()) - 1))
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split()
+
+    assert complete("cmlmon wor") == ["workers"]
+    assert complete("cmlmon workers list --status st") == ["stopping", "stopped"]
+    script = fleet.run("--show-completion", "bash")
+    assert script.returncode == 0 and "_CMLMON_COMPLETE=complete_bash" in script.stdout
