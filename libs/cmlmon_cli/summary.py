@@ -58,7 +58,7 @@ def staleness(workers: Sequence[worker_pb2.Worker], now: float) -> Staleness:
     if oldest is None:
         return Staleness(never_seen=never, stale=stale)
     seen, w = oldest
-    return Staleness(w.id, w.name, max(0.0, now - seen), never, stale)
+    return Staleness(w.id, w.name, round(max(0.0, now - seen), 1), never, stale)
 
 
 def summarize(workers: Sequence[worker_pb2.Worker], alerts: Sequence[alert_pb2.Alert], now: float

@@ -98,7 +98,7 @@ class Terminal:
     def text(self) -> str:
         return plain(self.raw)
 
-    def read_until(self, found: Callable[[str], bool], timeout: float = 30.0, since: int = 0) -> str:
+    def read_until(self, found: Callable[[str], bool], timeout: float = 60.0, since: int = 0) -> str:
         """Read until found(text drawn after offset since) holds; that text. AssertionError at the timeout, or
         when the command ends first."""
         deadline = time.monotonic() + timeout
@@ -123,7 +123,7 @@ class Terminal:
     def type(self, text: str) -> None:
         os.write(self._master, text.encode())
 
-    def wait(self, timeout: float = 30.0) -> int:
+    def wait(self, timeout: float = 60.0) -> int:
         """The exit code, reading on meanwhile (a full terminal would block the command)."""
         deadline = time.monotonic() + timeout
         while self.process.poll() is None:

@@ -23,7 +23,7 @@ async def test_a_firing_alert_is_listed_and_silenced(fleet: Fleet, fleet_js: Jet
     worker = fleet.json("workers", "create", "--name", f"hot-{uid}", "--region", "us-east-1", "--instance-type",
                         "c5.large", "--ami", AMI)
     await publish_sample(fleet_js, worker, RUNNING, cpu_utilization=97.5)
-    alerts = await eventually(lambda: firing(fleet, worker["id"]), timeout=30)
+    alerts = await eventually(lambda: firing(fleet, worker["id"]), timeout=60)
     assert [(a["rule"], a["state"], a["value"]) for a in alerts] == [("cpu_high", "ALERT_STATE_FIRING", 97.5)]
 
     table = fleet.run("alerts", "list", "--worker", worker["id"])
@@ -54,7 +54,8 @@ async def test_status_reports_services_workers_alerts_and_samples(fleet: Fleet, 
     worker = fleet.json("workers", "create", "--name", f"seen-{uid}", "--region", "sa-east-1", "--instance-type",
                         "c5.large", "--ami", AMI)
     await publish_sample(fleet_js, worker, RUNNING, cpu_utilization=3.0)
-    await eventually(lambda: fleet.json("workers", "get", worker["id"])["status"] == "WORKER_STATUS_RUNNING")
+    await eventually(lambda: fleet.json("workers", "get", worker["id"])["status"] == "WORKER_STATUS_RUNNING",
+                     timeout=60)
 
     report = fleet.json("status")
     assert {name: s["health"] for name, s in report["services"].items()} == {"registry": "SERVING",

@@ -111,13 +111,15 @@ async def test_stop_wait_follows_the_worker_until_stopped(fleet: Fleet, fleet_js
                                                           uid: str) -> None:
     worker = create(fleet, uid)
     await publish_sample(fleet_js, worker, RUNNING)
-    await eventually(lambda: fleet.json("workers", "get", worker["id"])["status"] == "WORKER_STATUS_RUNNING")
+    await eventually(lambda: fleet.json("workers", "get", worker["id"])["status"] == "WORKER_STATUS_RUNNING",
+                     timeout=60)
 
     waiting = await asyncio.create_subprocess_exec(
         *fleet.argv("workers", "stop", worker["id"], "--wait", "--timeout", "2m", "-o", "json"),
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=fleet.env(), cwd=fleet.cwd)
     try:
-        await eventually(lambda: fleet.json("workers", "get", worker["id"])["status"] == "WORKER_STATUS_STOPPING")
+        await eventually(lambda: fleet.json("workers", "get", worker["id"])["status"] == "WORKER_STATUS_STOPPING",
+                         timeout=60)
         assert waiting.returncode is None, "--wait ended while the worker was still STOPPING"
         await publish_sample(fleet_js, worker, STOPPED)  # what a collector sees once EC2 has stopped it
         out, err = await asyncio.wait_for(waiting.communicate(), 60)
