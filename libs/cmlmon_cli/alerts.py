@@ -60,7 +60,8 @@ def _caller() -> str:
                                        "  cmlmon silences create --rule memory_high --for 30m --comment \"load test\"")
 def create_silence(
     ctx: typer.Context,
-    for_: Annotated[str, typer.Option("--for", help="How long, e.g. 30m, 2h, 1d.", show_default=False)],
+    for_: Annotated[str, typer.Option("--for", metavar="DURATION", help="How long, e.g. 30m, 2h, 1d.",
+                                      show_default=False)],
     worker: Annotated[str, typer.Option(help="Worker id to silence; every worker when not given.",
                                         show_default=False)] = "",
     rule: Annotated[str, typer.Option(help="Rule to silence, e.g. cpu_high; every rule when not given.",

@@ -24,11 +24,13 @@ app = typer.Typer(help="List, inspect, create, import, start, stop, terminate an
 
 STATUSES = short_names(worker_pb2.WorkerStatus)
 TagOption = Annotated[list[str] | None, typer.Option(
-    "--tag", help="key=value; repeat for several.", show_default=False)]
-RegionOption = Annotated[str, typer.Option(help="Only this AWS region, e.g. us-east-1.", show_default=False)]
-IdsArgument = Annotated[list[str], typer.Argument(help="Worker ids.", show_default=False)]
+    "--tag", metavar="KEY=VALUE", help="A tag; repeat for several.", show_default=False)]
+RegionOption = Annotated[str, typer.Option(metavar="REGION", help="Only this AWS region, e.g. us-east-1.",
+                                           show_default=False)]
+IdsArgument = Annotated[list[str], typer.Argument(metavar="ID", help="Worker ids.", show_default=False)]
 WaitOption = Annotated[bool, typer.Option(help="Follow the worker until the status is reached (WatchWorkers).")]
-TimeoutOption = Annotated[str, typer.Option("--timeout", help="How long --wait waits, e.g. 90s, 5m, 1h.")]
+TimeoutOption = Annotated[str, typer.Option("--timeout", metavar="DURATION",
+                                            help="How long --wait waits, e.g. 90s, 5m, 1h.")]
 
 
 def _tags(values: list[str] | None) -> dict[str, str]:
@@ -63,7 +65,7 @@ def list_workers(
     ctx: typer.Context,
     region: RegionOption = "",
     status: Annotated[list[str] | None, typer.Option(
-        help=f"Only workers in this status ({', '.join(STATUSES)}); repeat for several.",
+        metavar="STATUS", help=f"Only workers in this status ({', '.join(STATUSES)}); repeat for several.",
         autocompletion=_complete_status, show_default=False)] = None,
     tag: TagOption = None,
     name_prefix: Annotated[str, typer.Option(help="Only names starting with this.", show_default=False)] = "",
@@ -95,7 +97,7 @@ def create_worker(
     subnet: Annotated[str, typer.Option(help="Subnet id; the default subnet when not given.",
                                         show_default=False)] = "",
     security_group: Annotated[list[str] | None, typer.Option(
-        help="Security group id; repeat for several.", show_default=False)] = None,
+        metavar="SG_ID", help="Security group id; repeat for several.", show_default=False)] = None,
     key_name: Annotated[str, typer.Option(help="EC2 key pair name.", show_default=False)] = "",
     tag: TagOption = None,
     poll_interval: Annotated[str, typer.Option(
