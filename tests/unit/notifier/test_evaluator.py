@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from cml.monitor.v1 import alert_pb2
+from cml.monitor.v1 import alert_pb2, worker_pb2
 from notifier.domain.model import AlertState, FiringPolicy, Phase, Sample, WorkerRef
 from notifier.domain.silences import Silence
 from notifier.errors import PublishFailed, SilenceNotFound, StateConflict
@@ -81,7 +81,8 @@ class Clock:
         return self.now
 
 
-W = WorkerRef(worker_id="w1", name="cml-1", instance_id="i-01", region="us-east-1", status="RUNNING")
+W = WorkerRef(worker_id="w1", name="cml-1", instance_id="i-01", region="us-east-1",
+              status=worker_pb2.WORKER_STATUS_RUNNING)
 
 
 def setup(policy: FiringPolicy | None = None) -> tuple[Evaluator, FakeStore, FakePublisher, Clock]:
@@ -93,7 +94,8 @@ def setup(policy: FiringPolicy | None = None) -> tuple[Evaluator, FakeStore, Fak
 
 
 def cpu(value: float | None, at: float = 1000.0) -> Sample:
-    return Sample(worker_id="w1", region="us-east-1", instance_id="i-01", at=at, status="RUNNING", cpu=value)
+    return Sample(worker_id="w1", region="us-east-1", instance_id="i-01", at=at,
+                  status=worker_pb2.WORKER_STATUS_RUNNING, cpu=value)
 
 
 def summary(pub: FakePublisher) -> list[tuple[str, str, bool]]:
@@ -182,8 +184,10 @@ async def test_silence_ending_while_firing_delivers_once() -> None:
 
 async def test_unexpected_stop_then_running_sample_resolves() -> None:
     ev, _, pub, _ = setup()
-    await ev.handle_worker_event(replace(W, status="STOPPED"), "RUNNING", requested=False, at=1000.0)
-    await ev.handle_worker_event(replace(W, status="STOPPED"), "RUNNING", requested=False, at=1001.0)
+    await ev.handle_worker_event(replace(W, status=worker_pb2.WORKER_STATUS_STOPPED),
+                                 worker_pb2.WORKER_STATUS_RUNNING, requested=False, at=1000.0)
+    await ev.handle_worker_event(replace(W, status=worker_pb2.WORKER_STATUS_STOPPED),
+                                 worker_pb2.WORKER_STATUS_RUNNING, requested=False, at=1001.0)
     await ev.handle_sample(cpu(10))
     assert summary(pub) == [("unexpected_stop", "ALERT_STATE_FIRING", False),
                             ("unexpected_stop", "ALERT_STATE_RESOLVED", False)]

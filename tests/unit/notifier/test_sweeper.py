@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 
+from cml.monitor.v1 import worker_pb2
 from notifier.domain.model import FiringPolicy, WorkerRef
 from notifier.service.evaluator import Directory, Evaluator, Thresholds
 from notifier.service.sweeper import Sweeper
@@ -29,8 +30,9 @@ async def test_silent_only_after_three_intervals_of_this_process_and_of_the_stre
     clock = Clock()
     clock.now = 1000.0
     sweeper, directory, pub, last = build(clock)
-    directory.learn(WorkerRef(worker_id="w", region="r", status="RUNNING"), at=0.0)  # running long before
-    directory.learn(WorkerRef(worker_id="stopped", region="r", status="STOPPED"), at=0.0)
+    # running long before
+    directory.learn(WorkerRef(worker_id="w", region="r", status=worker_pb2.WORKER_STATUS_RUNNING), at=0.0)
+    directory.learn(WorkerRef(worker_id="stopped", region="r", status=worker_pb2.WORKER_STATUS_STOPPED), at=0.0)
     clock.now = 1029.0
     await sweeper.sweep_once()
     assert not pub.alerts and not last.asked  # within the grace of a fresh start
@@ -50,7 +52,7 @@ async def test_a_crashing_sweep_is_logged_and_the_next_one_runs() -> None:
     _, directory, _, last = build(clock)
     evaluator = Evaluator(FakeStore(), FakePublisher(), directory, FiringPolicy(), Thresholds(), clock=clock)
     sweeper = Sweeper(evaluator, last, default_interval=10, silent_intervals=3, period=0.01, clock=clock)
-    directory.learn(WorkerRef(worker_id="w", region="r", status="RUNNING"), at=0.0)
+    directory.learn(WorkerRef(worker_id="w", region="r", status=worker_pb2.WORKER_STATUS_RUNNING), at=0.0)
     clock.now = 10_000.0
     stop = asyncio.Event()
     calls: list[str] = []

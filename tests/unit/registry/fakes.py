@@ -89,7 +89,8 @@ class FakeEc2:
     async def launch(self, spec: LaunchSpec) -> Instance:
         await asyncio.sleep(0)  # EC2 takes a while; a concurrent caller may look meanwhile
         self.launches += 1
-        instance = Instance(f"i-{self.launches:017x}", "pending", spec.instance_type, spec.ami_id, dict(spec.tags))
+        instance = Instance(f"i-{self.launches:017x}", worker_pb2.WORKER_STATUS_PENDING, spec.instance_type,
+                            spec.ami_id, dict(spec.tags))
         self.instances[instance.instance_id] = instance
         return instance
 
@@ -99,16 +100,16 @@ class FakeEc2:
     async def describe(self, region: str, instance_id: str) -> Instance | None:
         return self.instances.get(instance_id)
 
-    def _set(self, instance_id: str, state: str) -> str:
+    def _set(self, instance_id: str, status: worker_pb2.WorkerStatus) -> worker_pb2.WorkerStatus:
         old = self.instances[instance_id]
-        self.instances[instance_id] = Instance(old.instance_id, state, old.instance_type, old.ami_id, old.tags)
-        return state
+        self.instances[instance_id] = Instance(old.instance_id, status, old.instance_type, old.ami_id, old.tags)
+        return status
 
-    async def start(self, region: str, instance_id: str) -> str:
-        return self._set(instance_id, "pending")
+    async def start(self, region: str, instance_id: str) -> worker_pb2.WorkerStatus:
+        return self._set(instance_id, worker_pb2.WORKER_STATUS_PENDING)
 
-    async def stop(self, region: str, instance_id: str) -> str:
-        return self._set(instance_id, "stopping")
+    async def stop(self, region: str, instance_id: str) -> worker_pb2.WorkerStatus:
+        return self._set(instance_id, worker_pb2.WORKER_STATUS_STOPPING)
 
-    async def terminate(self, region: str, instance_id: str) -> str:
-        return self._set(instance_id, "shutting-down")
+    async def terminate(self, region: str, instance_id: str) -> worker_pb2.WorkerStatus:
+        return self._set(instance_id, worker_pb2.WORKER_STATUS_SHUTTING_DOWN)
