@@ -9,7 +9,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from cml.monitor.v1 import events_pb2, registry_service_pb2, worker_pb2
+from cml.monitor.internal.v1 import outbox_pb2
+from cml.monitor.v1 import events_pb2, worker_pb2
 
 Status = worker_pb2.WorkerStatus
 EventType = events_pb2.WorkerEventType
@@ -156,8 +157,8 @@ def _ts(ts: object) -> float:
     return float(seconds) + float(nanos) / 1e9
 
 
-def pending_event(change: Change, when: datetime) -> registry_service_pb2.PendingWorkerEvent:
-    pending = registry_service_pb2.PendingWorkerEvent(
+def pending_event(change: Change, when: datetime) -> outbox_pb2.PendingWorkerEvent:
+    pending = outbox_pb2.PendingWorkerEvent(
         event_id=new_event_id(), type=change.event_type, previous_status=change.previous_status,
         requested=change.requested,
     )
@@ -165,7 +166,7 @@ def pending_event(change: Change, when: datetime) -> registry_service_pb2.Pendin
     return pending
 
 
-def build_event(worker: worker_pb2.Worker, pending: registry_service_pb2.PendingWorkerEvent
+def build_event(worker: worker_pb2.Worker, pending: outbox_pb2.PendingWorkerEvent
                 ) -> events_pb2.WorkerEvent:
     event = events_pb2.WorkerEvent(
         event_id=pending.event_id, type=pending.type, previous_status=pending.previous_status,

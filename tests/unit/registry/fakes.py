@@ -8,9 +8,10 @@ import itertools
 import time
 from collections.abc import AsyncIterator
 
-from cml.monitor.v1 import events_pb2, registry_service_pb2, worker_pb2
+from cml.monitor.v1 import events_pb2, worker_pb2
 from registry.adapters.ec2 import Instance, LaunchSpec
-from registry.adapters.repository import Claim, Stored, decode_value, encode_value
+from registry.adapters.repository import Claim, Stored, decode_value
+from registry.adapters.wire import PendingEvent, encode_value
 from registry.errors import Conflict, Unavailable
 
 
@@ -25,21 +26,21 @@ class FakeRepo:
         found = self.values.get(worker_id)
         return decode_value(*found) if found else None
 
-    async def create(self, worker: worker_pb2.Worker, pending: registry_service_pb2.PendingWorkerEvent | None
+    async def create(self, worker: worker_pb2.Worker, pending: PendingEvent | None
                      ) -> Stored:
         await asyncio.sleep(0)
         if worker.id in self.values:
             raise Conflict(worker.id)
         return self._put(worker, pending)
 
-    async def update(self, worker: worker_pb2.Worker, pending: registry_service_pb2.PendingWorkerEvent | None,
+    async def update(self, worker: worker_pb2.Worker, pending: PendingEvent | None,
                      revision: int) -> Stored:
         await asyncio.sleep(0)
         if self.values.get(worker.id, (b"", 0))[1] != revision:
             raise Conflict(worker.id)
         return self._put(worker, pending)
 
-    def _put(self, worker: worker_pb2.Worker, pending: registry_service_pb2.PendingWorkerEvent | None) -> Stored:
+    def _put(self, worker: worker_pb2.Worker, pending: PendingEvent | None) -> Stored:
         data = encode_value(worker, pending)
         revision = next(self._seq)
         self.values[worker.id] = (data, revision)

@@ -5,9 +5,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from cml.monitor.v1 import registry_service_pb2, worker_pb2
 from registry.adapters.ec2 import AwsEc2, LaunchSpec, _wrap
-from registry.adapters.repository import decode_value, encode_value
 from registry.errors import Ec2Error, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from registry.settings import RegistrySettings
 
@@ -53,17 +51,6 @@ async def test_launch_refusals_name_the_field(code: str, field: str) -> None:
     with pytest.raises(InvalidArgument) as refused:
         await ec2.launch(LaunchSpec("us-east-1", "t3.micro", "ami-12345678", "tok", {}))
     assert refused.value.field == field
-
-
-def test_stored_value_parses_as_a_worker_and_keeps_the_outbox() -> None:
-    worker = worker_pb2.Worker(id="w-1", name="n", etag="7")
-    pending = registry_service_pb2.PendingWorkerEvent(event_id="e-1")
-    data = encode_value(worker, pending)
-    plain = worker_pb2.Worker.FromString(data)
-    assert plain.id == "w-1" and plain.etag == ""  # the etag is the revision, not stored
-    stored = decode_value(data, 42)
-    assert stored.worker.etag == "42" and stored.pending is not None and stored.pending.event_id == "e-1"
-    assert decode_value(encode_value(worker, None), 1).pending is None
 
 
 def test_settings_defaults_and_names(monkeypatch: pytest.MonkeyPatch) -> None:
