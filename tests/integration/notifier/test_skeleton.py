@@ -29,7 +29,7 @@ async def test_hot_sample_is_posted_to_every_webhook(js: JetStreamContext, nats_
             await publish_sample(js, worker, cpu=97.5, memory=40.0)
             for receiver in (first, second):
                 got = await eventually(lambda r=receiver: r.for_worker(worker.id))
-                body = got[0].json
+                body = got[0].json()
                 assert body["status"] == "firing"
                 assert body["worker_id"] == worker.id
                 assert body["worker_name"] == worker.name

@@ -6,21 +6,11 @@ from cml.monitor.v1 import worker_pb2
 from notifier.domain.model import FiringPolicy, WorkerRef
 from notifier.service.evaluator import Directory, Evaluator, Thresholds
 from notifier.service.sweeper import Sweeper
-from tests.unit.notifier.test_evaluator import Clock, FakePublisher, FakeStore
+from tests.unit.notifier.fakes import Clock, FakeLastSamples, FakePublisher, FakeStore
 
 
-class LastSamples:
-    def __init__(self) -> None:
-        self.at: dict[str, float] = {}
-        self.asked: list[str] = []
-
-    async def last_sample_at(self, region: str, worker_id: str) -> float | None:
-        self.asked.append(worker_id)
-        return self.at.get(worker_id)
-
-
-def build(clock: Clock) -> tuple[Sweeper, Directory, FakePublisher, LastSamples]:
-    store, pub, directory, last = FakeStore(), FakePublisher(), Directory(), LastSamples()
+def build(clock: Clock) -> tuple[Sweeper, Directory, FakePublisher, FakeLastSamples]:
+    store, pub, directory, last = FakeStore(), FakePublisher(), Directory(), FakeLastSamples()
     ev = Evaluator(store, pub, directory, FiringPolicy(), Thresholds(), clock=clock)
     sweeper = Sweeper(ev, last, default_interval=10, silent_intervals=3, period=1, clock=clock)
     return sweeper, directory, pub, last

@@ -1,5 +1,5 @@
-"""Fakes of the registry's ports for unit tests of its logic; they honour the same contracts (CAS by
-revision, create-only claims) as the real adapters."""
+"""Fakes of the registry's ports for unit tests of its logic; each implements its port (checked by mypy) and
+honours the same contract (CAS by revision, create-only claims) as the real adapter."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ import time
 from collections.abc import AsyncIterator
 
 from cml.monitor.v1 import events_pb2, worker_pb2
-from registry.adapters.ec2 import Instance, LaunchSpec
-from registry.adapters.repository import Claim, Stored, decode_value
+from registry.adapters.ec2 import Ec2, Instance, LaunchSpec
+from registry.adapters.publisher import EventPublisher
+from registry.adapters.repository import Claim, Stored, WorkerRepository, decode_value
 from registry.adapters.wire import PendingEvent, encode_value
 from registry.errors import Conflict, Unavailable
 
 
-class FakeRepo:
+class FakeRepo(WorkerRepository):
     def __init__(self) -> None:
         self.values: dict[str, tuple[bytes, int]] = {}
         self.claims: dict[str, Claim] = {}
@@ -67,7 +68,7 @@ class FakeRepo:
         return proposed
 
 
-class FakePublisher:
+class FakePublisher(EventPublisher):
     def __init__(self) -> None:
         self.events: list[events_pb2.WorkerEvent] = []
         self.fail = False
@@ -82,7 +83,7 @@ class FakePublisher:
         self.events.append(event)
 
 
-class FakeEc2:
+class FakeEc2(Ec2):
     def __init__(self) -> None:
         self.instances: dict[str, Instance] = {}
         self.launches = 0
