@@ -44,7 +44,8 @@ async def test_two_processes_serve_one_consistent_fleet(launch: Callable[..., Se
                 await js.publish(subjects.metric(w.region, w.id), data, headers=headers)
         expected = {r.worker.id: 40.0 + n for n, r in enumerate(workers)}
 
-        async def listing(stub: registry_service_pb2_grpc.WorkerRegistryServiceStub) -> list[tuple[str, str, float]]:
+        async def listing(stub: registry_service_pb2_grpc.WorkerRegistryServiceAsyncStub
+                          ) -> list[tuple[str, str, float]]:
             page = await stub.ListWorkers(rs.ListWorkersRequest(tags={"test": uid}))
             return [(w.id, w.etag, w.cpu_utilization) for w in page.workers]
 
@@ -59,4 +60,4 @@ async def test_two_processes_serve_one_consistent_fleet(launch: Callable[..., Se
         assert info.num_ack_pending == 0 and info.num_redelivered == 0
     finally:
         for channel in channels:
-            await channel.close()
+            await channel.close(None)

@@ -72,7 +72,7 @@ async def own_js(own_nats: NatsServer) -> AsyncIterator[tuple[Client, JetStreamC
 
 async def serve_registry(workers: list[worker_pb2.Worker]) -> tuple[grpc.aio.Server, str]:
     server = grpc.aio.server()
-    registry_service_pb2_grpc.add_WorkerRegistryServiceServicer_to_server(Registry(workers), server)
+    registry_service_pb2_grpc.add_WorkerRegistryServiceServicer_to_server(Registry(workers), server)  # type: ignore[abstract]
     address = f"127.0.0.1:{free_port()}"
     server.add_insecure_port(address)
     await server.start()

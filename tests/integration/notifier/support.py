@@ -75,15 +75,17 @@ def now_ts(offset: float = 0.0) -> Timestamp:
 
 
 def make_worker(worker_id: str, *, region: str = "us-east-1", name: str = "", tags: dict[str, str] | None = None,
-                status: int = worker_pb2.WORKER_STATUS_RUNNING, poll_interval: int = 10) -> worker_pb2.Worker:
+                status: worker_pb2.WorkerStatus = worker_pb2.WORKER_STATUS_RUNNING, poll_interval: int = 10
+                ) -> worker_pb2.Worker:
     return worker_pb2.Worker(id=worker_id, name=name or f"cml-{worker_id}", region=region,
                              instance_id="i-0" + hashlib.sha1(worker_id.encode()).hexdigest()[:16],
                              status=status, tags=tags or {}, poll_interval_seconds=poll_interval)
 
 
 async def publish_event(js: JetStreamContext, worker: worker_pb2.Worker, event: str,
-                        event_type: int = events_pb2.WORKER_EVENT_TYPE_IMPORTED, *, requested: bool = True,
-                        previous: int = worker_pb2.WORKER_STATUS_UNSPECIFIED) -> None:
+                        event_type: events_pb2.WorkerEventType = events_pb2.WORKER_EVENT_TYPE_IMPORTED, *,
+                        requested: bool = True,
+                        previous: worker_pb2.WorkerStatus = worker_pb2.WORKER_STATUS_UNSPECIFIED) -> None:
     msg = events_pb2.WorkerEvent(event_id=uuid.uuid4().hex, type=event_type, worker=worker, previous_status=previous,
                                  requested=requested, occur_time=now_ts())
     data, headers = encode(msg, msg_id=msg.event_id)
@@ -110,7 +112,7 @@ async def drained(js: JetStreamContext, stream: str, durable: str, timeout: floa
 
     async def check() -> bool:
         info = await js.consumer_info(stream, durable)
-        return info.num_pending == 0 and info.num_ack_pending == 0
+        return bool(info.num_pending == 0 and info.num_ack_pending == 0)
 
     await eventually(check, timeout=timeout)
 

@@ -44,7 +44,7 @@ class ReflectionClient:
             stream = self.channel.unary_stream(path, request_serializer=lambda m: m.SerializeToString(),
                                                response_deserializer=output.FromString)(request, timeout=timeout)
             first = next(iter(stream))
-            stream.cancel()
+            stream.cancel()  # type: ignore[no-untyped-call]
             return json_format.MessageToDict(first)
         unary = self.channel.unary_unary(path, request_serializer=lambda m: m.SerializeToString(),
                                          response_deserializer=output.FromString)

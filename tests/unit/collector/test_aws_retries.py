@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
@@ -65,8 +66,9 @@ async def test_not_found_becomes_instances_not_found_with_the_message() -> None:
 
 async def test_metric_data_pages_are_followed() -> None:
     now = datetime.now(UTC)
-    pages = [{"MetricDataResults": [{"Id": "cpu0", "Values": [1.0], "Timestamps": [now]}], "NextToken": "t1"},
-             {"MetricDataResults": [{"Id": "cpu0", "Values": [2.0], "Timestamps": [now]}]}]
+    pages: list[dict[str, Any]] = [
+        {"MetricDataResults": [{"Id": "cpu0", "Values": [1.0], "Timestamps": [now]}], "NextToken": "t1"},
+        {"MetricDataResults": [{"Id": "cpu0", "Values": [2.0], "Timestamps": [now]}]}]
     client = ScriptedClient([client_error("Throttling", 400)], pages)
     aws, _ = poller(client)
     got = await aws.get_metric_data("us-east-1", [{"Id": "cpu0"}], now - timedelta(minutes=5), now)

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -17,8 +17,8 @@ RUNNING = worker_pb2.WORKER_STATUS_RUNNING
 
 def event(kind: int, wid: str = "w-1", **fields: Any) -> events_pb2.WorkerEvent:
     fields.setdefault("status", RUNNING)
-    return events_pb2.WorkerEvent(type=kind, worker=worker_pb2.Worker(id=wid, region="us-east-1",
-                                                                      instance_id="i-12345678", **fields))
+    worker = worker_pb2.Worker(id=wid, region="us-east-1", instance_id="i-12345678", **fields)
+    return events_pb2.WorkerEvent(type=cast(events_pb2.WorkerEventType, kind), worker=worker)
 
 
 @pytest.mark.parametrize("kind", [events_pb2.WORKER_EVENT_TYPE_CREATED, events_pb2.WORKER_EVENT_TYPE_IMPORTED,

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -20,7 +22,7 @@ def cpu(value: float | None, at: float, threshold: float = 90.0, hysteresis: flo
     return rules.threshold_reading(Rule.CPU_HIGH, value, threshold, at, hysteresis, "w")
 
 
-def run(values: list[float | None], policy: FiringPolicy, step_s: float = 10.0) -> list[tuple[int, str]]:
+def run(values: Sequence[float | None], policy: FiringPolicy, step_s: float = 10.0) -> list[tuple[int, str]]:
     state = rules.initial_state(W, Rule.CPU_HIGH)
     out = []
     for i, v in enumerate(values):
