@@ -8,7 +8,7 @@ from typing import Any, Protocol
 from botocore.exceptions import BotoCoreError, ClientError
 
 from cml.monitor.v1 import worker_pb2
-from cmlmon_core.aws import AwsClients
+from cmlmon_core.aws import ClientSource
 from cmlmon_core.status import worker_status
 from registry.errors import Ec2Error, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 
@@ -92,7 +92,7 @@ def _wrap(exc: Exception, action: str) -> Exception:
 class AwsEc2:
     """Ec2 through aioboto3, one client per region (cmlmon_core.aws.AwsClients)."""
 
-    def __init__(self, clients: AwsClients) -> None:
+    def __init__(self, clients: ClientSource) -> None:
         self._clients = clients
 
     async def _call(self, region: str, action: str, **kwargs: Any) -> dict[str, Any]:

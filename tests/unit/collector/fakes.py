@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from collector.adapters.aws import ClientSource, InstanceStatusPort, MetricDataPort
+from cmlmon_core.aws import ClientSource
+from collector.adapters.aws import InstanceStatusPort, MetricDataPort
 from collector.adapters.schedules import ScheduleStore
 from collector.domain.model import Target
 from collector.errors import AwsError, InstancesNotFound

@@ -7,8 +7,12 @@ import asyncio
 import itertools
 import time
 from collections.abc import AsyncIterator
+from typing import Any
+
+from botocore.exceptions import ClientError
 
 from cml.monitor.v1 import events_pb2, worker_pb2
+from cmlmon_core.aws import ClientSource
 from registry.adapters.ec2 import Ec2, Instance, LaunchSpec
 from registry.adapters.publisher import EventPublisher
 from registry.adapters.repository import Claim, Stored, WorkerRepository, decode_value
@@ -115,3 +119,24 @@ class FakeEc2(Ec2):
 
     async def terminate(self, region: str, instance_id: str) -> worker_pb2.WorkerStatus:
         return self._set(instance_id, worker_pb2.WORKER_STATUS_SHUTTING_DOWN)
+
+
+class RefusingClients(ClientSource):
+    """AWS clients whose RunInstances fails with one error code."""
+
+    def __init__(self, code: str) -> None:
+        self.code = code
+
+    async def get(self, service: str, region: str) -> Any:
+        code = self.code
+
+        class Client:
+            async def run_instances(self, **kwargs: Any) -> Any:
+                raise client_error(code)
+
+        return Client()
+
+
+def client_error(code: str, status: int = 400) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+                       "Op")

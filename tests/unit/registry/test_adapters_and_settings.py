@@ -1,18 +1,12 @@
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
-from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.exceptions import EndpointConnectionError
 
 from registry.adapters.ec2 import AwsEc2, LaunchSpec, _wrap
 from registry.errors import Ec2Error, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from registry.settings import RegistrySettings
-
-
-def client_error(code: str, status: int = 400) -> ClientError:
-    return ClientError({"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
-                       "Op")
+from tests.unit.registry.fakes import RefusingClients, client_error
 
 
 @pytest.mark.parametrize(("error", "kind"), [
@@ -28,26 +22,12 @@ def test_ec2_errors_are_translated(error: Exception, kind: type[Exception]) -> N
     assert isinstance(_wrap(error, "op"), kind)
 
 
-class RefusingClients:
-    def __init__(self, code: str) -> None:
-        self.code = code
-
-    async def get(self, service: str, region: str) -> Any:
-        code = self.code
-
-        class Client:
-            async def run_instances(self, **kwargs: Any) -> Any:
-                raise client_error(code)
-
-        return Client()
-
-
 @pytest.mark.parametrize(("code", "field"), [("InvalidAMIID.NotFound", "ami_id"),
                                              ("InvalidSubnetID.NotFound", "subnet_id"),
                                              ("InvalidGroup.NotFound", "security_group_ids"),
                                              ("InvalidKeyPair.NotFound", "key_name")])
 async def test_launch_refusals_name_the_field(code: str, field: str) -> None:
-    ec2 = AwsEc2(RefusingClients(code))  # type: ignore[arg-type]
+    ec2 = AwsEc2(RefusingClients(code))
     with pytest.raises(InvalidArgument) as refused:
         await ec2.launch(LaunchSpec("us-east-1", "t3.micro", "ami-12345678", "tok", {}))
     assert refused.value.field == field
