@@ -46,7 +46,6 @@ class WebhookReceiver:
     on_request: Callable[[Received], Awaitable[None] | None] | None = None
     received: list[Received] = field(default_factory=list)
     rejected: list[Received] = field(default_factory=list)
-    calls: int = 0
     waiting: int = 0
     _runner: web.AppRunner | None = None
     _arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -61,7 +60,6 @@ class WebhookReceiver:
 
     async def _handle(self, request: web.Request) -> web.Response:
         item = Received(request.path, dict(request.headers), await request.read())
-        self.calls += 1
         if self.gate is not None:
             self.waiting += 1
             await self.gate.wait()
