@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import botocore.session
 import pytest
 
 from collector.domain import ec2_status
@@ -39,9 +40,19 @@ def test_unknown_values_are_unspecified_not_errors(odd: str | None) -> None:
     assert ec2_status.map_check(odd) is Check.UNSPECIFIED
 
 
+def ec2_enum(shape: str) -> list[str]:
+    """The values EC2's API model (botocore's, as the collector's client uses it) documents for a field."""
+    return list(botocore.session.get_session().get_service_model("ec2").shape_for(shape).enum)
+
+
 def test_every_domain_status_and_check_is_reachable() -> None:
-    assert set(STATES.values()) == set(Status) - {Status.UNSPECIFIED}
-    assert set(CHECKS.values()) == set(Check) - {Check.UNSPECIFIED}
+    # Every state and check value EC2 documents maps to a status or check, and every status and check is the
+    # mapping of one of them: a value EC2 adds, or a status nobody maps to, fails here.
+    states = ec2_enum("InstanceStateName")  # DescribeInstanceStatus InstanceState.Name
+    checks = ec2_enum("SummaryStatus")  # SystemStatus.Status, InstanceStatus.Status
+    assert {ec2_status.map_state(name) for name in states} == set(Status) - {Status.UNSPECIFIED}
+    assert {ec2_status.map_check(value) for value in checks} == set(Check) - {Check.UNSPECIFIED}
+    assert len({ec2_status.map_state(name) for name in states}) == len(states)  # no two states merged
 
 
 @pytest.mark.parametrize("state", STATES)
