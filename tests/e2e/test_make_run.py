@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +22,7 @@ from cmlmon_dev.servers import free_port
 
 pytestmark = pytest.mark.e2e
 
+StartRun = Callable[..., "MakeRun"]
 PORT_SETTINGS = ("NATS_PORT", "AWS_SIM_PORT", "REGISTRY_GRPC_PORT", "NOTIFIER_GRPC_PORT", "REGISTRY_METRICS_PORT",
                  "COLLECTOR_METRICS_PORT", "NOTIFIER_METRICS_PORT", "DEMO_WEBHOOK_PORT")
 
@@ -122,7 +123,7 @@ class MakeRun:
 
 
 @pytest.fixture
-def make_run(tmp_path: Path) -> Iterator[type[MakeRun]]:
+def make_run(tmp_path: Path) -> Iterator[StartRun]:
     started: list[MakeRun] = []
 
     def start(**settings: str | None) -> MakeRun:
@@ -130,7 +131,7 @@ def make_run(tmp_path: Path) -> Iterator[type[MakeRun]]:
         started.append(run)
         return run
 
-    yield start  # type: ignore[misc]
+    yield start
     for run in started:
         run.kill()
 
@@ -140,7 +141,7 @@ def assert_all_gone(pids: dict[int, str]) -> None:
     assert not orphans, f"processes left running after stop: {orphans}"
 
 
-def test_make_run_shows_alerts_and_stops_cleanly(make_run: type[MakeRun]) -> None:
+def test_make_run_shows_alerts_and_stops_cleanly(make_run: StartRun) -> None:
     run = make_run()
     run.wait_for_line("cmlmon is running", 120)
     alert = run.wait_for_line(r"ALERT received: firing (cpu_high|memory_high) on ", 60)
@@ -159,7 +160,7 @@ def test_make_run_shows_alerts_and_stops_cleanly(make_run: type[MakeRun]) -> Non
     assert not busy, f"ports still busy after stop: {busy}"
 
 
-def test_ctrl_c_during_start_up_stops_everything(make_run: type[MakeRun]) -> None:
+def test_ctrl_c_during_start_up_stops_everything(make_run: StartRun) -> None:
     # A NATS nobody serves: the registry never becomes ready, so make run is stuck in start-up for good
     # (it used to wait out a 60 s readiness timeout first).
     run = make_run(NATS_URL=f"nats://127.0.0.1:{free_port()}", COLLECTOR_REPLICAS="1")
@@ -172,7 +173,7 @@ def test_ctrl_c_during_start_up_stops_everything(make_run: type[MakeRun]) -> Non
     assert_all_gone(started)
 
 
-def test_a_service_that_dies_stops_everything_with_a_failure(make_run: type[MakeRun]) -> None:
+def test_a_service_that_dies_stops_everything_with_a_failure(make_run: StartRun) -> None:
     run = make_run(COLLECTOR_REPLICAS="1")
     run.wait_for_line("cmlmon is running", 120)
     started = descendants(run.proc.pid)
@@ -184,7 +185,7 @@ def test_a_service_that_dies_stops_everything_with_a_failure(make_run: type[Make
     assert_all_gone(started)
 
 
-def test_a_busy_port_is_named_and_nothing_starts(make_run: type[MakeRun]) -> None:
+def test_a_busy_port_is_named_and_nothing_starts(make_run: StartRun) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -196,7 +197,7 @@ def test_a_busy_port_is_named_and_nothing_starts(make_run: type[MakeRun]) -> Non
     assert not run.state_dir.exists()  # nothing was started: not even the NATS store was made
 
 
-def test_real_aws_without_credentials_is_reported_once(make_run: type[MakeRun], tmp_path: Path) -> None:
+def test_real_aws_without_credentials_is_reported_once(make_run: StartRun, tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.write_text("")
     no_aws: dict[str, str | None] = {k: None for k in os.environ if k.startswith("AWS_")}

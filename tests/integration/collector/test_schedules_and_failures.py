@@ -54,7 +54,7 @@ async def schedule_of(js: JetStreamContext, worker_id: str) -> Schedule | None:
     except NotFoundError:
         return None
     headers = raw.headers or {}
-    return Schedule(raw.seq, headers.get("Nats-Schedule", ""), headers.get("Nats-Schedule-Target", ""),
+    return Schedule(raw.seq or 0, headers.get("Nats-Schedule", ""), headers.get("Nats-Schedule-Target", ""),
                     messages.decode(events_pb2.PollTick, raw.data or b"", raw.headers))
 
 
