@@ -59,14 +59,16 @@ def ports_problem(s: RunSettings) -> str | None:
     return None
 
 
-async def preflight(s: RunSettings) -> str | None:
-    """What would make this run fail, found before anything starts; None when there is nothing."""
-    problem = ports_problem(s)
-    if problem is None and s.run_aws == "real":
+async def preflight(s: RunSettings) -> list[str]:
+    """What would make this run fail, found before anything starts: one line per problem, none when fine."""
+    problems = [p for p in (ports_problem(s),) if p is not None]
+    if s.run_aws == "real":
         print("checking AWS credentials...", flush=True)
-        problem = await in_daemon_thread(
+        credentials = await in_daemon_thread(
             lambda: credentials_problem(os.environ.get("AWS_REGION", "us-east-1"), s.aws_check_timeout_seconds))
-    return problem
+        if credentials is not None:
+            problems.append(credentials)
+    return problems
 
 
 async def in_daemon_thread(call: Callable[[], T]) -> T:

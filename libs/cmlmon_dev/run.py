@@ -7,7 +7,7 @@ passed on to the services.
 
 At every moment it either runs the whole system or stops all of it:
 - before starting anything it checks that every port it would bind is free and, with RUN_AWS=real, that AWS
-  accepts the credentials found; a problem is reported in one line and it exits with 2;
+  accepts the credentials found; each problem is reported in one line and it exits with 2;
 - Ctrl-C (or SIGTERM) stops every process it started, during start-up too, and it exits with 0;
 - a process that exits on its own (or a start-up step that fails) is reported at once, everything else is
   stopped and it exits with 1: a partial system is never left running.
@@ -349,9 +349,10 @@ async def run(s: RunSettings) -> int:
     if not check.done():  # Ctrl-C while checking: nothing was started
         check.cancel()
         return 0
-    problem = check.result()
-    if problem is not None:
+    problems = check.result()
+    for problem in problems:
         report(problem)
+    if problems:
         return CONFIG_ERROR
     s.run_state_dir.mkdir(parents=True, exist_ok=True)
     sup = Supervisor(s)
