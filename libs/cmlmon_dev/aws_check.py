@@ -56,7 +56,7 @@ def credentials_problem(region: str, timeout: float = 10.0) -> str | None:
         return (f"RUN_AWS=real but no AWS credentials were found (profile {profile}); tried: "
                 + "; ".join(credential_sources(session))
                 + ". Set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.")
-    config = Config(connect_timeout=timeout, read_timeout=timeout, retries={"max_attempts": 1})
+    config = Config(connect_timeout=timeout, read_timeout=timeout, retries={"total_max_attempts": 1})
     sts = session.create_client("sts", region_name=region, config=config)
     try:
         sts.get_caller_identity()
