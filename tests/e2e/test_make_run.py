@@ -213,3 +213,20 @@ def test_real_aws_without_credentials_is_reported_once(make_run: StartRun, tmp_p
                    "EC2 instance role"):
         assert source in problem, (source, problem)
     assert not run.state_dir.exists()
+
+
+def test_a_real_run_keeps_its_nats_store_apart_from_the_simulation(make_run: StartRun, aws_endpoint: str,
+                                                                   tmp_path: Path) -> None:
+    state_dir = tmp_path / "run"
+    demo_state = state_dir / "nats-sim" / "jetstream" / "left-by-a-demo-run"
+    demo_state.parent.mkdir(parents=True)
+    demo_state.write_text("")
+    # moto stands in for real AWS here (credentials it accepts); what matters is where NATS keeps its state.
+    run = make_run(RUN_AWS="real", RUN_STATE_DIR=str(state_dir), AWS_ENDPOINT_URL=aws_endpoint,
+                   AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", COLLECTOR_REPLICAS="1")
+    run.wait_for_line(r"^registry\s*\|", 60)  # NATS is up (the services start after it), the store in place
+    run.ctrl_c()
+    assert run.wait(30) == 0, run.output()
+    assert (run.state_dir / "nats-real" / "jetstream").is_dir()
+    assert demo_state.exists()  # the simulation's store is neither used nor wiped
+    assert "simulated AWS" not in "".join(run.lines)
