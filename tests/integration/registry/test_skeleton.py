@@ -83,7 +83,7 @@ async def events_in_stream_after_a_later_change(registry: RunningRegistry, js: J
             return False
         return True
     await eventually(stopped)
-    info = await js.stream_info("CML_WORKERS", subjects_filter=subjects.worker_events(worker_id))
+    info = await js.stream_info("CML_WORKERS", subjects_filter=f"cml.workers.{worker_id}.*")
     return dict(info.state.subjects or {})
 
 
