@@ -62,7 +62,7 @@ async def run(settings: RegistrySettings, stop: asyncio.Event, ready: asyncio.Ev
     """Serve until stop is set; ready is set once gRPC serves (until then there is nothing in flight)."""
     async with nats_conn.connect(settings, "registry") as nc:
         js = nc.jetstream()
-        await ensure_topology(js, TopologyOptions(metrics_max_age_seconds=settings.metrics_stream_max_age_seconds))
+        await ensure_topology(js, TopologyOptions.from_settings(settings))
         wiring = await bootstrap(settings, js)
         registry = wiring.registry
         fleet: FleetCollector | None = FleetCollector(registry.view)
