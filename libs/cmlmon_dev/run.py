@@ -29,7 +29,7 @@ from cml.monitor.v1 import registry_service_pb2_grpc as reg_grpc
 from cmlmon_core.settings import load_settings
 from cmlmon_dev.demo import read_manifest
 from cmlmon_dev.receiver import Received, WebhookReceiver
-from cmlmon_dev.servers import NatsServer, wait_for_port
+from cmlmon_dev.servers import NatsCluster, NatsServer, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,6 +42,7 @@ class RunSettings(BaseSettings):
     run_aws: Literal["simulated", "real"] = "simulated"
     nats_url: str = Field(default="", description="use this NATS instead of starting one")
     nats_port: int = 4222
+    nats_nodes: int = Field(default=1, ge=1, le=5, description="more than 1: a cluster on NATS_PORT, +1, ...")
     aws_sim_port: int = 4566
     registry_grpc_port: int = 50051
     notifier_grpc_port: int = 50052
@@ -174,6 +175,21 @@ def print_alert(item: Received) -> None:
     print(f"{'webhook':<12}| ALERT received: {text}", flush=True)
 
 
+async def start_nats(sup: Supervisor, s: RunSettings, store: Path) -> str:
+    """One server on NATS_PORT, or with NATS_NODES > 1 a cluster on NATS_PORT, NATS_PORT+1, ... (each node
+    with its store under `store`); returns the NATS_URL to give the services (every node's URL)."""
+    if s.nats_nodes == 1:
+        nats = NatsServer(store, s.nats_port)
+        await sup.spawn("nats", nats.argv(), sup.env(), infrastructure=True)
+        await asyncio.to_thread(wait_for_port, s.nats_port)
+        return nats.url
+    cluster = NatsCluster(store, s.nats_nodes, ports=[s.nats_port + i for i in range(s.nats_nodes)])
+    for i, node in enumerate(cluster.nodes):
+        await sup.spawn(f"nats-{i + 1}", node.argv(), sup.env(), infrastructure=True)
+    await asyncio.to_thread(cluster.wait_ready, 60.0, cluster.nodes)
+    return cluster.url
+
+
 async def run(s: RunSettings) -> int:
     state = s.run_state_dir
     state.mkdir(parents=True, exist_ok=True)
@@ -189,12 +205,7 @@ async def run(s: RunSettings) -> int:
     receiver: WebhookReceiver | None = None
     lines: list[str] = []
     try:
-        nats_url = s.nats_url
-        if not nats_url:
-            nats = NatsServer(state / "jetstream", s.nats_port)
-            await sup.spawn("nats", nats.argv(), sup.env(), infrastructure=True)
-            await asyncio.to_thread(wait_for_port, s.nats_port)
-            nats_url = nats.url
+        nats_url = s.nats_url or await start_nats(sup, s, state / "jetstream")
         lines.append(f"NATS (JetStream)      {nats_url}")
         aws: dict[str, str | int] = {}
         manifest = state / "fleet.json"
@@ -214,6 +225,8 @@ async def run(s: RunSettings) -> int:
             webhooks = f"{receiver.url}/alerts"
             lines.append(f"demo webhook receiver {webhooks} (alerts are printed here)")
         common = {"NATS_URL": nats_url, **aws}
+        if not s.nats_url and s.nats_nodes > 1:
+            common["NATS_STREAM_REPLICAS"] = os.environ.get("NATS_STREAM_REPLICAS", str(s.nats_nodes))
         await sup.spawn("registry", [sup.python, "-m", "registry"], sup.env(
             **common, GRPC_PORT=s.registry_grpc_port, METRICS_PORT=s.registry_metrics_port))
         for i in range(s.collector_replicas):

@@ -186,10 +186,12 @@ class NatsCluster:
         return self
 
     def wait_ready(self, timeout: float = 60.0, nodes: list[NatsServer] | None = None) -> None:
-        """Until every running node (or those given) knows the meta leader and is healthy."""
+        """Until every node given (by default every node this object runs) knows the meta leader and is
+        healthy. Nodes started by someone else (`make run` spawns their argv()) are given explicitly."""
         deadline = time.monotonic() + timeout
         while True:
-            waiting = [n for n in (nodes or self.nodes) if n.running and not n.ready()]
+            waiting = [n for n in (nodes if nodes is not None else [n for n in self.nodes if n.running])
+                       if not n.ready()]
             if not waiting:
                 return
             if time.monotonic() > deadline:
