@@ -32,6 +32,7 @@ ALERTS_STREAM = "CML_ALERTS"
 DEADLETTER_STREAM = "CML_DEADLETTER"
 WORKERS_BUCKET = "cml_workers"
 ALERTS_BUCKET = "cml_alerts"
+REGISTRY_BUCKET = "cml_registry"
 
 _STREAM_NAME_IN_USE = 10058
 
@@ -105,6 +106,8 @@ def bucket_configs(opts: TopologyOptions) -> list[KeyValueConfig]:
                        storage=StorageType.FILE, replicas=opts.replicas),
         KeyValueConfig(bucket=ALERTS_BUCKET, description="notifier alert state", history=1,
                        storage=StorageType.FILE, replicas=opts.replicas),
+        KeyValueConfig(bucket=REGISTRY_BUCKET, description="registry internals: instance ownership, shared keys",
+                       history=1, storage=StorageType.FILE, replicas=opts.replicas),
     ]
 
 

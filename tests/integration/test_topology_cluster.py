@@ -19,7 +19,8 @@ from tests.support import eventually
 pytestmark = pytest.mark.integration
 
 EVERY_STREAM = [topology.WORKERS_STREAM, topology.POLLS_STREAM, topology.METRICS_STREAM, topology.ALERTS_STREAM,
-                topology.DEADLETTER_STREAM, f"KV_{topology.WORKERS_BUCKET}", f"KV_{topology.ALERTS_BUCKET}"]
+                topology.DEADLETTER_STREAM, f"KV_{topology.WORKERS_BUCKET}", f"KV_{topology.ALERTS_BUCKET}",
+                f"KV_{topology.REGISTRY_BUCKET}"]
 
 
 @pytest.fixture
