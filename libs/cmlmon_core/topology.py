@@ -10,12 +10,14 @@ there first.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
@@ -120,6 +122,8 @@ async def ensure_topology(js: JetStreamContext, opts: TopologyOptions | None = N
     for kv in bucket_configs(opts):
         # A bucket is the stream KV_<bucket>.
         await _ensure(js, f"KV_{kv.bucket}", opts.replicas, partial(js.create_key_value, kv))
+    for stream in [c.name or "" for c in stream_configs(opts)] + [f"KV_{b.bucket}" for b in bucket_configs(opts)]:
+        await _wait_for_leader(js, stream)
 
 
 async def _ensure(js: JetStreamContext, stream: str, replicas: int, create: Callable[[], Awaitable[object]]
@@ -151,3 +155,22 @@ async def _scale_up(js: JetStreamContext, stream: str, replicas: int) -> bool:
     await js.update_stream(dataclasses.replace(config, num_replicas=replicas))
     log.info("stream scaled up", extra={"stream": stream, "replicas_before": have, "replicas": replicas})
     return True
+
+
+async def _wait_for_leader(js: JetStreamContext, stream: str, timeout: float = 20.0) -> None:
+    """On a cluster, creating a stream returns before its replicas have elected a leader, and until then a
+    publish finds no responder: a service that wrote right after start-up would fail. Bounded: a stream that
+    stays leaderless is logged and left to the callers' own retries."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            cluster = (await js.stream_info(stream)).cluster
+            if cluster is None or cluster.leader:
+                return
+        except (NatsError, TimeoutError):
+            pass  # no leader to answer yet
+        if loop.time() > deadline:
+            log.warning("stream has no leader yet; going on", extra={"stream": stream, "waited": timeout})
+            return
+        await asyncio.sleep(0.1)

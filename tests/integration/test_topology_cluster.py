@@ -3,6 +3,7 @@ place when a service asks for three, keeping their messages; other differences a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator
 from functools import partial
@@ -88,3 +89,22 @@ async def test_other_differences_are_drift_logged_and_kept_while_replicas_still_
     assert (await js.stream_info(topology.WORKERS_STREAM)).config.num_replicas == 3  # more than asked: drift,
     await eventually(partial(has_replicas, js, topology.WORKERS_STREAM, 3), timeout=30)  # never scaled down
     assert topology.WORKERS_STREAM in [r.stream for r in caplog.records]  # type: ignore[attr-defined]
+
+
+async def test_services_starting_together_can_write_as_soon_as_the_topology_is_ensured(
+        cluster: NatsCluster) -> None:
+    """A peer's creation is answered before the new stream has a leader; ensure_topology must not return
+    before, or the first write after start-up finds no responder (the registry died of it at start)."""
+
+    async def start_and_write(i: int) -> None:
+        nc = await nats.connect(servers=cluster.urls)
+        try:
+            js = nc.jetstream()
+            await asyncio.sleep(0.05 * i)  # the others' creations are in flight
+            await topology.ensure_topology(js, topology.TopologyOptions(replicas=3))
+            await (await js.key_value(topology.REGISTRY_BUCKET)).put(f"service-{i}", b"up")
+            await js.publish(f"cml.workers.w{i}.created", b"event")
+        finally:
+            await nc.close()
+
+    await asyncio.gather(*(start_and_write(i) for i in range(4)))
