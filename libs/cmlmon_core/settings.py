@@ -53,6 +53,12 @@ class AwsSettings(BaseSettings):
     aws_connect_timeout: float = Field(default=5.0, gt=0)
     aws_read_timeout: float = Field(default=20.0, gt=0)
 
+    @field_validator("aws_endpoint_url", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        # `AWS_ENDPOINT_URL: ${AWS_ENDPOINT_URL:-}` (compose) sets it empty: that means real AWS, not "".
+        return None if isinstance(value, str) and not value.strip() else value
+
 
 S = TypeVar("S", bound=BaseSettings)
 

@@ -64,7 +64,7 @@ class System:
     services: list[ServiceProcess]
     receiver: WebhookReceiver
     endpoint: str
-    registry: reg_grpc.WorkerRegistryServiceStub
+    registry: reg_grpc.WorkerRegistryServiceAsyncStub
     nc: Client
     js: JetStreamContext
     names: dict[str, str] = field(default_factory=dict)  # worker id -> name
@@ -210,7 +210,7 @@ async def system(aws_endpoint: str, tmp_path: Path) -> AsyncIterator[System]:
         yield System(cluster, procs, receiver, aws_endpoint, reg_grpc.WorkerRegistryServiceStub(channel), nc,
                      nc.jetstream())
     finally:
-        await channel.close()
+        await channel.close(None)
         await asyncio.to_thread(launcher.stop_all)
         await nc.close()
         await receiver.stop()

@@ -5,7 +5,7 @@ import pytest
 from cml.monitor.v1 import events_pb2
 from cmlmon_core import messages, subjects
 from cmlmon_core.logs import redact_url
-from cmlmon_core.settings import CommonSettings
+from cmlmon_core.settings import AwsSettings, CommonSettings
 
 
 def test_subject_helpers_build_contract_subjects() -> None:
@@ -138,3 +138,12 @@ def test_topology_options_take_the_replicas_and_history_every_service_shares(
     monkeypatch.setenv("METRICS_STREAM_MAX_AGE_SECONDS", "3600")
     opts = TopologyOptions.from_settings(CommonSettings())
     assert (opts.replicas, opts.metrics_max_age_seconds) == (3, 3600)
+
+
+@pytest.mark.parametrize("value", ["", "  "])
+def test_empty_aws_endpoint_means_real_aws(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    # docker-compose.yml passes AWS_ENDPOINT_URL through as "" when the operator leaves it unset.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", value)
+    assert AwsSettings().aws_endpoint_url is None
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://aws-sim:5000")
+    assert AwsSettings().aws_endpoint_url == "http://aws-sim:5000"
