@@ -27,6 +27,8 @@ def planned_ports(s: RunSettings) -> dict[str, int]:
             s.collector_metrics_port + 10 * i)
     if not s.nats_url:
         ports["NATS_PORT"] = s.nats_port
+        for i in range(1, s.nats_nodes):
+            ports[f"NATS_PORT (+{i}, nats-{i + 1})"] = s.nats_port + i
     if s.run_aws == "simulated":
         ports["AWS_SIM_PORT"] = s.aws_sim_port
     if not s.worker_notification_webhooks:

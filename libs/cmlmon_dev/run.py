@@ -38,7 +38,7 @@ from cmlmon_core.settings import load_settings
 from cmlmon_dev.demo import read_manifest
 from cmlmon_dev.preflight import preflight
 from cmlmon_dev.receiver import Received, WebhookReceiver
-from cmlmon_dev.servers import NatsServer
+from cmlmon_dev.servers import NatsCluster, NatsServer
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_ERROR = 2  # found before anything started
@@ -53,6 +53,7 @@ class RunSettings(BaseSettings):
     run_aws: Literal["simulated", "real"] = "simulated"
     nats_url: str = Field(default="", description="use this NATS instead of starting one")
     nats_port: int = 4222
+    nats_nodes: int = Field(default=1, ge=1, le=5, description="more than 1: a cluster on NATS_PORT, +1, ...")
     aws_sim_port: int = 4566
     registry_grpc_port: int = 50051
     notifier_grpc_port: int = 50052
@@ -240,6 +241,8 @@ class Run:
         aws = await self.start_aws() if s.run_aws == "simulated" else {}
         webhooks = s.worker_notification_webhooks or await self.start_receiver()
         common = {"NATS_URL": nats_url, **aws}
+        if not s.nats_url and s.nats_nodes > 1:
+            common["NATS_STREAM_REPLICAS"] = os.environ.get("NATS_STREAM_REPLICAS", str(s.nats_nodes))
         await sup.spawn("registry", [sup.python, "-m", "registry"], sup.env(
             **common, GRPC_PORT=s.registry_grpc_port, METRICS_PORT=s.registry_metrics_port))
         for i in range(s.collector_replicas):
@@ -272,10 +275,19 @@ class Run:
             # The simulated AWS starts empty every time, so its NATS state must too: stale workers would point
             # at instances the new simulation never had.
             shutil.rmtree(store, ignore_errors=True)
-        nats = NatsServer(store, self.s.nats_port)
-        await self.sup.spawn("nats", nats.argv(), self.sup.env(), infrastructure=True)
-        await wait_port(self.s.nats_port)
-        return nats.url
+        if self.s.nats_nodes == 1:
+            nats = NatsServer(store, self.s.nats_port)
+            await self.sup.spawn("nats", nats.argv(), self.sup.env(), infrastructure=True)
+            await wait_port(self.s.nats_port)
+            return nats.url
+        # NATS_NODES > 1: a cluster on NATS_PORT, NATS_PORT+1, ..., each node with its store under `store`;
+        # the services get every node's URL.
+        cluster = NatsCluster(store, self.s.nats_nodes,
+                              ports=[self.s.nats_port + i for i in range(self.s.nats_nodes)])
+        for i, node in enumerate(cluster.nodes):
+            await self.sup.spawn(f"nats-{i + 1}", node.argv(), self.sup.env(), infrastructure=True)
+        await asyncio.to_thread(cluster.wait_ready, 60.0, cluster.nodes)
+        return cluster.url
 
     async def start_aws(self) -> dict[str, str | int]:
         s, sup = self.s, self.sup

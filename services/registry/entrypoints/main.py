@@ -66,7 +66,7 @@ async def run(settings: RegistrySettings, stop: asyncio.Event, ready: asyncio.Ev
     on_saved is a test hook (see Registry): production passes none."""
     async with nats_conn.connect(settings, "registry") as nc:
         js = nc.jetstream()
-        await ensure_topology(js, TopologyOptions(metrics_max_age_seconds=settings.metrics_stream_max_age_seconds))
+        await ensure_topology(js, TopologyOptions.from_settings(settings))
         wiring = await bootstrap(settings, js, on_saved=on_saved)
         registry = wiring.registry
         fleet: FleetCollector | None = FleetCollector(registry.view)
