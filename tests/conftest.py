@@ -14,7 +14,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from cmlmon_core.topology import ensure_topology
-from cmlmon_dev.servers import MotoServer, NatsServer
+from cmlmon_dev.servers import MongoServer, MotoServer, NatsServer
 
 # Fake credentials for moto; set before anything creates an AWS client.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
@@ -32,6 +32,14 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer
 @pytest.fixture(scope="session")
 def nats_url(nats_server: NatsServer) -> str:
     return nats_server.url
+
+
+@pytest.fixture(scope="session")
+def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MongoServer]:
+    """A MongoDB-wire server (secantusdb), started only by the tests that ask for it."""
+    store = tmp_path_factory.mktemp("mongodb")
+    with MongoServer(store / "data", log_file=store / "secantusd.log") as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
