@@ -22,8 +22,6 @@ from cml.monitor.v1 import events_pb2
 from cml.monitor.v1 import registry_service_pb2_grpc as rs_grpc
 from cmlmon_core import messages
 from cmlmon_dev.servers import free_port, wait_for_port
-from registry.adapters.mongo import MongoWorkerRepository
-from registry.adapters.repository import KvWorkerRepository, WorkerRepository
 from registry.entrypoints.main import run
 from registry.settings import RegistrySettings
 from tests.support import eventually
@@ -44,41 +42,6 @@ class RunningRegistry:
 def registry_settings(nats_url: str, aws_endpoint: str, **extra: Any) -> RegistrySettings:
     return RegistrySettings(nats_url=nats_url, aws_endpoint_url=aws_endpoint, grpc_port=free_port(),
                             grpc_host="127.0.0.1", metrics_port=0, log_format="text", **extra)
-
-
-class Store:
-    """One worker store for a test: its settings for a registry, and repositories on it (each with a client of
-    its own, as replicas have). A MongoDB store gets a database of its own per test."""
-
-    def __init__(self, kind: str, js: JetStreamContext, mongodb_uri: str, database: str) -> None:
-        self.kind = kind
-        self._js = js
-        self.settings: dict[str, Any] = {"worker_store": kind}
-        if kind == "mongodb":
-            self.settings |= {"mongodb_uri": mongodb_uri, "mongodb_database": database}
-        self._opened: list[MongoWorkerRepository] = []
-
-    async def open(self) -> WorkerRepository:
-        if self.kind == "kv":
-            return await KvWorkerRepository.open(self._js)
-        repo = await MongoWorkerRepository.open(self.settings["mongodb_uri"], self.settings["mongodb_database"])
-        self._opened.append(repo)
-        return repo
-
-    async def close(self) -> None:
-        for repo in self._opened:
-            await repo.close()
-
-
-@pytest.fixture(params=["kv", "mongodb"])
-async def store(request: pytest.FixtureRequest, js: JetStreamContext, uid: str) -> AsyncIterator[Store]:
-    """Each test using it runs on both worker stores: the store contract."""
-    uri = request.getfixturevalue("mongo_server").uri if request.param == "mongodb" else ""
-    opened = Store(request.param, js, uri, f"t-{uid}")
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 @contextlib.asynccontextmanager

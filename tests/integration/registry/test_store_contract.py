@@ -17,7 +17,8 @@ from registry.bootstrap import bootstrap
 from registry.domain import model
 from registry.errors import Conflict
 from registry.service.view import WorkerView
-from tests.integration.registry.conftest import REGION, Store, registry_settings
+from tests.conftest import Store
+from tests.integration.registry.conftest import REGION, registry_settings
 from tests.support import eventually
 
 pytestmark = pytest.mark.integration
