@@ -16,7 +16,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from pymongo import ASCENDING, AsyncMongoClient, ReturnDocument
@@ -56,8 +56,10 @@ def _unavailable(action: str, exc: PyMongoError) -> Unavailable:
 class MongoWorkerRepository:
     """WorkerRepository on a MongoDB database."""
 
-    def __init__(self, client: AsyncMongoClient[Doc], database: str) -> None:
+    def __init__(self, client: AsyncMongoClient[Doc], database: str, *,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self._client = client
+        self._sleep = sleep  # the pause between reconnection attempts (tests hold it)
         db = client[database]
         self._workers: AsyncCollection[Doc] = db["workers"]
         self._claims: AsyncCollection[Doc] = db["claims"]
@@ -65,12 +67,12 @@ class MongoWorkerRepository:
 
     @classmethod
     async def open(cls, uri: str, database: str, *, server_selection_seconds: float = 5.0,
-                   sleep: Callable[[float], Any] = asyncio.sleep) -> MongoWorkerRepository:
+                   sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> MongoWorkerRepository:
         """Connect and create the indexes, retrying with back-off while MongoDB cannot be reached (the caller
         cancels this to give up, e.g. on SIGTERM)."""
         client: AsyncMongoClient[Doc] = AsyncMongoClient(
             uri, serverSelectionTimeoutMS=int(server_selection_seconds * 1000), appname="cmlmon-registry")
-        repo = cls(client, database)
+        repo = cls(client, database, sleep=sleep)
         try:
             attempt = 0
             while True:
@@ -83,7 +85,7 @@ class MongoWorkerRepository:
                     log.warning("mongodb unreachable; retrying", extra={
                         "mongodb": hosts_of(uri), "error": type(exc).__name__, "retry_in": round(delay, 2)})
                     attempt += 1
-                    await sleep(delay)
+                    await repo._sleep(delay)
         except BaseException:
             await client.close()
             raise
@@ -150,7 +152,7 @@ class MongoWorkerRepository:
                     attempt += 1
                     log.warning("mongodb change stream lost; resuming", extra={
                         "error": type(exc).__name__, "retry_in": round(delay, 2)})
-                    await asyncio.sleep(delay)
+                    await self._sleep(delay)
                     stream, relist = await self._reopen_stream(token)
                     if relist:
                         async for doc in self._workers.find({}):
@@ -172,7 +174,7 @@ class MongoWorkerRepository:
                 delay = backoff_delay(attempt)
                 attempt += 1
                 log.warning("mongodb change stream not resumed yet", extra={"error": type(exc).__name__})
-                await asyncio.sleep(delay)
+                await self._sleep(delay)
             except OperationFailure as exc:
                 log.warning("mongodb change stream cannot resume; listing every worker again",
                             extra={"error": str(exc)})

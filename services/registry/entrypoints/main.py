@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable
-from typing import TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -32,7 +30,6 @@ from registry.settings import RegistrySettings
 
 log = logging.getLogger("registry")
 
-T = TypeVar("T")
 SERVICE_NAME = registry_service_pb2.DESCRIPTOR.services_by_name["WorkerRegistryService"].full_name
 
 
@@ -63,22 +60,6 @@ async def sweep_outbox(registry: Registry, stop: asyncio.Event, every: float) ->
             await asyncio.wait_for(stop.wait(), every)
 
 
-async def unless_stopped(work: Awaitable[T], stop: asyncio.Event) -> T | None:
-    """The result of work, or None when stop is set first (work is then cancelled)."""
-    task = asyncio.ensure_future(work)
-    stopped = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopped.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    return None
-
-
 async def run(settings: RegistrySettings, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
     """Serve until stop is set; ready is set once gRPC serves (until then there is nothing in flight).
 
@@ -87,10 +68,7 @@ async def run(settings: RegistrySettings, stop: asyncio.Event, ready: asyncio.Ev
     async with nats_conn.connect(settings, "registry") as nc:
         js = nc.jetstream()
         await ensure_topology(js, TopologyOptions(metrics_max_age_seconds=settings.metrics_stream_max_age_seconds))
-        wiring = await unless_stopped(bootstrap(settings, js), stop)
-        if wiring is None:
-            log.info("registry stopped before its store was reachable")
-            return
+        wiring = await bootstrap(settings, js)  # waits while MongoDB is unreachable; run_until_stopped cancels it
         registry = wiring.registry
         fleet: FleetCollector | None = FleetCollector(registry.view)
         try:
@@ -100,9 +78,7 @@ async def run(settings: RegistrySettings, stop: asyncio.Event, ready: asyncio.Ev
         try:
             async with asyncio.TaskGroup() as tasks:
                 follow = tasks.create_task(registry.view.follow(registry.repo))
-                if await unless_stopped(registry.view.ready.wait(), stop) is None:
-                    follow.cancel()
-                    return
+                await registry.view.ready.wait()
                 server, port, health_servicer = build_server(registry, settings.grpc_host, settings.grpc_port)
                 await server.start()
                 await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
