@@ -29,7 +29,7 @@ from cml.monitor.v1 import registry_service_pb2_grpc as reg_grpc
 from cmlmon_core.settings import load_settings
 from cmlmon_dev.demo import read_manifest
 from cmlmon_dev.receiver import Received, WebhookReceiver
-from cmlmon_dev.servers import NatsServer, wait_for_port
+from cmlmon_dev.servers import MongoServer, NatsServer, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,6 +55,8 @@ class RunSettings(BaseSettings):
     demo_datapoint_every: float = 10.0
     run_state_dir: Path = Field(default=ROOT / ".run", description="NATS store and demo files (git-ignored)")
     stop_grace_seconds: float = 10.0
+    worker_store: Literal["kv", "mongodb"] = "kv"
+    mongodb_port: int = Field(default=27017, description="WORKER_STORE=mongodb without MONGODB_URI: secantusdb's port")
 
 
 def _die_with_parent() -> None:
@@ -214,6 +216,9 @@ async def run(s: RunSettings) -> int:
             webhooks = f"{receiver.url}/alerts"
             lines.append(f"demo webhook receiver {webhooks} (alerts are printed here)")
         common = {"NATS_URL": nats_url, **aws}
+        if s.worker_store == "mongodb" and not os.environ.get("MONGODB_URI"):
+            common["MONGODB_URI"] = await start_mongodb(sup, s)
+            lines.append(f"MongoDB (secantusdb)  {common['MONGODB_URI']}")
         await sup.spawn("registry", [sup.python, "-m", "registry"], sup.env(
             **common, GRPC_PORT=s.registry_grpc_port, METRICS_PORT=s.registry_metrics_port))
         for i in range(s.collector_replicas):
@@ -245,6 +250,18 @@ async def run(s: RunSettings) -> int:
         await sup.stop_all()
         if receiver is not None:
             await receiver.stop()
+
+
+async def start_mongodb(sup: Supervisor, s: RunSettings) -> str:
+    """A MongoDB-wire server for the registry's store (secantusdb: a dev tool, GPL, never shipped), empty like
+    the simulated AWS."""
+    store = s.run_state_dir / "mongodb"
+    if s.run_aws == "simulated":
+        shutil.rmtree(store, ignore_errors=True)
+    mongo = MongoServer(store, s.mongodb_port)
+    await sup.spawn("mongodb", mongo.argv(), sup.env(), infrastructure=True)
+    await asyncio.to_thread(wait_for_port, s.mongodb_port, 60)
+    return mongo.uri
 
 
 async def _wait_file(path: Path, stop: asyncio.Event, timeout: float = 120.0) -> None:
