@@ -9,6 +9,7 @@ from nats.js import JetStreamContext
 
 from cmlmon_core.aws import AwsClients
 from registry.adapters.ec2 import AwsEc2, Ec2
+from registry.adapters.history import JetStreamMetricHistory
 from registry.adapters.mongo import MongoWorkerRepository
 from registry.adapters.publisher import EventPublisher, JetStreamEventPublisher
 from registry.adapters.repository import KvWorkerRepository, WorkerRepository
@@ -59,4 +60,5 @@ async def bootstrap(settings: RegistrySettings, js: JetStreamContext, *, repo: W
         await wiring.aclose()
         raise
     registry.page_tokens = PageTokens(secret)
+    registry.history = JetStreamMetricHistory(js)
     return wiring

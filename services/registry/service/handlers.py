@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 from cml.monitor.v1 import events_pb2, registry_service_pb2, worker_pb2
 from registry.adapters.ec2 import Ec2, Instance, LaunchSpec
+from registry.adapters.history import MetricHistory
 from registry.adapters.publisher import EventPublisher
 from registry.adapters.repository import Stored, WorkerRepository
 from registry.domain import model, validation
@@ -59,6 +60,7 @@ class Registry:
         self.view = view
         self.options = options or RegistryOptions()
         self.page_tokens: PageTokens | None = None  # set at start-up, once the shared key is known
+        self.history: MetricHistory | None = None  # CML_METRICS, for GetWorkerMetrics; set by bootstrap
         self._create_locks: dict[str, tuple[asyncio.Lock, int]] = {}  # worker id -> lock, callers using it
 
     # --- reads -------------------------------------------------------------------------------------------
