@@ -54,6 +54,7 @@ from cmlmon_dev.servers import MongoServer, NatsServer, free_port, wait_for_port
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.modules.pop("registry", None)
 from registry.adapters import documents  # noqa: E402
+from registry.adapters.history import JetStreamMetricHistory  # noqa: E402
 from registry.adapters.repository import Stored  # noqa: E402
 from registry.bootstrap import bootstrap  # noqa: E402
 from registry.service.history import get_worker_metrics  # noqa: E402
@@ -326,8 +327,8 @@ async def bench_history(tmp: Path) -> dict[str, Any]:
         stored = HISTORY_SAMPLES * HISTORY_WORKERS
         print(f"published {stored} samples ({HISTORY_WORKERS} workers x {HISTORY_SAMPLES}) in "
               f"{time.perf_counter() - t0:.1f}s")
-        registry = (await bootstrap(RegistrySettings(nats_url=server.url, aws_endpoint_url="http://127.0.0.1:9"), js,
-                                    ec2=NoEc2())).registry
+        settings = RegistrySettings(nats_url=server.url, aws_endpoint_url="http://127.0.0.1:9", worker_store="kv")
+        registry = (await bootstrap(settings, js, ec2=NoEc2(), history=JetStreamMetricHistory(nc))).registry
         target = make_worker(HISTORY_WORKERS // 2)
         target.region = "us-east-1"
         registry.view.apply(Stored(target, 1))

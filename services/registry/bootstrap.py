@@ -9,7 +9,7 @@ from nats.js import JetStreamContext
 
 from cmlmon_core.aws import AwsClients
 from registry.adapters.ec2 import AwsEc2, Ec2
-from registry.adapters.history import JetStreamMetricHistory
+from registry.adapters.history import MetricHistory
 from registry.adapters.mongo import MongoWorkerRepository
 from registry.adapters.publisher import EventPublisher, JetStreamEventPublisher
 from registry.adapters.repository import KvWorkerRepository, WorkerRepository
@@ -43,7 +43,8 @@ async def open_repository(settings: RegistrySettings, js: JetStreamContext) -> W
 
 
 async def bootstrap(settings: RegistrySettings, js: JetStreamContext, *, repo: WorkerRepository | None = None,
-                    ec2: Ec2 | None = None, publisher: EventPublisher | None = None) -> Wiring:
+                    ec2: Ec2 | None = None, publisher: EventPublisher | None = None,
+                    history: MetricHistory | None = None) -> Wiring:
     opened = repo is None
     repo = repo or await open_repository(settings, js)
     aws: AwsClients | None = None
@@ -60,5 +61,5 @@ async def bootstrap(settings: RegistrySettings, js: JetStreamContext, *, repo: W
         await wiring.aclose()
         raise
     registry.page_tokens = PageTokens(secret)
-    registry.history = JetStreamMetricHistory(js)
+    registry.history = history  # GetWorkerMetrics answers UNAVAILABLE without one
     return wiring

@@ -21,6 +21,7 @@ from cmlmon_core.logs import configure_logging
 from cmlmon_core.reflection import served_pool
 from cmlmon_core.settings import load_settings
 from cmlmon_core.topology import TopologyOptions, ensure_topology
+from registry.adapters.history import JetStreamMetricHistory
 from registry.bootstrap import bootstrap
 from registry.entrypoints.fleet_metrics import FleetCollector
 from registry.entrypoints.grpc_api import WorkerRegistryServicer, add_to_server
@@ -68,7 +69,8 @@ async def run(settings: RegistrySettings, stop: asyncio.Event, ready: asyncio.Ev
     async with nats_conn.connect(settings, "registry") as nc:
         js = nc.jetstream()
         await ensure_topology(js, TopologyOptions(metrics_max_age_seconds=settings.metrics_stream_max_age_seconds))
-        wiring = await bootstrap(settings, js)  # waits while MongoDB is unreachable; run_until_stopped cancels it
+        # waits while MongoDB is unreachable; run_until_stopped cancels it
+        wiring = await bootstrap(settings, js, history=JetStreamMetricHistory(nc))
         registry = wiring.registry
         fleet: FleetCollector | None = FleetCollector(registry.view)
         try:

@@ -8,6 +8,7 @@ import time
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from cml.monitor.v1 import events_pb2, worker_pb2
@@ -105,9 +106,9 @@ async def test_an_unknown_worker_is_not_found(registry: RunningRegistry, uid: st
 
 
 async def test_the_read_is_filtered_on_the_workers_subject_by_the_server(
-        js: JetStreamContext, two_workers: tuple[worker_pb2.Worker, worker_pb2.Worker, int]) -> None:
+        nc: Client, js: JetStreamContext, two_workers: tuple[worker_pb2.Worker, worker_pb2.Worker, int]) -> None:
     a = two_workers[0]
-    reading = JetStreamMetricHistory(js).read(a.region, a.id, ReadFrom(time=None))
+    reading = JetStreamMetricHistory(nc, batch=4).read(a.region, a.id, ReadFrom(time=None))
     try:
         first = await anext(reading)
         consumers = [c for c in await js.consumers_info(METRICS_STREAM)
