@@ -164,11 +164,13 @@ class MongoWorkerRepository:
         return await self._workers.watch(full_document="updateLookup", resume_after=resume_after)
 
     async def _reopen_stream(self, token: Mapping[str, Any] | None) -> tuple[AsyncChangeStream[Doc], bool]:
-        """The stream resumed after token, and False; or, when the server no longer has the token (its oplog
-        moved on), a new stream and True: the caller lists every worker again."""
+        """The stream resumed after token, and False; or, without a token or when the server no longer has it
+        (its oplog moved on), a new stream and True: the caller lists every worker again."""
         attempt = 0
         while True:
             try:
+                if token is None:
+                    return await self._open_stream(None), True
                 return await self._open_stream(token), False
             except ConnectionFailure as exc:
                 delay = backoff_delay(attempt)
@@ -178,7 +180,7 @@ class MongoWorkerRepository:
             except OperationFailure as exc:
                 log.warning("mongodb change stream cannot resume; listing every worker again",
                             extra={"error": str(exc)})
-                return await self._open_stream(None), True
+                token = None
 
     # --- instance claims ---------------------------------------------------------------------------------------
 
