@@ -29,6 +29,7 @@ from registry.errors import (
     Unavailable,
 )
 from registry.service.handlers import Registry
+from registry.service.history import get_worker_metrics
 from registry.service.listing import list_workers
 from registry.service.view import WatchClosed, WatchOverflow
 
@@ -136,6 +137,11 @@ class WorkerRegistryServicer:
     @rpc
     async def ListWorkers(self, request: rs.ListWorkersRequest, context: Any) -> bytes:
         return await list_workers(self._registry, request)
+
+    @rpc
+    async def GetWorkerMetrics(self, request: rs.GetWorkerMetricsRequest, context: Any
+                               ) -> rs.GetWorkerMetricsResponse:
+        return await get_worker_metrics(self._registry, request)
 
     @rpc
     async def StartWorker(self, request: rs.StartWorkerRequest, context: Any) -> rs.StartWorkerResponse:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from cml.monitor.v1 import events_pb2, registry_service_pb2, worker_pb2
 from registry.adapters.ec2 import Ec2, Instance, LaunchSpec
+from registry.adapters.history import MetricHistory
 from registry.adapters.publisher import EventPublisher
 from registry.adapters.repository import Stored, WorkerRepository
 from registry.domain import model, validation
@@ -60,6 +61,7 @@ class Registry:
         self.options = options or RegistryOptions()
         self._on_saved = on_saved
         self.page_tokens: PageTokens | None = None  # set at start-up, once the shared key is known
+        self.history: MetricHistory | None = None  # CML_METRICS, for GetWorkerMetrics; set by bootstrap
         self._create_locks: dict[str, tuple[asyncio.Lock, int]] = {}  # worker id -> lock, callers using it
 
     # --- reads -------------------------------------------------------------------------------------------
