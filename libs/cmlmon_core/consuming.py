@@ -1,0 +1,203 @@
+"""The one way this project consumes JetStream: a durable pull consumer.
+
+A consumer states what it subscribes to (a `Durable`) and what it does with a batch of messages; `PullConsumer`
+does the rest: create or bind the durable, fetch until stop (a fetch that finds nothing raises either nats'
+TimeoutError or the bare asyncio one), back off after a failed fetch without delaying a stop, keep a batch
+handler's bug from ending the consumer, and unsubscribe on the way out.
+
+Settling is `settle(msg, verdict)`: ack, nak (with a delay) or term. A lost acknowledgement (connection gone,
+timeout) is only logged: the server hands the message out again after AckWait, which every handler here
+tolerates. `kept_alive` reports long handling in progress so AckWait does not run out meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig
+
+from cmlmon_core.lifecycle import stopped_within
+
+log = logging.getLogger(__name__)
+
+BatchHandler = Callable[[list[Msg]], Awaitable[None]]
+
+_MIN_FETCH_TIMEOUT = 0.05  # a gathering fetch with less time left than this is not worth a round trip
+
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """How a handled message is settled."""
+
+    kind: Literal["ack", "nak", "term"]
+    delay: float | None = None  # nak: redeliver after this many seconds (None: at once)
+    confirm: bool = False  # ack: wait for the server to confirm it
+
+
+ACK = Verdict("ack")
+ACK_CONFIRMED = Verdict("ack", confirm=True)
+TERM = Verdict("term")  # never deliver it again: it can never be handled
+
+
+def retry(delay: float | None = None) -> Verdict:
+    """Hand the message back, to be delivered again after `delay` seconds (at once when None)."""
+    return Verdict("nak", delay)
+
+
+async def settle(msg: Msg, verdict: Verdict) -> None:
+    """Ack, nak or term msg; a failure to do so is logged, never raised (the message comes back after AckWait)."""
+    try:
+        if verdict.kind == "ack":
+            await (msg.ack_sync() if verdict.confirm else msg.ack())
+        elif verdict.kind == "nak":
+            await msg.nak(delay=verdict.delay)
+        else:
+            await msg.term()
+    except (NatsError, TimeoutError) as exc:
+        log.warning("settling a message failed", extra={"subject": msg.subject, "settle": verdict.kind,
+                                                         "error": repr(exc)})
+
+
+async def _report_in_progress(msgs: Sequence[Msg], every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        for msg in msgs:
+            try:
+                await msg.in_progress()
+            except (NatsError, TimeoutError) as exc:
+                log.warning("reporting progress failed", extra={"subject": msg.subject, "error": repr(exc)})
+
+
+@contextlib.asynccontextmanager
+async def kept_alive(msgs: Sequence[Msg], every: float) -> AsyncIterator[None]:
+    """While the body runs, tell the server every `every` seconds that msgs are still being worked on; keep
+    `every` well under AckWait, or the server hands them out again and they are handled twice."""
+    task = asyncio.create_task(_report_in_progress(list(msgs), every))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def each(handle: Callable[[Msg], Awaitable[Verdict]], retry_delay: float) -> BatchHandler:
+    """A batch handler that handles and settles its messages one after the other, in order. A handler that
+    raises instead of giving a verdict has a bug: logged, and the message is retried after retry_delay."""
+    async def handle_batch(msgs: list[Msg]) -> None:
+        for msg in msgs:
+            try:
+                verdict = await handle(msg)
+            except Exception:
+                log.exception("handling crashed; will be redelivered", extra={"subject": msg.subject})
+                verdict = retry(retry_delay)
+            await settle(msg, verdict)
+    return handle_batch
+
+
+@dataclass(frozen=True, slots=True)
+class Durable:
+    """What a consumer subscribes to: a durable consumer of `stream`, filtered to `filter_subject`.
+
+    `config` holds the rest (ack policy, AckWait, max_ack_pending, deliver policy); its name and filter are
+    set from the fields above. With `update_config`, an existing durable is brought to this config (for
+    settings that must follow the service); without, the first config stays (for a start position, which
+    the server would refuse to change)."""
+
+    stream: str
+    name: str
+    filter_subject: str
+    config: ConsumerConfig
+    update_config: bool = False
+
+    def consumer_config(self) -> ConsumerConfig:
+        return dataclasses.replace(self.config, durable_name=self.name, filter_subject=self.filter_subject)
+
+
+@dataclass(frozen=True, slots=True)
+class PullOptions:
+    batch: int | Callable[[], int] = 256  # messages per fetch; a callable is asked before every fetch
+    fetch_timeout: float = 1.0  # also how soon an idle consumer notices a stop
+    gather_seconds: float = 0.0  # after the first messages, keep fetching this long to fill the batch
+    retry_seconds: float = 1.0  # back-off after a failed fetch
+
+
+class PullConsumer:
+    def __init__(self, js: JetStreamContext, durable: Durable, options: PullOptions | None = None) -> None:
+        self._js = js
+        self.durable = durable
+        self._opts = options or PullOptions()
+        self._sub: JetStreamContext.PullSubscription | None = None
+
+    async def subscribe(self) -> JetStreamContext.PullSubscription:
+        """Create (or bind to) the durable; idempotent. Call it early when nothing may be missed before run."""
+        if self._sub is None:
+            d = self.durable
+            if d.update_config:
+                await self._js.add_consumer(d.stream, d.consumer_config())
+                self._sub = await self._js.pull_subscribe_bind(durable=d.name, stream=d.stream)
+            else:
+                self._sub = await self._js.pull_subscribe(d.filter_subject, durable=d.name, stream=d.stream,
+                                                          config=d.consumer_config())
+        return self._sub
+
+    async def run(self, handle_batch: BatchHandler, stop: asyncio.Event) -> None:
+        """Fetch and handle batches until stop is set; the batch in hand is handled first."""
+        sub = await self.subscribe()
+        extra = {"stream": self.durable.stream, "durable": self.durable.name}
+        log.info("consuming", extra=extra)
+        try:
+            while not stop.is_set():
+                msgs = await self.fetch(sub, stop)
+                if not msgs:
+                    continue
+                try:
+                    await handle_batch(msgs)
+                except Exception:  # a bug in one batch must not end the consumer: its messages come back
+                    log.exception("handling a batch failed", extra=extra)
+        finally:
+            # a pull subscription left to the connection's drain keeps it waiting for its whole timeout
+            try:
+                await sub.unsubscribe()
+            except NatsError as exc:
+                log.debug("unsubscribe failed", extra={**extra, "error": repr(exc)})
+            self._sub = None
+
+    async def fetch(self, sub: JetStreamContext.PullSubscription, stop: asyncio.Event) -> list[Msg]:
+        """Block up to fetch_timeout for the first messages, then keep taking them for the gathering window
+        (messages that arrive spread out still make one batch); [] when there was nothing or fetching failed."""
+        want = self._batch_size()
+        try:
+            msgs = await sub.fetch(want, timeout=self._opts.fetch_timeout)
+        except TimeoutError:  # nats' own TimeoutError is one too
+            return []
+        except Exception as exc:  # connection trouble: the client reconnects; keep asking, unless stopping
+            if not stop.is_set():
+                log.warning("fetching failed", extra={"stream": self.durable.stream, "durable": self.durable.name,
+                                                      "error": repr(exc)})
+                await stopped_within(stop, self._opts.retry_seconds)
+            return []
+        deadline = time.monotonic() + self._opts.gather_seconds
+        while len(msgs) < want and not stop.is_set():
+            left = deadline - time.monotonic()
+            if left < _MIN_FETCH_TIMEOUT:
+                break
+            try:
+                msgs.extend(await sub.fetch(want - len(msgs), timeout=left))
+            except (TimeoutError, NatsError):
+                break
+        return msgs
+
+    def _batch_size(self) -> int:
+        batch = self._opts.batch
+        return max(1, batch() if callable(batch) else batch)
