@@ -91,17 +91,21 @@ async def kept_alive(msgs: Sequence[Msg], every: float) -> AsyncIterator[None]:
             await task
 
 
+async def judge(handle: Callable[[Msg], Awaitable[Verdict]], msg: Msg, retry_delay: float) -> Verdict:
+    """handle(msg)'s verdict. A handler that raises instead of giving one has a bug: that is logged, and the
+    message is retried after retry_delay (the consumer carries on)."""
+    try:
+        return await handle(msg)
+    except Exception:
+        log.exception("handling crashed; will be redelivered", extra={"subject": msg.subject})
+        return retry(retry_delay)
+
+
 def each(handle: Callable[[Msg], Awaitable[Verdict]], retry_delay: float) -> BatchHandler:
-    """A batch handler that handles and settles its messages one after the other, in order. A handler that
-    raises instead of giving a verdict has a bug: logged, and the message is retried after retry_delay."""
+    """A batch handler that judges and settles its messages one after the other, in order."""
     async def handle_batch(msgs: list[Msg]) -> None:
         for msg in msgs:
-            try:
-                verdict = await handle(msg)
-            except Exception:
-                log.exception("handling crashed; will be redelivered", extra={"subject": msg.subject})
-                verdict = retry(retry_delay)
-            await settle(msg, verdict)
+            await settle(msg, await judge(handle, msg, retry_delay))
     return handle_batch
 
 
