@@ -1,9 +1,10 @@
 """The one way this project consumes JetStream: a durable pull consumer.
 
 A consumer states what it subscribes to (a `Durable`) and what it does with a batch of messages; `PullConsumer`
-does the rest: create or bind the durable, fetch until stop (a fetch that finds nothing raises either nats'
-TimeoutError or the bare asyncio one), back off after a failed fetch without delaying a stop, keep a batch
-handler's bug from ending the consumer, and unsubscribe on the way out.
+does the rest: create or bind the durable (asking again while the server is busy or away), fetch until stop (a
+fetch that finds nothing raises either nats' TimeoutError or the bare asyncio one), back off after a failed
+fetch without delaying a stop, keep a batch handler's bug from ending the consumer, and unsubscribe on the way
+out.
 
 Settling is `settle(msg, verdict)`: ack, nak (with a delay) or term. A lost acknowledgement (connection gone,
 timeout) is only logged: the server hands the message out again after AckWait, which every handler here
@@ -22,8 +23,10 @@ from typing import Literal
 
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
+from nats.errors import NoRespondersError
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
+from nats.js.errors import ServiceUnavailableError
 
 from cmlmon_core.lifecycle import stopped_within
 
@@ -31,6 +34,7 @@ log = logging.getLogger(__name__)
 
 BatchHandler = Callable[[list[Msg]], Awaitable[None]]
 
+_UNAVAILABLE = (TimeoutError, NoRespondersError, ServiceUnavailableError)
 _MIN_FETCH_TIMEOUT = 0.05  # a gathering fetch with less time left than this is not worth a round trip
 
 
@@ -157,8 +161,15 @@ class PullConsumer:
 
     async def run(self, handle_batch: BatchHandler, stop: asyncio.Event) -> None:
         """Fetch and handle batches until stop is set; the batch in hand is handled first."""
-        sub = await self.subscribe()
         extra = {"stream": self.durable.stream, "durable": self.durable.name}
+        while True:
+            try:
+                sub = await self.subscribe()
+                break
+            except _UNAVAILABLE as exc:  # a busy or restarting server; a refused config still fails the start
+                log.warning("subscribing failed; retrying", extra={**extra, "error": repr(exc)})
+                if await stopped_within(stop, self._opts.retry_seconds):
+                    return
         log.info("consuming", extra=extra)
         try:
             while not stop.is_set():

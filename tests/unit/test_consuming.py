@@ -131,10 +131,14 @@ class ScriptedSub:
 
 
 class FakeJs:
-    def __init__(self, sub: Any) -> None:
+    def __init__(self, sub: Any, unavailable: int = 0) -> None:
         self.sub = sub
+        self.unavailable = unavailable  # how many subscribes time out first
 
     async def pull_subscribe(self, *args: Any, **kwargs: Any) -> Any:
+        if self.unavailable:
+            self.unavailable -= 1
+            raise NatsTimeout
         return self.sub
 
 
@@ -173,6 +177,33 @@ async def test_the_loop_survives_a_batch_handler_bug_and_unsubscribes_on_the_way
     await asyncio.wait_for(pull(sub, retry_seconds=0.01).run(handle_batch, stop), 5)
     assert seen == [["first"], ["second"]]
     assert sub.unsubscribed
+
+
+async def test_a_busy_server_is_asked_again_until_the_durable_is_there() -> None:
+    stop = asyncio.Event()
+    sub = ScriptedSub([["first"]], stop=stop)
+    js = FakeJs(sub, unavailable=2)
+    durable = Durable(stream="S", name="d", filter_subject="s.>", config=ConsumerConfig())
+    seen: list[list[str]] = []
+
+    async def handle_batch(msgs: list[Any]) -> None:
+        seen.append(msgs)
+
+    consumer = PullConsumer(js, durable, PullOptions(retry_seconds=0.01))  # type: ignore[arg-type]
+    await asyncio.wait_for(consumer.run(handle_batch, stop), 5)
+    assert js.unavailable == 0 and seen == [["first"]]
+
+
+async def test_a_stop_ends_the_retries_of_a_subscribe() -> None:
+    js = FakeJs(ScriptedSub([]), unavailable=10**6)
+    durable = Durable(stream="S", name="d", filter_subject="s.>", config=ConsumerConfig())
+    stop = asyncio.Event()
+    consumer = PullConsumer(js, durable, PullOptions(retry_seconds=3600))  # type: ignore[arg-type]
+    running = asyncio.create_task(consumer.run(lambda msgs: asyncio.sleep(0), stop))
+    await asyncio.sleep(0.05)
+    assert not running.done()
+    stop.set()
+    await asyncio.wait_for(running, 5)
 
 
 class SpreadTicks:
