@@ -3,8 +3,8 @@
 A consumer states what it subscribes to (a `Durable`) and what it does with a batch of messages; `PullConsumer`
 does the rest: create or bind the durable (asking again while the server is busy or away), fetch until stop (a
 fetch that finds nothing raises either nats' TimeoutError or the bare asyncio one), back off after a failed
-fetch without delaying a stop, keep a batch handler's bug from ending the consumer, and unsubscribe on the way
-out.
+fetch without delaying a stop, keep a batch handler's bug from ending the consumer, report the durable's backlog
+(gauges cmlmon_consumer_pending and cmlmon_consumer_ack_pending), and unsubscribe on the way out.
 
 Settling is `settle(msg, verdict)`: ack, nak (with a delay) or term. A lost acknowledgement (connection gone,
 timeout) is only logged: the server hands the message out again after AckWait, which every handler here
@@ -27,14 +27,21 @@ from nats.errors import NoRespondersError
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
 from nats.js.errors import ServiceUnavailableError
+from prometheus_client import Gauge
 
 from cmlmon_core.lifecycle import stopped_within
 
 log = logging.getLogger(__name__)
 
+PENDING = Gauge("cmlmon_consumer_pending", "messages of the stream the durable has not delivered yet",
+                ["stream", "durable"])
+ACK_PENDING = Gauge("cmlmon_consumer_ack_pending", "messages the durable delivered that are not acknowledged yet",
+                    ["stream", "durable"])
+
 BatchHandler = Callable[[list[Msg]], Awaitable[None]]
 
 _UNAVAILABLE = (TimeoutError, NoRespondersError, ServiceUnavailableError)
+BACKLOG_REFRESH_SECONDS = 15.0
 _MIN_FETCH_TIMEOUT = 0.05  # a gathering fetch with less time left than this is not worth a round trip
 
 
@@ -137,7 +144,8 @@ class PullOptions:
     batch: int | Callable[[], int] = 256  # messages per fetch; a callable is asked before every fetch
     fetch_timeout: float = 1.0  # also how soon an idle consumer notices a stop
     gather_seconds: float = 0.0  # after the first messages, keep fetching this long to fill the batch
-    retry_seconds: float = 1.0  # back-off after a failed fetch
+    retry_seconds: float = 1.0  # back-off after a failed fetch or subscribe
+    backlog_seconds: float = BACKLOG_REFRESH_SECONDS  # how often the backlog gauges are refreshed
 
 
 class PullConsumer:
@@ -171,6 +179,7 @@ class PullConsumer:
                 if await stopped_within(stop, self._opts.retry_seconds):
                     return
         log.info("consuming", extra=extra)
+        backlog = asyncio.create_task(self._report_backlog(sub, stop))
         try:
             while not stop.is_set():
                 msgs = await self.fetch(sub, stop)
@@ -181,6 +190,9 @@ class PullConsumer:
                 except Exception:  # a bug in one batch must not end the consumer: its messages come back
                     log.exception("handling a batch failed", extra=extra)
         finally:
+            backlog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await backlog
             # a pull subscription left to the connection's drain keeps it waiting for its whole timeout
             try:
                 await sub.unsubscribe()
@@ -216,3 +228,18 @@ class PullConsumer:
     def _batch_size(self) -> int:
         batch = self._opts.batch
         return max(1, batch() if callable(batch) else batch)
+
+    async def _report_backlog(self, sub: JetStreamContext.PullSubscription, stop: asyncio.Event) -> None:
+        """Refresh the backlog gauges from the durable's info every backlog_seconds; a failure is only logged."""
+        labels = (self.durable.stream, self.durable.name)
+        while True:
+            try:
+                info = await sub.consumer_info()
+            except Exception as exc:  # a gauge is not worth stopping for; the next refresh may work
+                log.warning("reading the durable's backlog failed", extra={
+                    "stream": labels[0], "durable": labels[1], "error": repr(exc)})
+            else:
+                PENDING.labels(*labels).set(info.num_pending or 0)
+                ACK_PENDING.labels(*labels).set(info.num_ack_pending or 0)
+            if await stopped_within(stop, self._opts.backlog_seconds):
+                return
