@@ -45,7 +45,6 @@ BACKLOG_REFRESH_SECONDS = 15.0
 _MIN_FETCH_TIMEOUT = 0.05  # a gathering fetch with less time left than this is not worth a round trip
 
 
-
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """How a handled message is settled."""

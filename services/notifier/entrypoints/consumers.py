@@ -92,9 +92,9 @@ class SampleConsumer:
         await self._consumer.run(each(self.handle, RETRY_DELAY), stop)
 
     async def handle(self, msg: Msg) -> Verdict:
-        return await outcome(msg, METRICS_STREAM, lambda: self._evaluate(msg))
+        return await outcome(msg, METRICS_STREAM, lambda: self._handle(msg))
 
-    async def _evaluate(self, msg: Msg) -> None:
+    async def _handle(self, msg: Msg) -> None:
         sample = decode(events_pb2.MetricSample, msg.data, msg.headers)
         if msg.headers and TRACEPARENT in msg.headers:  # continue the collector's trace into CML_ALERTS
             with _tracer.start_as_current_span("notifier.evaluate", context=extract_trace(msg.headers)):
@@ -122,9 +122,9 @@ class WorkerEventConsumer:
         await self._consumer.run(each(self.handle, RETRY_DELAY), stop)
 
     async def handle(self, msg: Msg) -> Verdict:
-        return await outcome(msg, WORKERS_STREAM, lambda: self._evaluate(msg))
+        return await outcome(msg, WORKERS_STREAM, lambda: self._handle(msg))
 
-    async def _evaluate(self, msg: Msg) -> None:
+    async def _handle(self, msg: Msg) -> None:
         event = decode(events_pb2.WorkerEvent, msg.data, msg.headers)
         if not event.worker.id:
             raise UndecodableMessage("worker event without a worker")
