@@ -153,6 +153,7 @@ class PullConsumer:
         self.durable = durable
         self._opts = options or PullOptions()
         self._sub: JetStreamContext.PullSubscription | None = None
+        self.consuming = asyncio.Event()  # set while run is bound to the durable (readiness probes read it)
 
     async def subscribe(self) -> JetStreamContext.PullSubscription:
         """Create (or bind to) the durable; idempotent. Call it early when nothing may be missed before run."""
@@ -178,6 +179,7 @@ class PullConsumer:
                 if await stopped_within(stop, self._opts.retry_seconds):
                     return
         log.info("consuming", extra=extra)
+        self.consuming.set()
         backlog = asyncio.create_task(self._report_backlog(sub, stop))
         try:
             while not stop.is_set():
@@ -189,6 +191,7 @@ class PullConsumer:
                 except Exception:  # a bug in one batch must not end the consumer: its messages come back
                     log.exception("handling a batch failed", extra=extra)
         finally:
+            self.consuming.clear()
             backlog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await backlog

@@ -29,6 +29,8 @@ class CommonSettings(BaseSettings):
     worker_metrics_poll_interval: int = Field(default=300, ge=1, le=86_400, description="seconds between polls")
     metrics_stream_max_age_seconds: int = Field(default=86_400, ge=60, description="history kept in CML_METRICS")
     shutdown_grace_seconds: float = Field(default=5.0, ge=0)
+    nats_stream_replicas: int = Field(
+        default=1, ge=1, le=5, description="replicas of every stream and KV bucket; 3 on a 3-node cluster")
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -50,6 +52,12 @@ class AwsSettings(BaseSettings):
     aws_max_attempts: int = Field(default=5, ge=1, le=20)
     aws_connect_timeout: float = Field(default=5.0, gt=0)
     aws_read_timeout: float = Field(default=20.0, gt=0)
+
+    @field_validator("aws_endpoint_url", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        # `AWS_ENDPOINT_URL: ${AWS_ENDPOINT_URL:-}` (compose) sets it empty: that means real AWS, not "".
+        return None if isinstance(value, str) and not value.strip() else value
 
 
 S = TypeVar("S", bound=BaseSettings)

@@ -63,7 +63,6 @@ class Delivery:
 class TickConsumer:
     def __init__(self, js: JetStreamContext, poller: Poller, publisher: SamplePublisher,
                  collector_id: str, opts: TickOptions) -> None:
-        self._js = js
         self._poller = poller
         self._publisher = publisher
         self._collector_id = collector_id
@@ -72,18 +71,18 @@ class TickConsumer:
         self._in_flight = 0
         self._room = asyncio.Event()
         self._room.set()
+        self._consumer = PullConsumer(js, ticks_durable(opts), PullOptions(batch=self._room_left,
+                                                                           gather_seconds=opts.gather_seconds))
+        self.consuming = self._consumer.consuming  # the readiness probe reads it
 
     async def run(self, stop: asyncio.Event) -> None:
-        consumer = PullConsumer(self._js, ticks_durable(self._opts), PullOptions(
-            batch=self._room_left, gather_seconds=self._opts.gather_seconds))
-
         async def handle_batch(msgs: list[Msg]) -> None:
             await self._dispatch(msgs)
             await self._wait_for_room(stop)
 
         log.info("consuming poll ticks", extra={"durable": DURABLE, "collector_id": self._collector_id})
         try:
-            await consumer.run(handle_batch, stop)
+            await self._consumer.run(handle_batch, stop)
         finally:
             await self._finish_in_flight()
 

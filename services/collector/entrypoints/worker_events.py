@@ -35,14 +35,13 @@ def worker_events_durable(ack_wait: float = 10.0) -> Durable:
 
 class WorkerEventConsumer:
     def __init__(self, js: JetStreamContext, keeper: ScheduleKeeper, retry_delay: float = 2.0) -> None:
-        self._js = js
         self._keeper = keeper
         self._retry_delay = retry_delay
+        self._consumer = PullConsumer(js, worker_events_durable(), PullOptions(batch=1, retry_seconds=retry_delay))
+        self.consuming = self._consumer.consuming  # the readiness probe reads it
 
     async def run(self, stop: asyncio.Event) -> None:
-        consumer = PullConsumer(self._js, worker_events_durable(), PullOptions(batch=1,
-                                                                             retry_seconds=self._retry_delay))
-        await consumer.run(each(self.handle, self._retry_delay), stop)
+        await self._consumer.run(each(self.handle, self._retry_delay), stop)
 
     async def handle(self, msg: Msg) -> Verdict:
         try:

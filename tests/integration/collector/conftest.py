@@ -23,6 +23,7 @@ from cmlmon_core import messages, subjects
 from cmlmon_core.aws import AwsClients
 from collector.bootstrap import Collector, aws_clients, bootstrap
 from collector.settings import CollectorSettings
+from tests.support import eventually
 
 INTERVAL = 2
 
@@ -120,13 +121,15 @@ class SampleWatch:
 
     async def wait_for(self, predicate: Callable[[events_pb2.MetricSample], bool], timeout: float = 30.0
                        ) -> events_pb2.MetricSample:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while asyncio.get_running_loop().time() < deadline:
-            for s in self.samples:
-                if predicate(s):
-                    return s
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"no matching sample within {timeout}s; got {[str(s) for s in self.samples[-5:]]}")
+        def found() -> events_pb2.MetricSample | None:
+            return next((s for s in self.samples if predicate(s)), None)
+
+        try:
+            sample: events_pb2.MetricSample = await eventually(found, timeout=timeout)
+        except AssertionError:
+            raise AssertionError(f"no matching sample within {timeout}s; got {[str(s) for s in self.samples[-5:]]}"
+                                 ) from None
+        return sample
 
 
 @pytest.fixture
@@ -151,7 +154,7 @@ class Advisories:
     def __init__(self) -> None:
         self.seen: list[tuple[str, dict[str, Any]]] = []
 
-    def about(self, kind: str, stream_seq: int) -> list[dict[str, Any]]:
+    def about(self, kind: str, stream_seq: int | None) -> list[dict[str, Any]]:
         return [a for k, a in self.seen if k == kind and a.get("stream_seq") == stream_seq]
 
     async def subjects(self, kind: str, js: JetStreamContext, stream: str) -> set[str]:
@@ -159,7 +162,7 @@ class Advisories:
         found = set()
         for seq in {a["stream_seq"] for k, a in self.seen if k == kind}:
             with contextlib.suppress(NotFoundError):
-                found.add((await js.get_msg(stream, seq)).subject)
+                found.add((await js.get_msg(stream, seq)).subject or "")
         return found
 
 
