@@ -169,14 +169,16 @@ async def test_the_loop_survives_a_batch_handler_bug_and_unsubscribes_on_the_way
     stop = asyncio.Event()
     sub = ScriptedSub([["first"], ConnectionClosedError(), ["second"]], stop=stop)  # a stop once drained
     seen: list[list[str]] = []
+    consumer = pull(sub, retry_seconds=0.01)
 
     async def handle_batch(msgs: list[Any]) -> None:
+        assert consumer.consuming.is_set()  # bound to the durable: what readiness probes read
         seen.append(msgs)
         raise RuntimeError("a bug")
 
-    await asyncio.wait_for(pull(sub, retry_seconds=0.01).run(handle_batch, stop), 5)
+    await asyncio.wait_for(consumer.run(handle_batch, stop), 5)
     assert seen == [["first"], ["second"]]
-    assert sub.unsubscribed
+    assert sub.unsubscribed and not consumer.consuming.is_set()
 
 
 async def test_a_busy_server_is_asked_again_until_the_durable_is_there() -> None:
