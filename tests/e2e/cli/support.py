@@ -61,7 +61,8 @@ class Fleet:
         return json.loads(done.stdout)
 
 
-async def publish_sample(js: JetStreamContext, worker: dict[str, Any], status: int, **fields: Any) -> None:
+async def publish_sample(js: JetStreamContext, worker: dict[str, Any], status: worker_pb2.WorkerStatus,
+                         **fields: Any) -> None:
     """What a collector publishes after polling the worker's instance (the registry and notifier consume it)."""
     sample = events_pb2.MetricSample(worker_id=worker["id"], region=worker["region"],
                                      instance_id=worker["instance_id"], status=status, **fields)

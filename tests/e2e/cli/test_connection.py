@@ -62,7 +62,7 @@ class Served:
 @pytest.fixture
 def checking_registry() -> Iterator[Served]:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    servicer = CheckingRegistry()
+    servicer = CheckingRegistry()  # type: ignore[abstract]  # the RPCs it does not define answer UNIMPLEMENTED
     rs_grpc.add_WorkerRegistryServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
@@ -72,7 +72,8 @@ def checking_registry() -> Iterator[Served]:
 
 def test_token_from_flag_variable_file_or_run_token(fleet: Fleet, checking_registry: Served, tmp_path: Path) -> None:
     def get(*flags: str, cwd: Path | None = None, **env: str) -> Any:
-        return fleet.run(*flags, "workers", "get", "w-1", CMLMON_REGISTRY=checking_registry.address, **env)
+        return fleet.run(*flags, "workers", "get", "w-1", CMLMON_REGISTRY=checking_registry.address,
+                         **env)  # type: ignore[arg-type]  # env holds variables only, never `timeout`
 
     anonymous = get()
     assert anonymous.returncode == 4
@@ -137,7 +138,7 @@ def test_tls_with_a_ca_and_a_client_certificate(fleet: Fleet, tmp_path: Path) ->
         (tmp_path / name).write_bytes(data)
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    servicer = CheckingRegistry()
+    servicer = CheckingRegistry()  # type: ignore[abstract]  # the RPCs it does not define answer UNIMPLEMENTED
     rs_grpc.add_WorkerRegistryServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     creds = grpc.ssl_server_credentials([(_pem(server_key), _pem(server_cert))], root_certificates=_pem(ca),
                                         require_client_auth=True)

@@ -15,8 +15,9 @@ from cmlmon_cli.summary import staleness, summarize
 NOW = 1_700_000_000
 
 
-def worker(wid: str, status: int = worker_pb2.WORKER_STATUS_RUNNING, seen_ago: int | None = None,
-           created_ago: int = 3600, interval: int = 60, region: str = "us-east-1") -> worker_pb2.Worker:
+def worker(wid: str, status: worker_pb2.WorkerStatus = worker_pb2.WORKER_STATUS_RUNNING,
+           seen_ago: int | None = None, created_ago: int = 3600, interval: int = 60,
+           region: str = "us-east-1") -> worker_pb2.Worker:
     w = worker_pb2.Worker(id=wid, name=f"n-{wid}", region=region, status=status, poll_interval_seconds=interval,
                           create_time=Timestamp(seconds=NOW - created_ago))
     if seen_ago is not None:
