@@ -18,6 +18,7 @@ from cml.monitor.v1 import registry_service_pb2
 from cmlmon_core import nats_conn, telemetry
 from cmlmon_core.lifecycle import run_until_stopped, stop_on_signals
 from cmlmon_core.logs import configure_logging
+from cmlmon_core.reflection import served_pool
 from cmlmon_core.settings import load_settings
 from cmlmon_core.topology import TopologyOptions, ensure_topology
 from registry.bootstrap import bootstrap
@@ -38,7 +39,8 @@ def build_server(registry: Registry, host: str, port: int) -> tuple[grpc.aio.Ser
     add_to_server(WorkerRegistryServicer(registry), server)
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
+    reflection.enable_server_reflection(names, server, pool=served_pool(names))  # the API only, no internals
     bound = server.add_insecure_port(f"{host}:{port}")
     return server, bound, health_servicer
 
