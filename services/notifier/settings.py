@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
 
 from cmlmon_core.settings import CommonSettings
 from notifier.domain.rules import parse_severities
@@ -40,6 +42,9 @@ class NotifierSettings(CommonSettings):
     slack_webhook_url: str = ""
     pagerduty_routing_key: str = ""
     pagerduty_url: str = "https://events.pagerduty.com/v2/enqueue"
+    opsgenie_api_key: SecretStr = Field(default=SecretStr(""), description="Opsgenie API integration key")
+    opsgenie_region: Literal["us", "eu"] = Field(default="us", description="us: api.opsgenie.com, eu: api.eu...")
+    opsgenie_url: str = Field(default="", description="base URL overriding OPSGENIE_REGION (a proxy, tests)")
     alertmanager_url: str = Field(default="", description="base URL, e.g. http://127.0.0.1:9093")
     notifier_sinks_file: str = Field(default="", description="YAML file listing sinks")
 

@@ -6,8 +6,9 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import httpx
 
@@ -31,10 +32,11 @@ class SinkSpec:
     """One configured sink (from the environment or the YAML file)."""
 
     name: str
-    kind: str  # log | webhook | slack | pagerduty | alertmanager
+    kind: str  # log | webhook | slack | pagerduty | opsgenie | alertmanager
     url: str = ""
-    secret: str = ""
-    routing_key: str = ""
+    secret: str = field(default="", repr=False)
+    routing_key: str = field(default="", repr=False)
+    api_key: str = field(default="", repr=False)  # Opsgenie's GenieKey
     timeout_seconds: float = 5.0
 
 
@@ -111,6 +113,16 @@ def pagerduty_request(spec: SinkSpec, alert: AlertView) -> tuple[str, bytes, dic
     return spec.url, _json(payloads.pagerduty_body(alert, spec.routing_key)), {}
 
 
+def opsgenie_request(spec: SinkSpec, alert: AlertView) -> tuple[str, bytes, dict[str, str]]:
+    """Create on firing, close by alias on resolution (Opsgenie Alert API v2; both answer 202)."""
+    base = spec.url.rstrip("/") + "/v2/alerts"
+    headers = {"Authorization": f"GenieKey {spec.api_key}"}
+    if alert.status == "firing":
+        return base, _json(payloads.opsgenie_create_body(alert)), headers
+    url = f"{base}/{quote(alert.alert_id, safe='')}/close?identifierType=alias"
+    return url, _json(payloads.opsgenie_close_body(alert)), headers
+
+
 ALERTMANAGER_FIRING_TTL_SECONDS = 24 * 3600.0
 
 
@@ -120,6 +132,7 @@ def alertmanager_request(spec: SinkSpec, alert: AlertView) -> tuple[str, bytes, 
 
 
 _REQUESTS: dict[str, Request] = {"webhook": webhook_request, "slack": slack_request, "pagerduty": pagerduty_request,
+                                 "opsgenie": opsgenie_request,
                                  "alertmanager": alertmanager_request}
 
 
