@@ -46,6 +46,8 @@ class NotifierSettings(CommonSettings):
     opsgenie_region: Literal["us", "eu"] = Field(default="us", description="us: api.opsgenie.com, eu: api.eu...")
     opsgenie_url: str = Field(default="", description="base URL overriding OPSGENIE_REGION (a proxy, tests)")
     alertmanager_url: str = Field(default="", description="base URL, e.g. http://127.0.0.1:9093")
+    alertmanager_resend_seconds: float = Field(default=60.0, ge=1, le=3600,
+                                               description="firing alerts re-sent this often; endsAt 4x ahead")
     notifier_sinks_file: str = Field(default="", description="YAML file listing sinks")
 
     # Delivery.

@@ -6,7 +6,7 @@ SLACK_WEBHOOK_URL, PAGERDUTY_ROUTING_KEY, OPSGENIE_API_KEY, ALERTMANAGER_URL), t
       - {name: chat, type: slack, url: https://hooks.slack.com/services/...}
       - {name: pager, type: pagerduty, routing_key: R0UT1NGKEY}
       - {name: genie, type: opsgenie, api_key: 0123-abcd, region: eu}   # or url: https://proxy.example
-      - {name: am, type: alertmanager, url: http://127.0.0.1:9093}
+      - {name: am, type: alertmanager, url: http://127.0.0.1:9093, resend_seconds: 60}
 
 Each sink's name is part of its durable consumer and dead-letter subject, so it must stay stable."""
 
@@ -52,7 +52,7 @@ def sink_specs(settings: NotifierSettings) -> list[SinkSpec]:
                               api_key=settings.opsgenie_api_key.get_secret_value(), timeout_seconds=timeout))
     if settings.alertmanager_url:
         specs.append(SinkSpec(name="alertmanager", kind="alertmanager", url=settings.alertmanager_url,
-                              timeout_seconds=timeout))
+                              timeout_seconds=timeout, resend_seconds=settings.alertmanager_resend_seconds))
     if settings.notifier_sinks_file:
         specs += load_sinks_file(Path(settings.notifier_sinks_file), settings)
     names = [s.name for s in specs]
@@ -117,9 +117,15 @@ def parse_sink(index: int, entry: Any, settings: NotifierSettings) -> SinkSpec:
     name = str(entry.get("name", "") or url_sink_name(kind, url))
     if not _NAME.match(name):
         raise SinkConfigError(f"{where}: name must be 1-40 of letters, digits, '_' or '-'")
-    timeout = float(entry.get("timeout_seconds", settings.delivery_timeout_seconds))
+    try:
+        timeout = float(entry.get("timeout_seconds", settings.delivery_timeout_seconds))
+        resend = float(entry.get("resend_seconds", settings.alertmanager_resend_seconds))
+    except (TypeError, ValueError):
+        raise SinkConfigError(f"{where}: timeout_seconds and resend_seconds must be numbers") from None
+    if not 1 <= resend <= 3600:
+        raise SinkConfigError(f"{where}: resend_seconds must be between 1 and 3600")
     return SinkSpec(name=name, kind=kind, url=url, secret=secret, routing_key=routing_key, api_key=api_key,
-                    timeout_seconds=timeout)
+                    timeout_seconds=timeout, resend_seconds=resend)
 
 
 def _default_url(where: str, kind: str, entry: dict[str, Any]) -> str:

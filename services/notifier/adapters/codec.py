@@ -93,3 +93,8 @@ def view_from_proto(msg: alert_pb2.Alert) -> AlertView:
         summary=msg.summary, start_time=ts_seconds(msg.start_time), end_time=ts_seconds(msg.end_time),
         silenced=msg.silenced,
     )
+
+
+def view_from_state(state: AlertState) -> AlertView:
+    """A firing alert as it stands in the state store (for re-sending it; no transition id)."""
+    return view_from_proto(alert_to_proto(state, firing=True))

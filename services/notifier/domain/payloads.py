@@ -135,8 +135,8 @@ def opsgenie_close_body(alert: AlertView) -> dict[str, Any]:
 
 
 def alertmanager_body(alert: AlertView, firing_ttl_seconds: float, now: float) -> list[dict[str, Any]]:
-    """Alertmanager v2 postable alert. A firing alert gets endsAt = now + ttl (it is re-sent only on
-    transitions, so the ttl must outlast them); a resolved one ends at its end time."""
+    """Alertmanager v2 postable alert. A firing alert gets endsAt = now + ttl (it is re-sent well within the
+    ttl while it fires); a resolved one ends at its end time."""
     labels = {"alertname": alert.rule, "worker_id": alert.worker_id, "severity": alert.severity,
               "instance_id": alert.instance_id, "region": alert.region, "worker_name": alert.worker_name,
               "service": "cmlmon"}
