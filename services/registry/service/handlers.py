@@ -122,6 +122,7 @@ class Registry:
         worker.ami_id = req.ami_id
         worker.poll_interval_seconds = req.poll_interval_seconds
         worker.requested_status = model.RUNNING
+        worker.requested_time.FromDatetime(_now())
         await self._claim(req.region, instance.instance_id, worker_id, create_only=True)
         return await self._insert(worker, events_pb2.WORKER_EVENT_TYPE_CREATED, requested=True)
 
@@ -216,6 +217,9 @@ class Registry:
                 return await self._settle(stored)
         except model.TransitionRefused as exc:
             raise FailedPrecondition(str(exc)) from exc
+        asked = _now()
+        # EC2 refusing the call (capacity, permissions) raises here: the caller is told, and what was last asked
+        # of the worker stays as it was. No retry here: capacity returns on EC2's time, the caller decides.
         new_status = await call(stored.worker.region, stored.worker.instance_id) or stored.worker.status
 
         def decide(worker: worker_pb2.Worker) -> Change | None:
@@ -225,6 +229,7 @@ class Registry:
             new.CopyFrom(worker)
             new.status = new_status
             new.requested_status = target
+            new.requested_time.FromDatetime(asked)
             kind: model.EventType = event_type
             if target == model.TERMINATED and new_status != model.TERMINATED:
                 kind = events_pb2.WORKER_EVENT_TYPE_STATUS_CHANGED  # "terminated" is sent once, when it is
