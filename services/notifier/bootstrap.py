@@ -17,6 +17,7 @@ from notifier.adapters.state_kv import AlertStore
 from notifier.domain.model import FiringPolicy
 from notifier.domain.retry import RetryPolicy
 from notifier.domain.rules import parse_severities
+from notifier.domain.transitions import StuckPolicy, parse_overrides
 from notifier.entrypoints.consumers import DirectoryFeed, SampleConsumer, SinkConsumer, WorkerEventConsumer
 from notifier.entrypoints.grpc_api import AlertServicer
 from notifier.service.delivery import Deliverer
@@ -70,7 +71,8 @@ def bootstrap(settings: NotifierSettings, js: JetStreamContext, store: AlertStor
     sweeper = Sweeper(evaluator, last_samples or StreamLastSample(js),
                       default_interval=settings.worker_metrics_poll_interval,
                       silent_intervals=settings.alert_silent_intervals, period=settings.alert_sweep_seconds,
-                      wake=wake)
+                      wake=wake, stuck=StuckPolicy(settings.stuck_transition_seconds,
+                                                   parse_overrides(settings.stuck_transition_overrides)))
     return Notifier(directory=DirectoryFeed(evaluator.directory),
                     samples=SampleConsumer(evaluator), worker_events=WorkerEventConsumer(evaluator), sinks=sinks,
                     sweeper=sweeper, servicer=AlertServicer(store, wake), resenders=resenders)

@@ -50,7 +50,8 @@ def worker_from_proto(worker: worker_pb2.Worker) -> WorkerRef:
     return WorkerRef(
         worker_id=worker.id, name=worker.name, instance_id=worker.instance_id, region=worker.region,
         tags=dict(worker.tags), status=worker.status,
-        poll_interval_seconds=worker.poll_interval_seconds,
+        poll_interval_seconds=worker.poll_interval_seconds, instance_type=worker.instance_type,
+        requested_status=worker.requested_status, requested_at=ts_seconds(worker.requested_time),
     )
 
 
