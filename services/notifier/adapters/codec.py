@@ -52,6 +52,7 @@ def worker_from_proto(worker: worker_pb2.Worker) -> WorkerRef:
         tags=dict(worker.tags), status=worker.status,
         poll_interval_seconds=worker.poll_interval_seconds, instance_type=worker.instance_type,
         requested_status=worker.requested_status, requested_at=ts_seconds(worker.requested_time),
+        state_reason=worker.state_reason,
     )
 
 

@@ -70,6 +70,7 @@ class WorkerRef:
     # Desired state: what the registry was last asked to make of the worker, and when.
     requested_status: worker_pb2.WorkerStatus = worker_pb2.WORKER_STATUS_UNSPECIFIED
     requested_at: float | None = None
+    state_reason: str = ""  # EC2's reason for the last state change, when it gave one
 
 
 @dataclass(frozen=True, slots=True)

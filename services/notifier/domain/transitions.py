@@ -57,5 +57,6 @@ def is_stuck(worker: WorkerRef, now: float, policy: StuckPolicy) -> bool:
 
 
 def stuck_summary(worker: WorkerRef, label: str, now: float) -> str:
-    return (f"{label} was asked to be {status_label(worker.requested_status)} "
-            f"{now - (worker.requested_at or now):.0f}s ago; EC2 still has it {status_label(worker.status)}")
+    summary = (f"{label} was asked to be {status_label(worker.requested_status)} "
+               f"{now - (worker.requested_at or now):.0f}s ago; EC2 still has it {status_label(worker.status)}")
+    return f"{summary} (AWS: {worker.state_reason})" if worker.state_reason else summary

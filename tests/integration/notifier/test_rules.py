@@ -141,6 +141,7 @@ async def test_stuck_transition_fires_past_the_family_time_and_resolves_when_the
     stuck.instance_type = "c5.large"
     stuck.requested_status = RUNNING
     stuck.requested_time.FromSeconds(int(time.time()) - 30)  # asked 30 s ago: past c5's 5 s, within metal's hour
+    stuck.state_reason = "Server.InsufficientInstanceCapacity: Insufficient capacity."
     metal = worker_pb2.Worker()
     metal.CopyFrom(stuck)
     metal.id, metal.instance_type = f"sm-{uid}", "c5.metal"
@@ -154,6 +155,7 @@ async def test_stuck_transition_fires_past_the_family_time_and_resolves_when_the
             body = fired.json()
             assert (body["rule"], body["status"], body["severity"]) == ("stuck_transition", "firing", "warning")
             assert "asked to be running" in body["summary"] and "still has it stopped" in body["summary"]
+            assert body["summary"].endswith("(AWS: Server.InsufficientInstanceCapacity: Insufficient capacity.)")
             stuck.status = RUNNING
             await publish_event(js, stuck, "status_changed", events_pb2.WORKER_EVENT_TYPE_STATUS_CHANGED,
                                 previous=STOPPED)

@@ -1,6 +1,7 @@
-"""StartWorker when EC2 has no capacity for the instance (moto's EC2 made to refuse StartInstances with
-InsufficientInstanceCapacity through a botocore hook): UNAVAILABLE naming AWS's reason, no retry of its own,
-and what was last asked of the worker unchanged. When capacity returns, the next start records the request."""
+"""Desired state against moto's EC2. StartWorker when EC2 has no capacity (StartInstances refused with
+InsufficientInstanceCapacity through a botocore hook): UNAVAILABLE naming AWS's reason, no retry of its own, and
+what was last asked of the worker unchanged; when capacity returns, the next start records the request. A worker
+that leaves the way to its requested status carries EC2's StateReason."""
 
 from __future__ import annotations
 
@@ -11,18 +12,20 @@ import grpc
 import pytest
 from nats.js import JetStreamContext
 
+from cml.monitor.v1 import events_pb2, worker_pb2
 from cml.monitor.v1 import registry_service_pb2 as rs
-from cml.monitor.v1 import worker_pb2
 from cmlmon_core.aws import AwsClients
 from registry.adapters.ec2 import AwsEc2
 from registry.bootstrap import bootstrap
 from registry.entrypoints.grpc_api import status_of
 from registry.errors import Unavailable
-from tests.integration.registry.conftest import REGION, registry_settings
-from tests.integration.registry.test_skeleton import launch_plain_instance
+from tests.integration.registry.conftest import REGION, EventTap, RunningRegistry, eventually, registry_settings
+from tests.integration.registry.test_lifecycle import create, status_is
+from tests.integration.registry.test_skeleton import launch_plain_instance, publish_sample
 
 pytestmark = pytest.mark.integration
 W = worker_pb2
+E = events_pb2
 REASON = "We currently do not have sufficient c5.metal capacity in the Availability Zone you requested."
 
 
@@ -60,3 +63,24 @@ async def test_start_refused_for_capacity(js: JetStreamContext, nats_url: str, a
         started = await registry.start_worker(worker.id)
         assert started.requested_status == W.WORKER_STATUS_RUNNING and started.HasField("requested_time")
         assert started.requested_time.ToSeconds() >= after.update_time.ToSeconds()
+
+
+async def test_a_worker_leaving_the_way_it_was_asked_for_carries_ec2s_reason(
+        registry: RunningRegistry, tap: EventTap, js: JetStreamContext, ec2: Any, uid: str) -> None:
+    worker = await create(registry, uid)  # asked to run
+    await publish_sample(js, worker, status=W.WORKER_STATUS_RUNNING)
+    await eventually(lambda: status_is(registry, worker.id, W.WORKER_STATUS_RUNNING))
+    await ec2.stop_instances(InstanceIds=[worker.instance_id])  # behind the registry's back: EC2 records why
+    await publish_sample(js, worker, status=W.WORKER_STATUS_STOPPED)  # what the collector then observes
+
+    def stopped() -> list[E.WorkerEvent]:
+        return [e for e in tap.of(worker.id, E.WORKER_EVENT_TYPE_STATUS_CHANGED)
+                if e.worker.status == W.WORKER_STATUS_STOPPED]
+
+    [event] = await eventually(stopped)
+    assert not event.requested and event.worker.requested_status == W.WORKER_STATUS_RUNNING
+    assert event.worker.state_reason.startswith("Client.UserInitiatedShutdown")
+    stored = (await registry.stub.GetWorker(rs.GetWorkerRequest(id=worker.id))).worker
+    assert stored.state_reason == event.worker.state_reason
+    started = (await registry.stub.StartWorker(rs.StartWorkerRequest(id=worker.id))).worker
+    assert started.state_reason == ""  # a new request: the old reason no longer applies

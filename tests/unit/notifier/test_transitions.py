@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from cml.monitor.v1 import worker_pb2 as W
@@ -40,6 +42,9 @@ def test_stuck_only_past_the_timeout_and_only_while_not_there() -> None:
 def test_summary_says_what_was_asked_and_where_it_is() -> None:
     assert stuck_summary(_worker(), "worker cml-1", 1700.0) == (
         "worker cml-1 was asked to be running 700s ago; EC2 still has it stopped")
+    kms = replace(_worker(), state_reason="Client.InternalError: Client error on launch")
+    assert stuck_summary(kms, "worker cml-1", 1700.0).endswith("still has it stopped (AWS: Client.InternalError: "
+                                                                "Client error on launch)")
 
 
 @pytest.mark.parametrize("spec", ["metal", "metal=", "=10", "metal=0", "metal=abc", "metal=-5"])
