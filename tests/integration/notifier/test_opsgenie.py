@@ -14,6 +14,7 @@ from cmlmon_core.topology import ALERTS_STREAM
 from cmlmon_dev.receiver import WebhookReceiver
 from notifier.adapters.publisher import DEADLETTER_REASON
 from tests.integration.notifier.support import (
+    about,
     drained,
     eventually,
     make_worker,
@@ -49,15 +50,15 @@ async def test_opsgenie_create_close_429_and_dead_letter(js: JetStreamContext, n
             await publish_sample(js, worker, cpu=99.0)
             await eventually(lambda: genie.for_worker(worker.id))
             await publish_sample(js, worker, cpu=10.0)
-            await eventually(lambda: len(genie.received) == 2)
+            await eventually(lambda: len(about(genie.received, worker.id)) == 2)
             await eventually(lambda: len(dead) == 2, timeout=30)
             for name in ("opsgenie", "genie-broken"):
                 await drained(js, ALERTS_STREAM, f"notifier-{uid}-sink-{name}", timeout=30)
     await sub.unsubscribe()
 
     alias, base = f"{worker.id}.cpu_high", genie.path  # the base URL override may carry a path of its own
-    create, close = genie.received
-    assert len(genie.rejected) == 1 and genie.rejected[0].path == f"{base}/v2/alerts"  # the 429, then the create again
+    create, close = about(genie.received, worker.id)
+    assert len(genie.rejected) == 1 and genie.rejected[0].path == f"{base}/v2/alerts"  # the 429, then it again
     assert create.path == f"{base}/v2/alerts" and create.headers["Authorization"] == f"GenieKey {KEY}"
     body = create.json()
     assert body["alias"] == alias and body["priority"] == "P3"  # cpu_high is a warning
@@ -68,7 +69,7 @@ async def test_opsgenie_create_close_429_and_dead_letter(js: JetStreamContext, n
     assert (close.path, close.query) == (f"{base}/v2/alerts/{alias}/close", "identifierType=alias")
     assert close.headers["Authorization"] == f"GenieKey {KEY}" and close.json()["source"] == "cmlmon"
     # the broken endpoint: each transition tried three times, then dead-lettered with the reason
-    assert len(broken.rejected) == 6 and not broken.received
+    assert len(about(broken.rejected, worker.id)) == 6 and not broken.received
     assert all(m.subject.startswith(f"cml.deadletter.genie-broken.{worker.id}.") for m in dead)
     assert all("HTTP 503 after 3 attempt(s)" in (m.headers or {})[DEADLETTER_REASON] for m in dead)
     assert KEY not in caplog.text and "other-key" not in caplog.text

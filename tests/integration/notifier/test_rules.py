@@ -163,4 +163,6 @@ async def test_stuck_transition_fires_past_the_family_time_and_resolves_when_the
             # the same sweeps looked at the metal worker, asked as long ago: within its time, nothing
             await drained(js, "CML_ALERTS", f"notifier-{uid}-sink-{url_sink_name('webhook', receiver.url)}")
             assert not receiver.for_worker(metal.id)
+            metal.status = TERMINATED  # or, past metal's time, it would be stuck in every later test's notifier
+            await publish_event(js, metal, "terminated", events_pb2.WORKER_EVENT_TYPE_TERMINATED, previous=STOPPED)
     assert seen(receiver, stuck.id) == [("stuck_transition", "firing"), ("stuck_transition", "resolved")]
