@@ -87,6 +87,19 @@ class CommonSettings(ServiceSettings):
     metrics_stream_max_age_seconds: int = Field(default=86_400, ge=60, description="history kept in CML_METRICS")
     shutdown_grace_seconds: float = Field(default=5.0, ge=0)
 
+    # NATS security, all through nats-py's own connect options (see cmlmon_core.nats_conn).
+    nats_user: str = Field(default="", description="NATS user (with NATS_PASSWORD)")
+    nats_password: str = secret(description="NATS password (or NATS_PASSWORD_FILE)")
+    nats_token: str = secret(description="NATS authentication token (or NATS_TOKEN_FILE)")
+    nats_creds_file: str = Field(default="", description="NATS .creds file (user JWT and NKey seed)")
+    nats_nkey_seed_file: str = Field(default="", description="file holding the NKey seed of this user")
+    nats_tls_ca_file: str = Field(default="", description="CA of the NATS servers' certificates; implies TLS")
+    nats_tls_cert_file: str = Field(default="", description="client certificate, when NATS verifies clients")
+    nats_tls_key_file: str = Field(default="", description="client certificate's private key")
+    nats_inbox_prefix: str = Field(default="_INBOX", pattern=r"^[A-Za-z0-9_.-]+$",
+                                   description="reply subjects start with this; one per service lets NATS "
+                                               "permissions keep the services' replies apart")
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:

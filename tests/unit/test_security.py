@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import ssl
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,24 @@ def test_non_secret_settings_have_no_file_variant(tmp_path: Path, monkeypatch: p
     (tmp_path / "port").write_text("1234")
     monkeypatch.setenv("GRPC_PORT_FILE", str(tmp_path / "port"))
     assert NotifierSettings().grpc_port == 50052
+
+
+def test_nats_refusals_are_told_apart_from_an_unreachable_server() -> None:
+    from cmlmon_core.nats_conn import _refusal, without_userinfo
+
+    assert _refusal(Exception("nats: 'Authorization Violation'")) == "nats: 'Authorization Violation'"
+    assert _refusal(ssl.SSLCertVerificationError(1, "certificate verify failed")) is not None
+    assert _refusal(ConnectionRefusedError(111, "Connection refused")) is None
+    assert without_userinfo("nats://svc:pa55word@nats.internal:4222") == "nats://nats.internal:4222"
+
+
+def test_nats_security_settings_become_connect_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cmlmon_core.nats_conn import security_options
+    from cmlmon_core.settings import CommonSettings
+
+    (tmp_path / "pw").write_text("pw-from-file\n")
+    monkeypatch.setenv("NATS_PASSWORD_FILE", str(tmp_path / "pw"))
+    opts = security_options(CommonSettings(nats_user="registry", nats_creds_file="/c.creds",
+                                           nats_inbox_prefix="_INBOX.registry"))
+    assert opts == {"user": "registry", "password": "pw-from-file", "user_credentials": "/c.creds",
+                    "inbox_prefix": "_INBOX.registry"}
