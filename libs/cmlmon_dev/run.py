@@ -26,7 +26,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cml.monitor.v1 import registry_service_pb2 as reg_pb2
 from cml.monitor.v1 import registry_service_pb2_grpc as reg_grpc
+from cmlmon_core.grpc_client import GrpcTarget
 from cmlmon_core.settings import load_settings
+from cmlmon_dev import local_auth
 from cmlmon_dev.demo import read_manifest
 from cmlmon_dev.receiver import Received, WebhookReceiver
 from cmlmon_dev.servers import NatsServer, wait_for_port
@@ -133,8 +135,9 @@ class Supervisor:
             await asyncio.gather(*(c.wait() for c in children))
 
 
-async def wait_serving(address: str, timeout: float = 60.0) -> None:
-    async with grpc.aio.insecure_channel(address) as channel:
+async def wait_serving(target: GrpcTarget, timeout: float = 60.0) -> None:
+    address = target.address
+    async with target.channel() as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
@@ -149,14 +152,14 @@ async def wait_serving(address: str, timeout: float = 60.0) -> None:
             await asyncio.sleep(0.3)
 
 
-async def import_demo_fleet(address: str, manifest: Path) -> int:
+async def import_demo_fleet(target: GrpcTarget, manifest: Path) -> int:
     fleet = read_manifest(manifest)
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with target.channel() as channel:
         stub = reg_grpc.WorkerRegistryServiceStub(channel)
         for w in fleet:
             try:
                 await stub.ImportWorker(reg_pb2.ImportWorkerRequest(region=w.region, instance_id=w.instance_id),
-                                        timeout=20)
+                                        timeout=20, metadata=target.metadata)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
                     raise
@@ -213,7 +216,9 @@ async def run(s: RunSettings) -> int:
             receiver = await WebhookReceiver(port=s.demo_webhook_port, on_request=print_alert).start()
             webhooks = f"{receiver.url}/alerts"
             lines.append(f"demo webhook receiver {webhooks} (alerts are printed here)")
-        common = {"NATS_URL": nats_url, **aws}
+        auth = local_auth.prepare(state)
+        registry = auth.target(f"127.0.0.1:{s.registry_grpc_port}")
+        common = {"NATS_URL": nats_url, **aws, **auth.env}
         await sup.spawn("registry", [sup.python, "-m", "registry"], sup.env(
             **common, GRPC_PORT=s.registry_grpc_port, METRICS_PORT=s.registry_metrics_port))
         for i in range(s.collector_replicas):
@@ -225,15 +230,14 @@ async def run(s: RunSettings) -> int:
         await sup.spawn("notifier", [sup.python, "-m", "notifier"], sup.env(
             **common, GRPC_PORT=s.notifier_grpc_port, METRICS_PORT=s.notifier_metrics_port,
             WORKER_NOTIFICATION_WEBHOOKS=webhooks))
-        lines += [f"registry gRPC         127.0.0.1:{s.registry_grpc_port}  (reflection: grpcurl -plaintext "
-                  f"127.0.0.1:{s.registry_grpc_port} list)",
+        lines += [f"registry gRPC         127.0.0.1:{s.registry_grpc_port}", *auth.usage(registry.address),
                   f"registry metrics      http://127.0.0.1:{s.registry_metrics_port}/metrics",
                   f"notifier gRPC         127.0.0.1:{s.notifier_grpc_port}",
                   f"notifier metrics      http://127.0.0.1:{s.notifier_metrics_port}/metrics"]
-        await wait_serving(f"127.0.0.1:{s.registry_grpc_port}")
+        await wait_serving(registry)
         if s.run_aws == "simulated":
             await _wait_file(manifest, stop)
-            count = await import_demo_fleet(f"127.0.0.1:{s.registry_grpc_port}", manifest)
+            count = await import_demo_fleet(registry, manifest)
             lines.append(f"demo fleet            {count} workers imported; poll interval "
                          f"{s.worker_metrics_poll_interval}s")
         print("\n".join(["", "cmlmon is running:", *("  " + x for x in lines), "Ctrl-C stops everything.", ""]),

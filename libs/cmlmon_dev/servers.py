@@ -44,8 +44,10 @@ def nats_server_binary() -> str:
 class NatsServer:
     """A nats-server process with JetStream, its store in store_dir."""
 
-    def __init__(self, store_dir: Path, port: int | None = None, *, log_file: Path | None = None) -> None:
+    def __init__(self, store_dir: Path, port: int | None = None, *, log_file: Path | None = None,
+                 config_file: Path | None = None) -> None:
         self.store_dir = store_dir
+        self.config_file = config_file  # e.g. TLS and users; the command line still sets port and store
         self.port = port or free_port()
         self.log_file = log_file
         self.process: subprocess.Popen[bytes] | None = None
@@ -58,7 +60,9 @@ class NatsServer:
     def argv(self) -> list[str]:
         """The command line of this server (its store folder is made here)."""
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        return [nats_server_binary(), "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.store_dir)]
+        config = ["-c", str(self.config_file)] if self.config_file else []
+        return [nats_server_binary(), *config, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd",
+                str(self.store_dir)]
 
     def start(self) -> NatsServer:
         self._log = open(self.log_file, "ab") if self.log_file else None  # noqa: SIM115

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from cmlmon_core.settings import CommonSettings
+from cmlmon_core.settings import CommonSettings, GrpcServerSettings, secret
 from notifier.domain.rules import parse_severities
 
 
-class NotifierSettings(CommonSettings):
+class NotifierSettings(CommonSettings, GrpcServerSettings):
     """Everything the notifier reads from the environment, loaded once at start-up."""
 
     metrics_port: int = Field(default=9103, ge=0, le=65535, description="Prometheus /metrics port; 0 disables")
@@ -16,7 +16,7 @@ class NotifierSettings(CommonSettings):
     grpc_host: str = "0.0.0.0"
 
     # Old design's names: comma-separated webhook URLs and the two thresholds (percent).
-    worker_notification_webhooks: str = Field(default="", description="comma-separated generic webhook URLs")
+    worker_notification_webhooks: str = secret(description="comma-separated generic webhook URLs (may carry tokens)")
     worker_cpu_threshold: float = Field(default=90.0, gt=0, le=100)
     worker_memory_threshold: float = Field(default=90.0, gt=0, le=100)
 
@@ -36,9 +36,9 @@ class NotifierSettings(CommonSettings):
     notifier_replay_seconds: float = Field(default=300.0, ge=0, description="history a new consumer starts from")
 
     # Sinks besides WORKER_NOTIFICATION_WEBHOOKS; a YAML file can list several of each kind.
-    webhook_secret: str = Field(default="", description="whsec_ secret signing the generic webhooks")
-    slack_webhook_url: str = ""
-    pagerduty_routing_key: str = ""
+    webhook_secret: str = secret(description="whsec_ secret signing the generic webhooks")
+    slack_webhook_url: str = secret(description="Slack incoming webhook URL (it carries a token)")
+    pagerduty_routing_key: str = secret(description="PagerDuty Events v2 routing key")
     pagerduty_url: str = "https://events.pagerduty.com/v2/enqueue"
     alertmanager_url: str = Field(default="", description="base URL, e.g. http://127.0.0.1:9093")
     notifier_sinks_file: str = Field(default="", description="YAML file listing sinks")

@@ -16,6 +16,8 @@ from prometheus_client import Counter, Histogram
 
 from cml.monitor.v1 import registry_service_pb2 as rs
 from cml.monitor.v1 import worker_pb2
+from cmlmon_core.auth import Role, current_principal
+from cmlmon_core.grpc_server import ServedService
 from cmlmon_core.telemetry import extract_trace, tracer
 from registry.domain import model, validation
 from registry.errors import (
@@ -50,6 +52,14 @@ _CODES: list[tuple[type[RegistryError], grpc.StatusCode]] = [
 ]
 
 R = TypeVar("R")
+
+SERVICE_NAME = rs.DESCRIPTOR.services_by_name["WorkerRegistryService"].full_name
+# The role each method needs (viewer < operator < admin): launching and terminating instances cost money.
+ROLES: dict[str, Role] = {
+    "GetWorker": Role.VIEWER, "ListWorkers": Role.VIEWER, "WatchWorkers": Role.VIEWER,
+    "StartWorker": Role.OPERATOR, "StopWorker": Role.OPERATOR, "ImportWorker": Role.OPERATOR,
+    "CreateWorker": Role.ADMIN, "TerminateWorker": Role.ADMIN,
+}
 
 
 def status_of(exc: RegistryError) -> grpc.StatusCode:
@@ -113,6 +123,17 @@ def add_to_server(servicer: WorkerRegistryServicer, server: grpc.aio.Server) -> 
     server.add_registered_method_handlers(service.full_name, handlers)  # type: ignore[attr-defined]
 
 
+def served(registry: Registry) -> ServedService:
+    """The registry's API as the shared gRPC server builder serves it."""
+    return ServedService(SERVICE_NAME, lambda server: add_to_server(WorkerRegistryServicer(registry), server), ROLES)
+
+
+def _audit(method: str, worker: worker_pb2.Worker, principal: str) -> worker_pb2.Worker:
+    """Every accepted mutating call is logged with who made it; its lifecycle event carries the same name."""
+    log.info("worker changed by a call", extra={"principal": principal, "method": method, "worker_id": worker.id})
+    return worker
+
+
 class WorkerRegistryServicer:
     """Every RPC of cml.monitor.v1.WorkerRegistryService; registered by add_to_server."""
 
@@ -121,11 +142,15 @@ class WorkerRegistryServicer:
 
     @rpc
     async def CreateWorker(self, request: rs.CreateWorkerRequest, context: Any) -> rs.CreateWorkerResponse:
-        return rs.CreateWorkerResponse(worker=await self._registry.create_worker(request))
+        who = current_principal()
+        return rs.CreateWorkerResponse(worker=_audit("CreateWorker", await self._registry.create_worker(
+            request, who), who))
 
     @rpc
     async def ImportWorker(self, request: rs.ImportWorkerRequest, context: Any) -> rs.ImportWorkerResponse:
-        return rs.ImportWorkerResponse(worker=await self._registry.import_worker(request))
+        who = current_principal()
+        return rs.ImportWorkerResponse(worker=_audit("ImportWorker", await self._registry.import_worker(
+            request, who), who))
 
     @rpc
     async def GetWorker(self, request: rs.GetWorkerRequest, context: Any) -> bytes:
@@ -139,16 +164,22 @@ class WorkerRegistryServicer:
 
     @rpc
     async def StartWorker(self, request: rs.StartWorkerRequest, context: Any) -> rs.StartWorkerResponse:
-        return rs.StartWorkerResponse(worker=await self._registry.start_worker(request.id, request.etag))
+        who = current_principal()
+        return rs.StartWorkerResponse(worker=_audit("StartWorker", await self._registry.start_worker(
+            request.id, request.etag, who), who))
 
     @rpc
     async def StopWorker(self, request: rs.StopWorkerRequest, context: Any) -> rs.StopWorkerResponse:
-        return rs.StopWorkerResponse(worker=await self._registry.stop_worker(request.id, request.etag))
+        who = current_principal()
+        return rs.StopWorkerResponse(worker=_audit("StopWorker", await self._registry.stop_worker(
+            request.id, request.etag, who), who))
 
     @rpc
     async def TerminateWorker(self, request: rs.TerminateWorkerRequest, context: Any
                               ) -> rs.TerminateWorkerResponse:
-        return rs.TerminateWorkerResponse(worker=await self._registry.terminate_worker(request.id, request.etag))
+        who = current_principal()
+        return rs.TerminateWorkerResponse(worker=_audit("TerminateWorker", await self._registry.terminate_worker(
+            request.id, request.etag, who), who))
 
     async def WatchWorkers(self, request: rs.WatchWorkersRequest, context: grpc.aio.ServicerContext[Any, Any]
                            ) -> AsyncIterator[rs.WatchWorkersResponse]:
