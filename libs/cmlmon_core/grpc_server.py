@@ -1,5 +1,6 @@
 """The one way a service serves gRPC: its servicers, the standard health service, server reflection, the
-authentication interceptor and, when configured, TLS (mTLS with a client CA).
+authentication interceptor, per-method metrics (cmlmon_core.grpc_metrics) and, when configured, TLS (mTLS
+with a client CA).
 
 Secure by default: with no GRPC_AUTH_FILE the service refuses to start unless GRPC_AUTH=none says that an
 open API is wanted (and then every start logs a warning)."""
@@ -17,6 +18,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from cmlmon_core.auth import AuthFileError, AuthInterceptor, OpenInterceptor, PolicyFile, Role
+from cmlmon_core.grpc_metrics import MetricsInterceptor
 from cmlmon_core.settings import GrpcServerSettings
 from cmlmon_core.tls import ServerTls, TlsConfigError
 
@@ -113,7 +115,8 @@ async def start_grpc_server(services: Sequence[ServedService], host: str, port: 
         required = {f"/{svc.name}/{method}": role for svc in services for method, role in svc.roles.items()}
         interceptor = AuthInterceptor(security.policy.current, required)
     # No SO_REUSEPORT: a second server on a taken port must fail to start, not silently share it.
-    server = grpc.aio.server(interceptors=[interceptor], options=[("grpc.so_reuseport", 0)])
+    # Metrics first, so that calls the auth interceptor refuses are counted too.
+    server = grpc.aio.server(interceptors=[MetricsInterceptor(), interceptor], options=[("grpc.so_reuseport", 0)])
     for svc in services:
         svc.add(server)
     health_servicer = HealthServicer()

@@ -5,20 +5,16 @@ from __future__ import annotations
 
 import functools
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
-from opentelemetry.trace import SpanKind
-from prometheus_client import Counter, Histogram
 
 from cml.monitor.v1 import registry_service_pb2 as rs
 from cml.monitor.v1 import worker_pb2
 from cmlmon_core.auth import Role, current_principal
 from cmlmon_core.grpc_server import ServedService
-from cmlmon_core.telemetry import extract_trace, tracer
 from registry.domain import model, validation
 from registry.errors import (
     Aborted,
@@ -35,11 +31,6 @@ from registry.service.listing import list_workers
 from registry.service.view import WatchClosed, WatchOverflow
 
 log = logging.getLogger(__name__)
-_tracer = tracer("registry")
-
-RPCS = Counter("registry_rpc_total", "gRPC calls handled", ["method", "code"])
-RPC_SECONDS = Histogram("registry_rpc_seconds", "gRPC call latency", ["method"],
-                        buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 2.5, 10))
 
 _CODES: list[tuple[type[RegistryError], grpc.StatusCode]] = [
     (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
@@ -71,35 +62,23 @@ def status_of(exc: RegistryError) -> grpc.StatusCode:
 
 def rpc(method: Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[R]]
         ) -> Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[R]]:
-    """Count, time, and translate the registry's errors of one unary RPC."""
+    """Translate the registry's errors of one unary RPC into status codes. Counting, timing and the server span
+    are the shared server's interceptors' job (cmlmon_core.grpc_server)."""
     name = method.__name__
-    ok = RPCS.labels(name, "OK")  # bound once: label lookups cost more than the GetWorker itself
-    seconds = RPC_SECONDS.labels(name)
-
-    span_name = f"registry.{name}"
 
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> R:
-        started = time.perf_counter()
-        parent = extract_trace({k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)})
         try:
-            with _tracer.start_as_current_span(span_name, context=parent, kind=SpanKind.SERVER):
-                result = await method(self, request, context)
+            return await method(self, request, context)
         except RegistryError as exc:
             code = status_of(exc)
-            RPCS.labels(name, code.name).inc()
             if code == grpc.StatusCode.UNAVAILABLE:
                 log.warning("rpc failed", extra={"method": name, "error": str(exc)})
             await context.abort(code, str(exc))
             raise  # unreachable: abort raises
         except Exception:
-            RPCS.labels(name, "INTERNAL").inc()
             log.exception("rpc failed unexpectedly", extra={"method": name})
             raise
-        finally:
-            seconds.observe(time.perf_counter() - started)
-        ok.inc()
-        return result
 
     return wrapper
 
@@ -186,7 +165,6 @@ class WorkerRegistryServicer:
         try:
             validation.watch(request)
         except InvalidArgument as exc:
-            RPCS.labels("WatchWorkers", "INVALID_ARGUMENT").inc()
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         view = self._registry.view
         await view.ready.wait()
@@ -194,7 +172,6 @@ class WorkerRegistryServicer:
             sub = view.subscribe()
         except WatchClosed:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "registry is shutting down")
-        RPCS.labels("WatchWorkers", "OK").inc()
 
         def wanted(worker: worker_pb2.Worker) -> bool:
             return not request.region or worker.region == request.region
