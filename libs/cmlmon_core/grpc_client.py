@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from cmlmon_core import tracing
 from cmlmon_core.settings import RegistryClientSettings
 from cmlmon_core.tls import ClientTls
 
@@ -24,9 +25,11 @@ class GrpcTarget:
         return cls(s.registry_address, s.registry_token, tls)
 
     def channel(self) -> grpc.aio.Channel:
+        """A channel whose calls are traced when tracing is on (cmlmon_core.tracing)."""
+        interceptors = tracing.client_interceptors()
         if self.tls is None:
-            return grpc.aio.insecure_channel(self.address)
-        return grpc.aio.secure_channel(self.address, self.tls.channel_credentials())
+            return grpc.aio.insecure_channel(self.address, interceptors=interceptors)
+        return grpc.aio.secure_channel(self.address, self.tls.channel_credentials(), interceptors=interceptors)
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:

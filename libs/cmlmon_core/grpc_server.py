@@ -17,6 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from cmlmon_core import tracing
 from cmlmon_core.auth import AuthFileError, AuthInterceptor, OpenInterceptor, PolicyFile, Role
 from cmlmon_core.grpc_metrics import MetricsInterceptor
 from cmlmon_core.settings import GrpcServerSettings
@@ -115,8 +116,9 @@ async def start_grpc_server(services: Sequence[ServedService], host: str, port: 
         required = {f"/{svc.name}/{method}": role for svc in services for method, role in svc.roles.items()}
         interceptor = AuthInterceptor(security.policy.current, required)
     # No SO_REUSEPORT: a second server on a taken port must fail to start, not silently share it.
-    # Metrics first, so that calls the auth interceptor refuses are counted too.
-    server = grpc.aio.server(interceptors=[MetricsInterceptor(), interceptor], options=[("grpc.so_reuseport", 0)])
+    # Metrics first, so that calls the auth interceptor refuses are counted (and, when tracing, traced) too.
+    interceptors = [MetricsInterceptor(), *tracing.server_interceptors(), interceptor]
+    server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
     for svc in services:
         svc.add(server)
     health_servicer = HealthServicer()

@@ -15,6 +15,7 @@ from cmlmon_core.nats_conn import connect
 from cmlmon_core.settings import load_settings
 from cmlmon_core.telemetry import serve_metrics
 from cmlmon_core.topology import TopologyOptions, ensure_topology
+from cmlmon_core.tracing import tracing_or_exit
 from collector.bootstrap import aws_clients, bootstrap
 from collector.settings import CollectorSettings
 
@@ -76,4 +77,5 @@ async def serve(settings: CollectorSettings, stop: asyncio.Event, collector_id: 
 def main() -> None:
     settings = load_settings(CollectorSettings)
     configure_logging("collector", settings.log_level, settings.log_format)
-    asyncio.run(run(settings))
+    with tracing_or_exit("collector"):
+        asyncio.run(run(settings))

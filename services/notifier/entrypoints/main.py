@@ -15,6 +15,7 @@ from cmlmon_core.nats_conn import connect
 from cmlmon_core.settings import load_settings
 from cmlmon_core.telemetry import serve_metrics
 from cmlmon_core.topology import TopologyOptions, ensure_topology
+from cmlmon_core.tracing import tracing_or_exit
 from notifier.adapters.state_kv import KvAlertStore
 from notifier.bootstrap import bootstrap
 from notifier.entrypoints.grpc_api import served
@@ -77,8 +78,9 @@ async def amain() -> None:
     security = grpc_security_or_exit(settings)
     serve_metrics(settings.metrics_port, settings.metrics_host)
     stop = stop_on_signals()
-    await run_until_stopped(lambda ready: serve(settings, stop, ready, security), stop,
-                            stop_timeout=settings.shutdown_grace_seconds + 10)
+    with tracing_or_exit("notifier"):
+        await run_until_stopped(lambda ready: serve(settings, stop, ready, security), stop,
+                                stop_timeout=settings.shutdown_grace_seconds + 10)
 
 
 def main() -> None:

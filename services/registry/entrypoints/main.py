@@ -16,6 +16,7 @@ from cmlmon_core.lifecycle import run_until_stopped, stop_on_signals
 from cmlmon_core.logs import configure_logging
 from cmlmon_core.settings import load_settings
 from cmlmon_core.topology import TopologyOptions, ensure_topology
+from cmlmon_core.tracing import tracing_or_exit
 from registry.bootstrap import bootstrap
 from registry.entrypoints.fleet_metrics import FleetCollector
 from registry.entrypoints.grpc_api import served
@@ -87,8 +88,9 @@ async def amain() -> None:
     security = grpc_security_or_exit(settings)
     stop = stop_on_signals()
     telemetry.serve_metrics(settings.metrics_port, settings.metrics_host)
-    await run_until_stopped(lambda ready: run(settings, stop, ready, security), stop,
-                            stop_timeout=settings.shutdown_grace_seconds + 10)
+    with tracing_or_exit("registry"):
+        await run_until_stopped(lambda ready: run(settings, stop, ready, security), stop,
+                                stop_timeout=settings.shutdown_grace_seconds + 10)
 
 
 def main() -> None:
