@@ -16,6 +16,7 @@ from cmlmon_core.settings import load_settings
 from cmlmon_core.telemetry import serve_metrics
 from cmlmon_core.topology import TopologyOptions, ensure_topology
 from cmlmon_core.tracing import tracing_or_exit
+from collector import telemetry
 from collector.bootstrap import aws_clients, bootstrap
 from collector.settings import CollectorSettings
 
@@ -43,6 +44,7 @@ async def run(settings: CollectorSettings) -> None:
     start-up instead of hanging. /healthz answers from the start, /readyz once connected and consuming."""
     stop = stop_on_signals()
     collector_id = replica_id(settings.service_instance_id)
+    telemetry.POLL_INTERVAL.set(settings.worker_metrics_poll_interval)
     serve_metrics(settings.metrics_port, settings.metrics_host)
     readiness = Readiness(stop)
     async with health_server(settings.metrics_host, settings.health_port, readiness):
