@@ -28,7 +28,7 @@ from cml.monitor.v1 import registry_service_pb2 as reg_pb2
 from cml.monitor.v1 import registry_service_pb2_grpc as reg_grpc
 from cmlmon_core.grpc_client import GrpcTarget
 from cmlmon_core.settings import load_settings
-from cmlmon_dev import local_auth
+from cmlmon_dev import local_auth, observe
 from cmlmon_dev.demo import read_manifest
 from cmlmon_dev.receiver import Received, WebhookReceiver
 from cmlmon_dev.servers import NatsServer, wait_for_port
@@ -57,6 +57,8 @@ class RunSettings(BaseSettings):
     demo_datapoint_every: float = 10.0
     run_state_dir: Path = Field(default=ROOT / ".run", description="NATS store and demo files (git-ignored)")
     stop_grace_seconds: float = 10.0
+    observe: bool = Field(default=False, description="also start Debian's prometheus scraping every service")
+    prometheus_port: int = 9090
 
 
 def _die_with_parent() -> None:
@@ -234,6 +236,7 @@ async def run(s: RunSettings) -> int:
                   f"registry metrics      http://127.0.0.1:{s.registry_metrics_port}/metrics",
                   f"notifier gRPC         127.0.0.1:{s.notifier_grpc_port}",
                   f"notifier metrics      http://127.0.0.1:{s.notifier_metrics_port}/metrics"]
+        lines += await _observe(sup, s, state)
         await wait_serving(registry)
         if s.run_aws == "simulated":
             await _wait_file(manifest, stop)
@@ -249,6 +252,21 @@ async def run(s: RunSettings) -> int:
         await sup.stop_all()
         if receiver is not None:
             await receiver.stop()
+
+
+async def _observe(sup: Supervisor, s: RunSettings, state: Path) -> list[str]:
+    """Where the Prometheus and Grafana files are; with OBSERVE=1, a Prometheus scraping every service."""
+    if not s.observe:
+        return observe.where()
+    targets = {"registry": [f"127.0.0.1:{s.registry_metrics_port}"],
+               "collector": [f"127.0.0.1:{s.collector_metrics_port + 10 * i}" for i in range(s.collector_replicas)],
+               "notifier": [f"127.0.0.1:{s.notifier_metrics_port}"]}
+    argv = observe.prometheus_argv(state, s.prometheus_port, targets)
+    if argv is None:
+        return [*observe.where(), "OBSERVE=1: Debian's prometheus is not installed (apt-get install prometheus)"]
+    await sup.spawn("prometheus", argv, sup.env(), infrastructure=True)
+    return [*observe.where(), f"Prometheus            http://127.0.0.1:{s.prometheus_port} (every service, "
+                              "rules loaded)"]
 
 
 async def _wait_file(path: Path, stop: asyncio.Event, timeout: float = 120.0) -> None:

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cmlmon_dev.observe import prometheus_config
+
 ROOT = Path(__file__).resolve().parents[3]
 RULES_DIR = ROOT / "deploy" / "prometheus"
 RULES = RULES_DIR / "cmlmon-rules.yaml"
@@ -53,3 +55,16 @@ def test_every_alert_has_a_test_that_makes_it_fire() -> None:
     assert alerts() >= {"CmlmonNoCollector", "CmlmonRegistryDown", "CmlmonNotifierDown", "CmlmonPollLagAboveInterval",
                         "CmlmonAwsThrottled", "CmlmonAwsErrors", "CmlmonConsumerBacklogGrowing",
                         "CmlmonSinkDeliveriesFailing", "CmlmonDeadLetters"}
+
+
+@needs_promtool
+def test_the_prometheus_of_make_run_observe_is_valid_and_scrapes_every_service(tmp_path: Path) -> None:
+    targets = {"registry": ["127.0.0.1:9101"], "collector": ["127.0.0.1:9102", "127.0.0.1:9112"],
+               "notifier": ["127.0.0.1:9103"]}
+    config = prometheus_config(targets)
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    result = promtool("check", "config", "prometheus.yml", cwd=tmp_path)  # also loads the rule files
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(alerts())} rules found" in result.stdout + result.stderr
+    jobs = {j["job_name"]: j["static_configs"][0]["targets"] for j in config["scrape_configs"]}
+    assert jobs == {f"cmlmon-{name}": addresses for name, addresses in targets.items()}
