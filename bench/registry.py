@@ -213,7 +213,7 @@ async def main() -> dict[str, Any]:
         port, bare_port = free_port(), free_port()
         env = {**os.environ, "NATS_URL": server.url, "GRPC_PORT": str(port), "METRICS_PORT": "0",
                "GRPC_HOST": "127.0.0.1", "LOG_LEVEL": "WARNING", "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
-               "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
+               "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "GRPC_AUTH": "none"}
         t0 = time.perf_counter()
         profile = ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]] if os.environ.get("BENCH_PROFILE") else []
         registry = spawn([*profile, "-m", "registry"], env, tmp / "registry.log")
