@@ -99,8 +99,9 @@ async def test_secured_pipeline_alerts_and_leaks_no_secret(
     admin, viewer = f"admintok-{uid}-Kp", f"viewertok-{uid}-Wd"
     secure.secrets.update({"admin-token": admin, "viewer-token": viewer})
     auth = folder / "auth.yaml"
-    write_auth_file(auth, [token_entry(admin, "ada", Role.ADMIN), token_entry(viewer, "vic", Role.VIEWER)],
-                    {"collector": Role.VIEWER})
+    collector_token = f"collectortok-{uid}-Vb"
+    write_auth_file(auth, [token_entry(admin, "ada", Role.ADMIN), token_entry(viewer, "vic", Role.VIEWER),
+                           token_entry(collector_token, "collector", Role.VIEWER)])
     registry_port, notifier_port = free_port(), free_port()
     instance_id = launch_hot_instance(aws_endpoint, f"hot-{uid}")
     put_cpu(aws_endpoint, instance_id, 97.5)
@@ -117,6 +118,7 @@ async def test_secured_pipeline_alerts_and_leaks_no_secret(
         fast = {"WORKER_METRICS_POLL_INTERVAL": 2, "CLOUDWATCH_DELAY_SECONDS": 0}
         launcher.start("collector", REGISTRY_ADDRESS=f"localhost:{registry_port}", REGISTRY_TLS_CA_FILE=pki.ca_file,
                        REGISTRY_TLS_CERT_FILE=collector_cert.cert, REGISTRY_TLS_KEY_FILE=collector_cert.key,
+                       REGISTRY_TOKEN_FILE=secure.secret_file("collector-token", collector_token),
                        RECONCILE_INTERVAL_SECONDS=2, **fast, **secure.nats_env("collector"))
         launcher.start(
             "notifier", GRPC_PORT=notifier_port, **grpc_tls, ALERT_FOR_SECONDS=0, **fast,
@@ -176,5 +178,6 @@ async def test_secured_pipeline_alerts_and_leaks_no_secret(
                   if "publish violation" in line.lower() or "subscription violation" in line.lower()
                   or "permissions violation" in line.lower()]
     assert not violations, "\n".join(violations[:20])  # the documented permissions are enough
+    assert "schedules reconciled" in texts["collector-1.log"]  # its ListWorkers passed mTLS and its token
     found = leaks(secure.secrets, texts)
     assert not found, found  # names where they were found, not the values
