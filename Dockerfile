@@ -11,9 +11,11 @@ RUN pip install --no-cache-dir grpcio-tools==1.85.1 mypy-protobuf==5.1.0 \
  && pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim
-RUN useradd --system --uid 10001 cmlmon
+RUN groupadd --system --gid 10001 cmlmon && useradd --system --uid 10001 --gid 10001 --no-create-home cmlmon
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
-USER cmlmon
-ENV LOG_FORMAT=json PYTHONUNBUFFERED=1
+# Numeric, so that Kubernetes' runAsNonRoot can verify it; nothing is written at run time (bytecode was
+# compiled at install), so the root filesystem can be read-only.
+USER 10001:10001
+ENV LOG_FORMAT=json PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 CMD ["python", "-m", "registry"]

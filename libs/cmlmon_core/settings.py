@@ -86,6 +86,8 @@ class CommonSettings(ServiceSettings):
     worker_metrics_poll_interval: int = Field(default=300, ge=1, le=86_400, description="seconds between polls")
     metrics_stream_max_age_seconds: int = Field(default=86_400, ge=60, description="history kept in CML_METRICS")
     shutdown_grace_seconds: float = Field(default=5.0, ge=0)
+    nats_stream_replicas: int = Field(
+        default=1, ge=1, le=5, description="replicas of every stream and KV bucket; 3 on a 3-node cluster")
 
     # NATS security, all through nats-py's own connect options (see cmlmon_core.nats_conn).
     nats_user: str = Field(default="", description="NATS user (with NATS_PASSWORD)")
@@ -159,6 +161,12 @@ class AwsSettings(ServiceSettings):
         if self.aws_session_token:
             found["aws_session_token"] = self.aws_session_token
         return found
+
+    @field_validator("aws_endpoint_url", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        # `AWS_ENDPOINT_URL: ${AWS_ENDPOINT_URL:-}` (compose) sets it empty: that means real AWS, not "".
+        return None if isinstance(value, str) and not value.strip() else value
 
 
 S = TypeVar("S", bound=BaseSettings)

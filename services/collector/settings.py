@@ -13,6 +13,8 @@ class CollectorSettings(CommonSettings, AwsSettings, RegistryClientSettings):
     """How the collector schedules, batches and asks AWS. Defaults suit real AWS; `make run` shortens them."""
 
     metrics_port: int = Field(default=9102, ge=0, le=65535, description="Prometheus /metrics port; 0 disables")
+    health_port: int = Field(
+        default=0, ge=0, le=65535, description="HTTP /healthz and /readyz on METRICS_HOST; 0 disables")
 
     # CloudWatch
     cloudwatch_delay_seconds: int = Field(

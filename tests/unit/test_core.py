@@ -5,7 +5,7 @@ import pytest
 from cml.monitor.v1 import events_pb2
 from cmlmon_core import messages, subjects
 from cmlmon_core.logs import redact_url
-from cmlmon_core.settings import CommonSettings
+from cmlmon_core.settings import AwsSettings, CommonSettings
 
 
 def test_subject_helpers_build_contract_subjects() -> None:
@@ -115,3 +115,12 @@ async def test_run_until_stopped_lets_a_ready_service_finish_then_bounds_it() ->
 
     with pytest.raises(RuntimeError, match="boom"):
         await run_until_stopped(broken, asyncio.Event(), stop_timeout=1)
+
+
+@pytest.mark.parametrize("value", ["", "  "])
+def test_empty_aws_endpoint_means_real_aws(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    # docker-compose.yml passes AWS_ENDPOINT_URL through as "" when the operator leaves it unset.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", value)
+    assert AwsSettings().aws_endpoint_url is None
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://aws-sim:5000")
+    assert AwsSettings().aws_endpoint_url == "http://aws-sim:5000"

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass, field
 
+from nats.aio.client import Client
+
+from cmlmon_core.health import health_server
 from cmlmon_core.lifecycle import replica_id, run_until_stopped, stop_on_signals
 from cmlmon_core.logs import configure_logging
 from cmlmon_core.nats_conn import connect
@@ -17,25 +21,44 @@ from collector.settings import CollectorSettings
 log = logging.getLogger("collector")
 
 
+@dataclass
+class Readiness:
+    """What /readyz answers: connected to NATS right now, not stopping, and bound to every durable consumer
+    this replica runs."""
+
+    stop: asyncio.Event
+    nc: Client | None = None
+    consumers: list[asyncio.Event] = field(default_factory=list)
+
+    def __call__(self) -> bool:
+        return (self.nc is not None and self.nc.is_connected and not self.stop.is_set()
+                and all(c.is_set() for c in self.consumers))
+
+
 async def run(settings: CollectorSettings) -> None:
     """Serve until SIGINT/SIGTERM; then finish or nak in-flight work within the grace period and return.
 
     A stop while still waiting for NATS (it may not be up yet: the connection retries forever) cancels the
-    start-up instead of hanging."""
+    start-up instead of hanging. /healthz answers from the start, /readyz once connected and consuming."""
     stop = stop_on_signals()
     collector_id = replica_id(settings.service_instance_id)
     serve_metrics(settings.metrics_port, settings.metrics_host)
-    await run_until_stopped(lambda connected: serve(settings, stop, collector_id, connected), stop,
-                            stop_timeout=settings.shutdown_grace_seconds + 10)
+    readiness = Readiness(stop)
+    async with health_server(settings.metrics_host, settings.health_port, readiness):
+        await run_until_stopped(lambda connected: serve(settings, stop, collector_id, connected, readiness), stop,
+                                stop_timeout=settings.shutdown_grace_seconds + 10)
 
 
 async def serve(settings: CollectorSettings, stop: asyncio.Event, collector_id: str,
-                connected: asyncio.Event) -> None:
+                connected: asyncio.Event, readiness: Readiness) -> None:
     async with connect(settings, f"collector {collector_id}") as nc, aws_clients(settings) as clients:
         connected.set()
         js = nc.jetstream()
         await ensure_topology(js, TopologyOptions(metrics_max_age_seconds=settings.metrics_stream_max_age_seconds))
         app = bootstrap(settings, nc=nc, js=js, collector_id=collector_id, clients=clients)
+        if settings.worker_monitoring_enabled:
+            readiness.consumers = [app.worker_events.consuming, app.ticks.consuming]
+        readiness.nc = nc
         log.info("collector started", extra={
             "collector_id": collector_id, "interval": settings.worker_metrics_poll_interval,
             "aws_endpoint": settings.aws_endpoint_url or "aws", "registry": settings.registry_address})

@@ -75,11 +75,13 @@ class TickConsumer:
         self._in_flight = 0
         self._room = asyncio.Event()
         self._room.set()
+        self.consuming = asyncio.Event()  # set while bound to the durable: the readiness probe reads it
 
     async def run(self, stop: asyncio.Event) -> None:
         await self._js.add_consumer(POLLS_STREAM, consumer_config(self._opts))
         psub = await self._js.pull_subscribe_bind(durable=DURABLE, stream=POLLS_STREAM)
         log.info("consuming poll ticks", extra={"durable": DURABLE, "collector_id": self._collector_id})
+        self.consuming.set()
         try:
             while not stop.is_set():
                 await self._wait_for_room(stop)
@@ -89,6 +91,7 @@ class TickConsumer:
                 if msgs:
                     await self._dispatch(msgs)
         finally:
+            self.consuming.clear()
             await self._finish_in_flight()
             await psub.unsubscribe()
 

@@ -40,11 +40,13 @@ class WorkerEventConsumer:
         self._js = js
         self._keeper = keeper
         self._retry_delay = retry_delay
+        self.consuming = asyncio.Event()  # set while bound to the durable: the readiness probe reads it
 
     async def run(self, stop: asyncio.Event) -> None:
         await self._js.add_consumer(WORKERS_STREAM, consumer_config())
         psub = await self._js.pull_subscribe_bind(durable=DURABLE, stream=WORKERS_STREAM)
         log.info("consuming worker events", extra={"durable": DURABLE})
+        self.consuming.set()
         while not stop.is_set():
             try:
                 msgs = await psub.fetch(batch=1, timeout=1.0)
@@ -59,6 +61,7 @@ class WorkerEventConsumer:
                     await self.handle(msg)
                 except (NatsError, TimeoutError) as exc:  # the ack was lost: the event comes again, harmlessly
                     log.warning("acknowledging a worker event failed", extra={"error": repr(exc)})
+        self.consuming.clear()
         await psub.unsubscribe()
 
     async def handle(self, msg: Msg) -> None:

@@ -1,0 +1,208 @@
+"""docker-compose.yml proven by its content (no Docker engine here): its three NATS command lines, run as
+written by the wheel's nats-server (service host names mapped to loopback, ports and volumes moved so the
+three fit on one machine), form a JetStream cluster that holds cmlmon's topology at R3; every variable a
+service is given is one it reads, every published port one it listens on, and every address names a port
+that is served; the images are versions that work: NATS with message schedules, the moto the tests pin."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tomllib
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+import yaml
+from nats.js.api import StreamConfig
+from nats.js.errors import APIError, ServiceUnavailableError
+
+from cmlmon_core.topology import ensure_topology
+from cmlmon_dev.servers import free_port, nats_server_binary, wait_for_port
+from tests.integration.deploy.service_env import SETTINGS, listening_ports, reads, settings_from
+from tests.support import eventually
+
+ROOT = Path(__file__).resolve().parents[3]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES: dict[str, Any] = COMPOSE["services"]
+NATS_NODES = sorted(name for name, svc in SERVICES.items() if svc.get("image", "").startswith("nats:"))
+NATS_CLIENT_PORT = 4222  # nats-server's default client port: the command lines give no -p
+URL = re.compile(r"nats://([^:/,]+):(\d+)")
+
+pytestmark = pytest.mark.integration
+
+
+def interpolate(value: object) -> str:
+    """Compose's `${NAME:-default}` / `${NAME-default}` / `${NAME}` as with nothing set in the shell."""
+    return re.sub(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::?-([^}]*))?\}", lambda m: m.group(1) or "", str(value))
+
+
+def service_of(svc: dict[str, Any]) -> str:
+    assert svc["command"][:2] == ["python", "-m"]
+    return str(svc["command"][2])
+
+
+def cmlmon_services() -> dict[str, dict[str, Any]]:
+    return {name: svc for name, svc in SERVICES.items() if svc.get("command", [""])[0] == "python"}
+
+
+# (a) the NATS cluster, run from the file's own command lines
+
+
+class ComposeCluster:
+    """The compose file's NATS nodes as local processes: `<host>:<port>` of every node becomes 127.0.0.1 and a
+    free port, each named volume a folder; nothing else in the command lines changes."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.ports = {(node, port): free_port() for node in NATS_NODES for port in (NATS_CLIENT_PORT, 6222)}
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def url(self, node: str) -> str:
+        return f"nats://127.0.0.1:{self.ports[node, NATS_CLIENT_PORT]}"
+
+    def argv(self, node: str) -> list[str]:
+        svc = SERVICES[node]
+        command = [str(a) for a in svc["command"]]
+        assert command[0].startswith("-"), "the image's entrypoint runs nats-server with arguments starting '-'"
+        assert "-p" not in command and "--port" not in command
+        volumes = dict(v.split(":")[::-1] for v in svc["volumes"])  # container path -> volume name
+
+        def moved(arg: str) -> str:
+            if arg in volumes:
+                return str(self.tmp / volumes[arg])
+            return URL.sub(lambda m: self.address(node, m.group(1), int(m.group(2))), arg)
+
+        return [nats_server_binary(), *(moved(a) for a in command), "-a", "127.0.0.1",
+                "-p", str(self.ports[node, NATS_CLIENT_PORT])]
+
+    def address(self, node: str, host: str, port: int) -> str:
+        target = node if host == "0.0.0.0" else host
+        assert target in NATS_NODES, f"{host} is no NATS service of the compose file"
+        return f"nats://127.0.0.1:{self.ports[target, port]}"
+
+    def start(self) -> None:
+        for node in NATS_NODES:
+            log = open(self.tmp / f"{node}.log", "wb")  # noqa: SIM115 - closed with the process
+            self.processes.append(subprocess.Popen(self.argv(node), stdout=log, stderr=subprocess.STDOUT))
+            log.close()
+        for node in NATS_NODES:
+            wait_for_port(self.ports[node, NATS_CLIENT_PORT])
+
+    def stop(self) -> None:
+        for proc in self.processes:
+            proc.terminate()
+        for proc in self.processes:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[ComposeCluster]:
+    nodes = ComposeCluster(tmp_path)
+    try:
+        nodes.start()
+        yield nodes
+    finally:
+        nodes.stop()
+        for node in NATS_NODES:  # shown by pytest only when the test failed
+            print(f"----- {node} -----\n{(tmp_path / f'{node}.log').read_text(errors='replace')[-3000:]}")
+
+
+async def test_the_nats_command_lines_form_a_jetstream_cluster_holding_r3_streams(cluster: ComposeCluster) -> None:
+    assert len(NATS_NODES) == 3
+    name = f"COMPOSE_{uuid.uuid4().hex[:8].upper()}"
+    async with await nats.connect(cluster.url(NATS_NODES[0])) as first, \
+            await nats.connect(cluster.url(NATS_NODES[-1])) as last:
+        js = first.jetstream()
+
+        async def r3_stream() -> Any:  # refused until the meta group has a leader and all peers are known
+            try:
+                return await js.add_stream(StreamConfig(name=name, subjects=[f"{name}.>"], num_replicas=3))
+            except (ServiceUnavailableError, APIError, TimeoutError, nats.errors.TimeoutError) as exc:
+                print("cluster not formed yet:", repr(exc))
+                return None
+
+        info = await eventually(r3_stream, timeout=60, interval=0.5)
+        assert info.cluster is not None and info.cluster.leader in NATS_NODES
+        assert len(info.cluster.replicas or []) == 2
+        await js.publish(f"{name}.x", b"replicated")
+        msg = await last.jetstream().get_last_msg(name, f"{name}.x")  # asked through another node
+        assert msg.data == b"replicated"
+        await ensure_topology(js)  # cmlmon's own streams, schedules included, on this cluster
+        await js.delete_stream(name)
+
+
+# (b) variables and ports
+
+
+def environment(svc: dict[str, Any]) -> dict[str, str]:
+    return {k: interpolate(v) for k, v in (svc.get("environment") or {}).items()}
+
+
+@pytest.mark.parametrize("name", sorted(cmlmon_services()))
+def test_every_variable_a_service_gets_is_one_it_reads_with_a_valid_value(name: str) -> None:
+    svc = cmlmon_services()[name]
+    service = service_of(svc)
+    env = environment(svc)
+    assert not [n for n in env if not reads(service, n)], f"{name} gets variables it never reads"
+    settings_from(service, env)  # raises naming a bad value
+    assert env["NATS_STREAM_REPLICAS"] == "3", "compose runs a 3-node cluster: streams at R3"
+
+
+def test_the_three_services_are_all_there() -> None:
+    assert {service_of(s) for s in cmlmon_services().values()} == set(SETTINGS)
+
+
+@pytest.mark.parametrize("name", sorted(cmlmon_services()))
+def test_published_ports_are_the_ones_the_service_listens_on(name: str) -> None:
+    svc = cmlmon_services()[name]
+    ports = listening_ports(settings_from(service_of(svc), environment(svc)))
+    for mapping in svc.get("ports", []):
+        assert int(mapping.split(":")[-1]) in ports.values(), f"{name} publishes {mapping}"
+    if "grpc_port" in ports:  # a gRPC service that is not published cannot be reached from outside
+        assert any(int(m.split(":")[-1]) == ports["grpc_port"] for m in svc.get("ports", [])), name
+
+
+def test_addresses_name_served_ports() -> None:
+    for name, svc in cmlmon_services().items():
+        env = environment(svc)
+        for host, port in URL.findall(env["NATS_URL"]):
+            assert host in NATS_NODES and int(port) == NATS_CLIENT_PORT, (name, host, port)
+        if "REGISTRY_ADDRESS" in env:
+            host, port = env["REGISTRY_ADDRESS"].rsplit(":", 1)
+            registry = SERVICES[host]
+            assert int(port) == listening_ports(settings_from(service_of(registry), environment(registry)))[
+                "grpc_port"]
+    assert any(m.split(":")[-1] == str(NATS_CLIENT_PORT) for m in SERVICES[NATS_NODES[0]]["ports"])
+
+
+# (c) images
+
+
+def image_version(image: str) -> tuple[int, ...]:
+    tag = image.rsplit(":", 1)[1]
+    found = re.match(r"(\d+(?:\.\d+)*)", tag)
+    assert found, f"{image}: the tag names no version"
+    return tuple(int(p) for p in found.group(1).split("."))
+
+
+def test_nats_image_supports_message_schedules() -> None:
+    for node in NATS_NODES:
+        assert image_version(SERVICES[node]["image"]) >= (2, 12), "message schedules came in NATS 2.12"
+
+
+def test_the_simulated_aws_is_the_moto_the_tests_pin() -> None:
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["dev"]
+    pinned = next(re.match(r"moto(\[[^\]]*\])?==(\S+)", d) for d in deps if d.startswith("moto"))
+    assert pinned, "moto is pinned in the dev extra"
+    sim = SERVICES["aws-sim"]
+    assert sim["image"] == f"motoserver/moto:{pinned.group(2)}"
+    assert sim["profiles"] == ["sim"]
+
