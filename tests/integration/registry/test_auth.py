@@ -134,11 +134,19 @@ async def test_calls_need_a_known_token_and_a_high_enough_role(
     assert audit == [("otto", "ImportWorker"), ("otto", "StopWorker"), ("ada", "TerminateWorker")]
 
 
-async def test_plaintext_is_refused_by_a_tls_server(secured: RegistrySettings) -> None:
-    async with serving(secured) as address, grpc.aio.insecure_channel(address) as ch:
+async def test_plaintext_is_refused_by_a_tls_server_but_for_the_probe_port(secured: RegistrySettings) -> None:
+    probe_port = free_port()
+    settings = secured.model_copy(update={"grpc_health_port": probe_port})
+    async with serving(settings) as address, grpc.aio.insecure_channel(address) as ch:
         refused = await failure(rs_grpc.WorkerRegistryServiceStub(ch).ListWorkers(
             rs.ListWorkersRequest(), metadata=bearer("admin"), timeout=5))
         assert refused.code() == grpc.StatusCode.UNAVAILABLE
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{probe_port}") as probe:  # as a Kubernetes grpc probe
+            health = await health_pb2_grpc.HealthStub(probe).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+            nothing_else = await failure(rs_grpc.WorkerRegistryServiceStub(probe).ListWorkers(
+                rs.ListWorkersRequest(), metadata=bearer("admin"), timeout=5))
+            assert nothing_else.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
 async def test_client_certificate_subject_is_the_principal(
