@@ -73,6 +73,13 @@ async def failure(call: Any) -> grpc.aio.AioRpcError:
     return caught.value
 
 
+async def _next_about(watch: Any, worker_id: str) -> Any:
+    while True:
+        reply = await watch.read()
+        if reply.worker.id == worker_id:
+            return reply
+
+
 @pytest.fixture
 def pki(tmp_path: Path) -> Pki:
     return Pki(tmp_path / "pki")
@@ -106,6 +113,10 @@ async def test_calls_need_a_known_token_and_a_high_enough_role(
         assert wrong.code() == grpc.StatusCode.UNAUTHENTICATED and "tok-guess-1234" not in (wrong.details() or "")
 
         await stub.ListWorkers(rs.ListWorkersRequest(), metadata=bearer("viewer"))
+        anonymous_watch = stub.WatchWorkers(rs.WatchWorkersRequest())  # a server stream is guarded too
+        denied_watch = await failure(asyncio.wait_for(anonymous_watch.read(), 10))
+        assert denied_watch.code() == grpc.StatusCode.UNAUTHENTICATED
+        watch = stub.WatchWorkers(rs.WatchWorkersRequest(), metadata=bearer("viewer"))
         importing = rs.ImportWorkerRequest(region=REGION, instance_id=instance)
         denied = await failure(stub.ImportWorker(importing, metadata=bearer("viewer")))
         assert denied.code() == grpc.StatusCode.PERMISSION_DENIED and "operator" in (denied.details() or "")
@@ -117,6 +128,9 @@ async def test_calls_need_a_known_token_and_a_high_enough_role(
                                                         metadata=bearer("operator")))
             assert denied.code() == grpc.StatusCode.PERMISSION_DENIED and "admin" in (denied.details() or "")
             await stub.TerminateWorker(rs.TerminateWorkerRequest(id=worker.id), metadata=bearer("admin"))
+        watched = await eventually(lambda: _next_about(watch, worker.id), timeout=20)
+        assert watched.worker.id == worker.id
+        watch.cancel()
 
     def by(kind: int) -> str | None:
         found = tap.of(worker.id, kind)
