@@ -216,6 +216,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             try:
                 identity = self.identify(context.invocation_metadata(), context)
             except Unauthenticated as exc:
+                log.warning("call refused", extra={"method": short, "peer": context.peer(), "reason": str(exc)})
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
             if identity.role < needed:
                 log.warning("call refused", extra={"principal": identity.principal, "method": short,
