@@ -17,6 +17,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from cmlmon_core.auth import AuthFileError, AuthInterceptor, OpenInterceptor, PolicyFile, Role
+from cmlmon_core.reflection import served_pool
 from cmlmon_core.settings import GrpcServerSettings
 from cmlmon_core.tls import ServerTls, TlsConfigError
 
@@ -123,7 +124,8 @@ async def start_grpc_server(services: Sequence[ServedService], host: str, port: 
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [svc.name for svc in services]
-    reflection.enable_server_reflection((*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    shown = (*names, health.SERVICE_NAME, reflection.SERVICE_NAME)
+    reflection.enable_server_reflection(shown, server, pool=served_pool(shown))  # the APIs only, no internals
     address = f"{host}:{port}"
     if security.tls is None:
         bound = server.add_insecure_port(address)

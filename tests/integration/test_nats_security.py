@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import nkeys
+import nkeys  # type: ignore[import-untyped]
 import pytest
 
 from cmlmon_core.lifecycle import StartupError

@@ -51,8 +51,10 @@ def test_every_secret_path_is_mounted_and_made(name: str, made: Path) -> None:
 @pytest.mark.parametrize("name", ["registry", "notifier"])
 def test_the_apis_start_with_tokens_and_tls(name: str, made: Path) -> None:
     env = on_host(environment(cmlmon_services()[name]), made)
-    grpc_env = {k.lower(): v for k, v in env.items() if k.startswith("GRPC_") and k != "GRPC_PORT"}
-    security = grpc_security(GrpcServerSettings(**{"grpc_auth": "required", **grpc_env}))  # not this env's none
+    settings = GrpcServerSettings(grpc_auth="required",  # not this test process's GRPC_AUTH=none
+                                  grpc_auth_file=env["GRPC_AUTH_FILE"], grpc_tls_cert_file=env["GRPC_TLS_CERT_FILE"],
+                                  grpc_tls_key_file=env["GRPC_TLS_KEY_FILE"])
+    security = grpc_security(settings)
     assert security.policy is not None and security.tls is not None
     assert service_of(cmlmon_services()[name]) == name
 
