@@ -30,7 +30,7 @@ gen: $(GEN_STAMP)
 lint: install
 	$(VENV)/bin/buf lint protos
 	$(VENV)/bin/ruff check libs services tests bench scripts
-	$(VENV)/bin/mypy libs services scripts
+	$(VENV)/bin/mypy libs services scripts tests
 
 test: install
 	$(PY) -m pytest tests

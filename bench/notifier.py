@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
-import hmac
 import json
 import os
 import statistics
@@ -27,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import nats
-from aiohttp import web
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -36,7 +33,8 @@ from cml.monitor.v1 import events_pb2, worker_pb2
 from cmlmon_core import subjects
 from cmlmon_core.messages import encode
 from cmlmon_core.topology import METRICS_STREAM, ensure_topology
-from cmlmon_dev.servers import NatsServer, free_port
+from cmlmon_dev.receiver import Received, WebhookReceiver
+from cmlmon_dev.servers import NatsServer
 
 WORKERS = 1000
 SAMPLES = int(os.environ.get("BENCH_SAMPLES", "40000"))
@@ -106,6 +104,7 @@ async def bare_consumer(js: JetStreamContext, durable: str, total: int) -> float
 
 def start_notifier(nats_url: str, prefix: str, log: Path, **env: str) -> subprocess.Popen[bytes]:
     full = {**os.environ, "NATS_URL": nats_url, "METRICS_PORT": "0", "GRPC_PORT": "0", "LOG_LEVEL": "WARNING",
+            "GRPC_AUTH": "none",  # the benchmark measures evaluation and delivery, not the API
             "NOTIFIER_CONSUMER_PREFIX": prefix, "ALERT_FOR_SECONDS": "0",
             "ALERT_MIN_SAMPLES": "1", "ALERT_WINDOW_SAMPLES": "1", "NOTIFIER_REPLAY_SECONDS": "3600", **env}
     return subprocess.Popen([sys.executable, "-m", "notifier"], env=full, stdout=subprocess.DEVNULL,
@@ -133,35 +132,15 @@ async def notifier_throughput(js: JetStreamContext, nats_url: str, prefix: str, 
         stop(proc)
 
 
-def verify(headers: Any, body: bytes) -> bool:
-    key = base64.b64decode(SECRET.removeprefix("whsec_"))
-    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
-    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
-    return f"v1,{expected}" in headers["webhook-signature"].split(" ")
-
-
 async def latency(js: JetStreamContext, nats_url: str, prefix: str, run: str, log: Path) -> dict[str, Any]:
     received: dict[tuple[str, str], list[float]] = {}
-    bad = 0
 
-    async def hook(request: web.Request) -> web.Response:
-        nonlocal bad
-        now = time.perf_counter()
-        body = await request.read()
-        if not verify(request.headers, body):
-            bad += 1
-            return web.Response(status=401)
-        data = json.loads(body)
-        received.setdefault((data["worker_id"], data["status"]), []).append(now)
-        return web.Response(status=204)
+    def record(item: Received) -> None:
+        data = item.json()
+        received.setdefault((data["worker_id"], data["status"]), []).append(time.perf_counter())
 
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    proc = start_notifier(nats_url, prefix, log, WORKER_NOTIFICATION_WEBHOOKS=f"http://127.0.0.1:{port}/hook",
+    receiver = await WebhookReceiver(path="/hook", secret=SECRET, on_request=record).start()
+    proc = start_notifier(nats_url, prefix, log, WORKER_NOTIFICATION_WEBHOOKS=receiver.url,
                           WEBHOOK_SECRET=SECRET, NOTIFIER_REPLAY_SECONDS="0")
     sent: dict[tuple[str, str], list[float]] = {}
     try:
@@ -198,10 +177,10 @@ async def latency(js: JetStreamContext, nats_url: str, prefix: str, run: str, lo
             await asyncio.sleep(0.05)
     finally:
         stop(proc)
-        await runner.cleanup()
+        await receiver.stop()
     lat = [(r - s) * 1000 for key, times in sent.items() for s, r in zip(times, received.get(key, []), strict=False)]
     lat.sort()
-    return {"latency_samples": len(lat), "transitions_expected": expected, "bad_signatures": bad,
+    return {"latency_samples": len(lat), "transitions_expected": expected, "bad_signatures": len(receiver.rejected),
             "publish_rate": achieved,
             "p50_ms": statistics.median(lat) if lat else None,
             "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else None}

@@ -28,7 +28,7 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,7 +164,7 @@ def current_principal() -> str:
     return _principal.get()
 
 
-def _bearer(metadata: Sequence[tuple[str, Any]] | None) -> str | None:
+def _bearer(metadata: Iterable[tuple[str, Any]] | None) -> str | None:
     for key, value in metadata or ():
         if key == "authorization" and isinstance(value, str):
             scheme, _, token = value.partition(" ")
@@ -193,6 +193,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     def __init__(self, policy: Callable[[], AuthPolicy], required: Mapping[str, Role]) -> None:
         self._policy = policy
         self._required = required  # "/package.Service/Method" -> role; a method not listed needs admin
+        self._wrapped: dict[str, tuple[Any, Any]] = {}  # method -> (its handler, that handler guarded)
 
     async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Any],
                                 details: grpc.HandlerCallDetails) -> Any:
@@ -200,14 +201,22 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         method = details.method
         if handler is None or method.split("/")[1] in OPEN_SERVICES:
             return handler
+        known = self._wrapped.get(method)
+        if known is not None and known[0] is handler:  # the guard is built once per method, not per call
+            return known[1]
+        guarded = _wrap(handler, self._admission(method))
+        self._wrapped[method] = (handler, guarded)
+        return guarded
+
+    def _admission(self, method: str) -> Admit:
         needed = self._required.get(method, Role.ADMIN)
         short = method.rsplit("/", 1)[-1]
-        metadata = details.invocation_metadata
 
         async def admit(context: grpc.aio.ServicerContext[Any, Any]) -> None:
             try:
-                identity = self.identify(metadata, context)
+                identity = self.identify(context.invocation_metadata(), context)
             except Unauthenticated as exc:
+                log.warning("call refused", extra={"method": short, "peer": context.peer(), "reason": str(exc)})
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
             if identity.role < needed:
                 log.warning("call refused", extra={"principal": identity.principal, "method": short,
@@ -217,9 +226,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                                     f"{identity.role.label}")
             _principal.set(identity.principal)
 
-        return _wrap(handler, admit)
+        return admit
 
-    def identify(self, metadata: Sequence[tuple[str, Any]] | None, context: grpc.aio.ServicerContext[Any, Any]
+    def identify(self, metadata: Iterable[tuple[str, Any]] | None, context: grpc.aio.ServicerContext[Any, Any]
                  ) -> Identity:
         policy = self._policy()
         token = _bearer(metadata)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Any, Protocol
 
 import aioboto3
 from botocore.config import Config
@@ -22,6 +22,12 @@ def client_config(settings: AwsSettings) -> Config:
         retries={"max_attempts": settings.aws_max_attempts, "mode": "adaptive"},
         max_pool_connections=50,
     )
+
+
+class ClientSource(Protocol):
+    """Where per-region aioboto3 clients come from (AwsClients; a fake in unit tests)."""
+
+    async def get(self, service: str, region: str) -> Any: ...
 
 
 class AwsClients:

@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 from cmlmon_core import tracing
 from cmlmon_core.auth import AuthFileError, AuthInterceptor, OpenInterceptor, PolicyFile, Role
 from cmlmon_core.grpc_metrics import MetricsInterceptor
+from cmlmon_core.reflection import served_pool
 from cmlmon_core.settings import GrpcServerSettings
 from cmlmon_core.tls import ServerTls, TlsConfigError
 
@@ -99,16 +100,20 @@ class GrpcServer:
     server: grpc.aio.Server
     port: int
     health: HealthServicer
+    probe: grpc.aio.Server | None = None  # the plaintext health-only server, when asked for
 
     async def stop(self, grace: float) -> None:
         """Health says NOT_SERVING first (probes stop sending), then calls get grace seconds to finish."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        if self.probe is not None:
+            await self.probe.stop(0)
 
 
-async def start_grpc_server(services: Sequence[ServedService], host: str, port: int, security: GrpcSecurity
-                            ) -> GrpcServer:
-    """Serve the services with health and reflection; every one of them reported SERVING."""
+async def start_grpc_server(services: Sequence[ServedService], host: str, port: int, security: GrpcSecurity,
+                            *, health_port: int = 0) -> GrpcServer:
+    """Serve the services with health and reflection; every one of them reported SERVING. With health_port,
+    the same health service also alone in plaintext on that port (nothing else is reachable there)."""
     if security.policy is None:
         log.warning("GRPC_AUTH=none: the gRPC API serves anyone who reaches the port, without authentication")
         interceptor: AuthInterceptor | OpenInterceptor = OpenInterceptor()
@@ -124,14 +129,21 @@ async def start_grpc_server(services: Sequence[ServedService], host: str, port: 
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [svc.name for svc in services]
-    reflection.enable_server_reflection((*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    shown = (*names, health.SERVICE_NAME, reflection.SERVICE_NAME)
+    reflection.enable_server_reflection(shown, server, pool=served_pool(shown))  # the APIs only, no internals
     address = f"{host}:{port}"
     if security.tls is None:
         bound = server.add_insecure_port(address)
     else:
         bound = server.add_secure_port(address, security.tls.credentials())
     await server.start()
+    probe = None
+    if health_port:
+        probe = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, probe)
+        probe.add_insecure_port(f"{host}:{health_port}")
+        await probe.start()
     for name in ("", *names):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("gRPC serving", extra={"port": bound, "security": security.summary})
-    return GrpcServer(server, bound, health_servicer)
+    log.info("gRPC serving", extra={"port": bound, "security": security.summary, "health_port": health_port})
+    return GrpcServer(server, bound, health_servicer, probe)

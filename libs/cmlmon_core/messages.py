@@ -11,7 +11,6 @@ from google.protobuf.message import Message
 CONTENT_TYPE = "Content-Type"
 MSG_ID = "Nats-Msg-Id"
 TRACEPARENT = "traceparent"
-TRACESTATE = "tracestate"
 _PREFIX = "application/protobuf; proto="
 
 M = TypeVar("M", bound=Message)

@@ -121,6 +121,9 @@ class GrpcServerSettings(ServiceSettings):
     grpc_tls_cert_file: str = Field(default="", description="server certificate (PEM); empty: plaintext")
     grpc_tls_key_file: str = Field(default="", description="server private key (PEM)")
     grpc_tls_client_ca_file: str = Field(default="", description="set: require client certificates from this CA")
+    grpc_health_port: int = Field(
+        default=0, ge=0, le=65535, description="also serve grpc.health.v1 alone, plaintext, on this port, for "
+                                                "probes that cannot speak TLS (Kubernetes grpc probes); 0: no")
 
     @field_validator("grpc_auth", mode="before")
     @classmethod

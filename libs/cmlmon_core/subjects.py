@@ -27,10 +27,6 @@ def worker_event(worker_id: str, event: str) -> str:
     return f"cml.workers.{token(worker_id, 'worker id')}.{token(event, 'event')}"
 
 
-def worker_events(worker_id: str) -> str:
-    return f"cml.workers.{token(worker_id, 'worker id')}.*"
-
-
 def poll_schedule(worker_id: str) -> str:
     return f"cml.polls.schedule.{token(worker_id, 'worker id')}"
 
@@ -49,7 +45,3 @@ def alert(worker_id: str, rule: str) -> str:
 
 def deadletter(sink: str, worker_id: str, rule: str) -> str:
     return f"cml.deadletter.{token(sink, 'sink')}.{token(worker_id, 'worker id')}.{token(rule, 'rule')}"
-
-
-def last_token(subject: str) -> str:
-    return subject.rsplit(".", 1)[-1]

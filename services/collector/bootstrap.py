@@ -34,7 +34,6 @@ class Collector:
     worker_events: WorkerEventConsumer
     ticks: TickConsumer
     reconciler: Reconciler
-    keeper: ScheduleKeeper
 
 
 def retry_policy(settings: CollectorSettings) -> RetryPolicy:
@@ -79,5 +78,4 @@ def bootstrap(settings: CollectorSettings, *, nc: Client, js: JetStreamContext, 
         ticks=TickConsumer(js, poller, publisher or JetStreamSamples(js), collector_id, tick_options(settings)),
         reconciler=Reconciler(directory or GrpcRegistry(GrpcTarget.registry(settings)), keeper,
                               settings.reconcile_interval_seconds),
-        keeper=keeper,
     )

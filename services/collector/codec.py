@@ -7,25 +7,8 @@ from datetime import datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from cml.monitor.v1 import events_pb2, worker_pb2
-from collector.domain.model import Check, Monitoring, Observation, Status, Target
+from collector.domain.model import Monitoring, Observation, Target
 
-_STATUS = {
-    Status.UNSPECIFIED: worker_pb2.WORKER_STATUS_UNSPECIFIED,
-    Status.PENDING: worker_pb2.WORKER_STATUS_PENDING,
-    Status.RUNNING: worker_pb2.WORKER_STATUS_RUNNING,
-    Status.STOPPING: worker_pb2.WORKER_STATUS_STOPPING,
-    Status.STOPPED: worker_pb2.WORKER_STATUS_STOPPED,
-    Status.SHUTTING_DOWN: worker_pb2.WORKER_STATUS_SHUTTING_DOWN,
-    Status.TERMINATED: worker_pb2.WORKER_STATUS_TERMINATED,
-}
-_CHECK = {
-    Check.UNSPECIFIED: worker_pb2.STATUS_CHECK_UNSPECIFIED,
-    Check.OK: worker_pb2.STATUS_CHECK_OK,
-    Check.IMPAIRED: worker_pb2.STATUS_CHECK_IMPAIRED,
-    Check.INSUFFICIENT_DATA: worker_pb2.STATUS_CHECK_INSUFFICIENT_DATA,
-    Check.INITIALIZING: worker_pb2.STATUS_CHECK_INITIALIZING,
-    Check.NOT_APPLICABLE: worker_pb2.STATUS_CHECK_NOT_APPLICABLE,
-}
 _MONITORING = {
     Monitoring.UNKNOWN: worker_pb2.MONITORING_MODE_UNSPECIFIED,
     Monitoring.BASIC: worker_pb2.MONITORING_MODE_BASIC,
@@ -70,8 +53,8 @@ def sample_from_observation(obs: Observation, observed_at: datetime, collector_i
     stamp.FromDatetime(observed_at)
     sample = events_pb2.MetricSample(
         worker_id=t.worker_id, region=t.region, instance_id=t.instance_id, observe_time=stamp,
-        status=_STATUS[s.status], ec2_state=s.ec2_state,
-        system_status_check=_CHECK[s.system_check], instance_status_check=_CHECK[s.instance_check],
+        status=s.status, ec2_state=s.ec2_state,
+        system_status_check=s.system_check, instance_status_check=s.instance_check,
         monitoring_mode=_MONITORING[t.monitoring], collector_id=collector_id,
         instance_missing=s.missing, poll_interval_seconds=t.interval_seconds,
     )

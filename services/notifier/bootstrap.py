@@ -26,7 +26,6 @@ from notifier.sink_config import sink_specs
 
 @dataclass
 class Notifier:
-    evaluator: Evaluator
     directory: DirectoryFeed
     samples: SampleConsumer
     worker_events: WorkerEventConsumer
@@ -60,6 +59,6 @@ def bootstrap(settings: NotifierSettings, js: JetStreamContext, store: AlertStor
                       default_interval=settings.worker_metrics_poll_interval,
                       silent_intervals=settings.alert_silent_intervals, period=settings.alert_sweep_seconds,
                       wake=wake)
-    return Notifier(evaluator=evaluator, directory=DirectoryFeed(evaluator.directory),
+    return Notifier(directory=DirectoryFeed(evaluator.directory),
                     samples=SampleConsumer(evaluator), worker_events=WorkerEventConsumer(evaluator), sinks=sinks,
                     sweeper=sweeper, servicer=AlertServicer(store, wake))

@@ -23,10 +23,6 @@ class SilenceNotFound(NotifierError):
     """No silence has this id."""
 
 
-class InvalidSilence(NotifierError):
-    """A silence request is malformed."""
-
-
 class SinkConfigError(NotifierError):
     """The sinks configuration (environment or YAML file) is invalid."""
 

@@ -63,7 +63,7 @@ class Receiver(otlp_grpc.TraceServiceServicer):  # type: ignore[misc]
 async def receiver() -> AsyncIterator[tuple[Receiver, int]]:
     found = Receiver()
     server = grpc.aio.server()
-    otlp_grpc.add_TraceServiceServicer_to_server(found, server)
+    otlp_grpc.add_TraceServiceServicer_to_server(found, server)  # type: ignore[no-untyped-call]
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:

@@ -20,6 +20,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
 from botocore.parsers import DEFAULT_TIMESTAMP_PARSER as _botocore_timestamp
 
+from cmlmon_core.aws import ClientSource
 from collector import telemetry
 from collector.domain.backoff import backoff_delay
 from collector.errors import AwsError, InstancesNotFound
@@ -60,12 +61,6 @@ def collector_session() -> aioboto3.Session:
 # retries, so max_attempts=1 let it retry a throttled call once unseen), and no client-side validation of the
 # parameters we build ourselves (it costs ~1 ms per 500-query GetMetricData call and AWS validates them anyway).
 CLIENT_CONFIG = Config(retries={"total_max_attempts": 1, "mode": "standard"}, parameter_validation=False)
-
-
-class ClientSource(Protocol):
-    """Where per-region aioboto3 clients come from (cmlmon_core.aws.AwsClients)."""
-
-    async def get(self, service: str, region: str) -> Any: ...
 
 
 class InstanceStatusPort(Protocol):

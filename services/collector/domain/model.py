@@ -1,32 +1,16 @@
-"""What the collector reasons about, free of protobuf, NATS and AWS types."""
+"""What the collector reasons about, free of NATS and AWS types; statuses are the contract's enums."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
 
+from cml.monitor.v1 import worker_pb2
 
-class Status(Enum):
-    """A worker's lifecycle status as the EC2 instance state says it."""
-
-    UNSPECIFIED = "unspecified"
-    PENDING = "pending"
-    RUNNING = "running"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-    SHUTTING_DOWN = "shutting-down"
-    TERMINATED = "terminated"
-
-
-class Check(Enum):
-    """The value of one EC2 status check."""
-
-    UNSPECIFIED = "unspecified"
-    OK = "ok"
-    IMPAIRED = "impaired"
-    INSUFFICIENT_DATA = "insufficient-data"
-    INITIALIZING = "initializing"
-    NOT_APPLICABLE = "not-applicable"
+# A worker's status and an EC2 status check are the contract's enums (mapped from EC2's words once, in
+# cmlmon_core.status): one vocabulary from the collector to the notifier.
+Status = worker_pb2.WorkerStatus
+Check = worker_pb2.StatusCheck
 
 
 class Monitoring(Enum):
@@ -57,13 +41,13 @@ class InstanceState:
     instance_id: str
     status: Status
     ec2_state: str = ""
-    system_check: Check = Check.UNSPECIFIED
-    instance_check: Check = Check.UNSPECIFIED
+    system_check: Check = worker_pb2.STATUS_CHECK_UNSPECIFIED
+    instance_check: Check = worker_pb2.STATUS_CHECK_UNSPECIFIED
     missing: bool = False
 
     @property
     def running(self) -> bool:
-        return self.status is Status.RUNNING
+        return self.status == worker_pb2.WORKER_STATUS_RUNNING
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,23 +9,6 @@ from notifier.domain.model import AlertState, Transition, WorkerRef
 from notifier.domain.model import Sample as DomainSample
 from notifier.domain.payloads import AlertView
 
-_STATUS_PREFIX = "WORKER_STATUS_"
-_CHECK_PREFIX = "STATUS_CHECK_"
-
-
-_STATUS_NAMES = {v.number: v.name.removeprefix(_STATUS_PREFIX) for v in worker_pb2.WorkerStatus.DESCRIPTOR.values}
-_CHECK_NAMES = {v.number: v.name.removeprefix(_CHECK_PREFIX) for v in worker_pb2.StatusCheck.DESCRIPTOR.values}
-
-
-def status_name(value: int) -> str:
-    """"RUNNING" for WORKER_STATUS_RUNNING; a number from a newer proto becomes "UNKNOWN_<n>"."""
-    return _STATUS_NAMES.get(value) or f"UNKNOWN_{value}"
-
-
-def check_name(value: int) -> str:
-    return _CHECK_NAMES.get(value) or f"UNKNOWN_{value}"
-
-
 # What a Timestamp may hold (0001-01-01 to 9999-12-31 UTC). The wire carries any int64: a time outside this
 # range would be accepted here, stored in an alert, and then fail every later conversion back to a Timestamp.
 _MIN_SECONDS, _MAX_SECONDS = -62_135_596_800, 253_402_300_799
@@ -53,11 +36,11 @@ def sample_from_proto(msg: events_pb2.MetricSample, received_at: float) -> Domai
         region=msg.region,
         instance_id=msg.instance_id,
         at=ts_seconds(msg.observe_time) or received_at,
-        status=status_name(msg.status),
+        status=msg.status,
         cpu=msg.cpu_utilization if msg.HasField("cpu_utilization") else None,
         memory=msg.memory_utilization if msg.HasField("memory_utilization") else None,
-        system_check=check_name(msg.system_status_check),
-        instance_check=check_name(msg.instance_status_check),
+        system_check=msg.system_status_check,
+        instance_check=msg.instance_status_check,
         instance_missing=msg.instance_missing,
         poll_interval_seconds=msg.poll_interval_seconds,
     )
@@ -66,7 +49,7 @@ def sample_from_proto(msg: events_pb2.MetricSample, received_at: float) -> Domai
 def worker_from_proto(worker: worker_pb2.Worker) -> WorkerRef:
     return WorkerRef(
         worker_id=worker.id, name=worker.name, instance_id=worker.instance_id, region=worker.region,
-        tags=dict(worker.tags), status=status_name(worker.status),
+        tags=dict(worker.tags), status=worker.status,
         poll_interval_seconds=worker.poll_interval_seconds,
     )
 

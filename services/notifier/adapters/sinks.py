@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -50,19 +51,21 @@ class LogSink:
                     alert.worker_name or alert.worker_id, alert.instance_id, value, alert.summary)
 
 
-class HttpSink:
-    """Base: POST JSON with a timeout, classify the response."""
+Request = Callable[[SinkSpec, AlertView], tuple[str, bytes, dict[str, str]]]
+"""What one kind of HTTP sink POSTs for an alert: URL, body, extra headers."""
 
-    def __init__(self, spec: SinkSpec, client: httpx.AsyncClient) -> None:
+
+class HttpSink:
+    """POST the request of its kind as JSON with a timeout, and classify the response."""
+
+    def __init__(self, spec: SinkSpec, client: httpx.AsyncClient, request: Request) -> None:
         self.name = spec.name
         self.spec = spec
         self._client = client
-
-    def request(self, alert: AlertView) -> tuple[str, bytes, dict[str, str]]:
-        raise NotImplementedError
+        self._request = request
 
     async def send(self, alert: AlertView) -> None:
-        url, body, headers = self.request(alert)
+        url, body, headers = self._request(self.spec, alert)
         headers = {"Content-Type": "application/json", "User-Agent": "cmlmon-notifier/0.1", **headers}
         try:
             response = await self._client.post(url, content=body, headers=headers, timeout=self.spec.timeout_seconds)
@@ -91,38 +94,36 @@ def _json(data: Any) -> bytes:
     return json.dumps(data, separators=(",", ":")).encode()
 
 
-class WebhookSink(HttpSink):
+def webhook_request(spec: SinkSpec, alert: AlertView) -> tuple[str, bytes, dict[str, str]]:
     """Generic JSON webhook, signed per Standard Webhooks when a whsec_ secret is configured."""
-
-    def request(self, alert: AlertView) -> tuple[str, bytes, dict[str, str]]:
-        body = _json(payloads.webhook_body(alert))
-        headers = {"webhook-id": alert.transition_id}
-        if self.spec.secret:
-            headers = payloads.standard_webhook_headers(self.spec.secret, alert.transition_id, int(time.time()), body)
-        return self.spec.url, body, headers
+    body = _json(payloads.webhook_body(alert))
+    headers = {"webhook-id": alert.transition_id}
+    if spec.secret:
+        headers = payloads.standard_webhook_headers(spec.secret, alert.transition_id, int(time.time()), body)
+    return spec.url, body, headers
 
 
-class SlackSink(HttpSink):
-    def request(self, alert: AlertView) -> tuple[str, bytes, dict[str, str]]:
-        return self.spec.url, _json(payloads.slack_body(alert)), {}
+def slack_request(spec: SinkSpec, alert: AlertView) -> tuple[str, bytes, dict[str, str]]:
+    return spec.url, _json(payloads.slack_body(alert)), {}
 
 
-class PagerDutySink(HttpSink):
-    def request(self, alert: AlertView) -> tuple[str, bytes, dict[str, str]]:
-        return self.spec.url, _json(payloads.pagerduty_body(alert, self.spec.routing_key)), {}
+def pagerduty_request(spec: SinkSpec, alert: AlertView) -> tuple[str, bytes, dict[str, str]]:
+    return spec.url, _json(payloads.pagerduty_body(alert, spec.routing_key)), {}
 
 
-class AlertmanagerSink(HttpSink):
-    firing_ttl_seconds = 24 * 3600.0
+ALERTMANAGER_FIRING_TTL_SECONDS = 24 * 3600.0
 
-    def request(self, alert: AlertView) -> tuple[str, bytes, dict[str, str]]:
-        url = self.spec.url.rstrip("/") + "/api/v2/alerts"
-        return url, _json(payloads.alertmanager_body(alert, self.firing_ttl_seconds, time.time())), {}
+
+def alertmanager_request(spec: SinkSpec, alert: AlertView) -> tuple[str, bytes, dict[str, str]]:
+    url = spec.url.rstrip("/") + "/api/v2/alerts"
+    return url, _json(payloads.alertmanager_body(alert, ALERTMANAGER_FIRING_TTL_SECONDS, time.time())), {}
+
+
+_REQUESTS: dict[str, Request] = {"webhook": webhook_request, "slack": slack_request, "pagerduty": pagerduty_request,
+                                 "alertmanager": alertmanager_request}
 
 
 def build_sink(spec: SinkSpec, client: httpx.AsyncClient) -> Sink:
-    kinds: dict[str, type[HttpSink]] = {"webhook": WebhookSink, "slack": SlackSink, "pagerduty": PagerDutySink,
-                                        "alertmanager": AlertmanagerSink}
     if spec.kind == "log":
         return LogSink(spec.name)
-    return kinds[spec.kind](spec, client)
+    return HttpSink(spec, client, _REQUESTS[spec.kind])

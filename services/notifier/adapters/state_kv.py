@@ -27,7 +27,6 @@ SILENCE_PREFIX = "_silences."
 
 class AlertStore(Protocol):
     def cached(self, key: str) -> tuple[AlertState | None, int]: ...
-    async def get(self, key: str) -> tuple[AlertState | None, int]: ...
     async def refresh(self, key: str) -> tuple[AlertState | None, int]: ...
     async def put(self, state: AlertState, revision: int) -> int: ...
     def states(self) -> list[AlertState]: ...
@@ -98,9 +97,6 @@ class KvAlertStore:
         """The state as this replica last saw it (kept current by the watch)."""
         cached = self._states.get(key)
         return cached if cached is not None else (None, self._deleted.get(key, 0))
-
-    async def get(self, key: str) -> tuple[AlertState | None, int]:
-        return self.cached(key)
 
     async def refresh(self, key: str) -> tuple[AlertState | None, int]:
         try:

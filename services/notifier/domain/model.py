@@ -1,6 +1,7 @@
 """The notifier's vocabulary: workers as the notifier knows them, observations, and alert state.
 
-Pure data: no grpc, nats or http here. Times are float seconds since the epoch."""
+Pure data: no grpc, nats or http here. Times are float seconds since the epoch. A worker's status and its
+status checks are the contract's enums, so a renamed value is a type error here, not a silently dead rule."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any
+
+from cml.monitor.v1 import worker_pb2
 
 
 class Rule(StrEnum):
@@ -59,7 +62,7 @@ class WorkerRef:
     instance_id: str = ""
     region: str = ""
     tags: dict[str, str] = field(default_factory=dict)
-    status: str = ""
+    status: worker_pb2.WorkerStatus = worker_pb2.WORKER_STATUS_UNSPECIFIED
     poll_interval_seconds: int = 0
 
 
@@ -71,11 +74,11 @@ class Sample:
     region: str
     instance_id: str
     at: float
-    status: str = ""
+    status: worker_pb2.WorkerStatus = worker_pb2.WORKER_STATUS_UNSPECIFIED
     cpu: float | None = None
     memory: float | None = None
-    system_check: str = ""
-    instance_check: str = ""
+    system_check: worker_pb2.StatusCheck = worker_pb2.STATUS_CHECK_UNSPECIFIED
+    instance_check: worker_pb2.StatusCheck = worker_pb2.STATUS_CHECK_UNSPECIFIED
     instance_missing: bool = False
     poll_interval_seconds: int = 0
 

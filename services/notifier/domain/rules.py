@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 
+from cml.monitor.v1 import worker_pb2 as W
 from notifier.domain.model import (
     METRICS,
     SEVERITIES,
@@ -21,11 +22,11 @@ from notifier.domain.model import (
 )
 
 THRESHOLD_TAGS: dict[Rule, str] = {Rule.CPU_HIGH: "cmlmon:cpu-threshold", Rule.MEMORY_HIGH: "cmlmon:memory-threshold"}
-STOPPED = frozenset({"STOPPING", "STOPPED"})
-TERMINATED = frozenset({"SHUTTING_DOWN", "TERMINATED"})
-ALIVE = frozenset({"PENDING", "RUNNING"})
-CHECK_BAD = "IMPAIRED"
-CHECK_GOOD = frozenset({"OK", "NOT_APPLICABLE"})
+STOPPED = frozenset({W.WORKER_STATUS_STOPPING, W.WORKER_STATUS_STOPPED})
+TERMINATED = frozenset({W.WORKER_STATUS_SHUTTING_DOWN, W.WORKER_STATUS_TERMINATED})
+ALIVE = frozenset({W.WORKER_STATUS_PENDING, W.WORKER_STATUS_RUNNING})
+CHECK_BAD = W.STATUS_CHECK_IMPAIRED
+CHECK_GOOD = frozenset({W.STATUS_CHECK_OK, W.STATUS_CHECK_NOT_APPLICABLE})
 
 
 def threshold_for(rule: Rule, worker: WorkerRef, default: float) -> float:
@@ -142,7 +143,7 @@ def fire_now(state: AlertState, at: float, summary: str) -> tuple[AlertState, Tr
     return fire(state, Reading(at=at, breached=True, summary=summary))
 
 
-def lifecycle_verdicts(previous_status: str, worker: WorkerRef, requested: bool
+def lifecycle_verdicts(previous_status: W.WorkerStatus, worker: WorkerRef, requested: bool
                        ) -> dict[Rule, bool]:
     """For a lifecycle event: which lifecycle rules to fire (True) or resolve (False)."""
     status = worker.status

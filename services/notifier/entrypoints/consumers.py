@@ -22,7 +22,7 @@ from cmlmon_core.messages import TRACEPARENT, UndecodableMessage, decode
 from cmlmon_core.telemetry import consuming, extract_trace, tracer
 from cmlmon_core.topology import ALERTS_STREAM, METRICS_STREAM, WORKERS_STREAM
 from notifier import metrics
-from notifier.adapters.codec import sample_from_proto, status_name, ts_seconds, view_from_proto, worker_from_proto
+from notifier.adapters.codec import sample_from_proto, ts_seconds, view_from_proto, worker_from_proto
 from notifier.adapters.publisher import AlertPublisher
 from notifier.errors import NotifierError
 from notifier.service.delivery import Deliverer
@@ -164,7 +164,7 @@ class WorkerEventConsumer:
         at = ts_seconds(event.occur_time) or time.time()
         with consuming("notifier.evaluate_worker_event", msg.headers):
             await self._evaluator.handle_worker_event(worker_from_proto(event.worker),
-                                                      status_name(event.previous_status), event.requested, at,
+                                                      event.previous_status, event.requested, at,
                                                       msg.metadata.sequence.stream)
 
 

@@ -45,7 +45,7 @@ async def serve(settings: NotifierSettings, stop: asyncio.Event, ready: asyncio.
             await app.worker_events.subscribe(js, f"{prefix}-workers")
             await app.samples.subscribe(js, prefix, settings.notifier_replay_seconds)
             server = await start_grpc_server([served(app.servicer)], settings.grpc_host, settings.grpc_port,
-                                             security)
+                                             security, health_port=settings.grpc_health_port)
             log.info("notifier ready", extra={"grpc_port": server.port, "sinks": sorted(app.sinks),
                                                "webhooks": [redact_url(u) for u in settings.webhook_urls]})
             if ready is not None:

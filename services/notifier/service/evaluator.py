@@ -9,6 +9,9 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from cml.monitor.v1.worker_pb2 import WORKER_STATUS_RUNNING as RUNNING
+from cml.monitor.v1.worker_pb2 import WorkerStatus
+from cmlmon_core.status import status_label
 from notifier import metrics
 from notifier.adapters.codec import transition_to_proto
 from notifier.adapters.publisher import AlertPublisher
@@ -61,9 +64,9 @@ class Directory:
             self._seq[worker.worker_id] = seq
         before = self._workers.get(worker.worker_id)
         self._workers[worker.worker_id] = worker
-        if worker.status == "RUNNING" and (before is None or before.status != "RUNNING"):
+        if worker.status == RUNNING and (before is None or before.status != RUNNING):
             self.running_since[worker.worker_id] = at
-        elif worker.status != "RUNNING":
+        elif worker.status != RUNNING:
             self.running_since.pop(worker.worker_id, None)
 
     def resolve(self, sample: Sample) -> WorkerRef:
@@ -76,7 +79,7 @@ class Directory:
         return self._workers.get(worker_id)
 
     def running(self) -> list[WorkerRef]:
-        return [w for w in self._workers.values() if w.status == "RUNNING"]
+        return [w for w in self._workers.values() if w.status == RUNNING]
 
 
 class Evaluator:
@@ -128,8 +131,8 @@ class Evaluator:
         state, _ = self._store.cached(alert_key(worker_id, rule))
         return state is not None and state.phase is Phase.FIRING
 
-    async def handle_worker_event(self, worker: WorkerRef, previous_status: str, requested: bool, at: float,
-                                  seq: int = 0) -> list[Transition]:
+    async def handle_worker_event(self, worker: WorkerRef, previous_status: WorkerStatus, requested: bool,
+                                  at: float, seq: int = 0) -> list[Transition]:
         metrics.EVENTS.inc()
         self.directory.learn(worker, at, seq)
         out: list[Transition] = []
@@ -137,7 +140,7 @@ class Evaluator:
         for rule, firing in rules.lifecycle_verdicts(previous_status, worker, requested).items():
             if firing:
                 what = "terminated" if rule is Rule.UNEXPECTED_TERMINATION else "stopped"
-                summary = f"{label} {what} outside the registry (EC2 state {worker.status.lower()})"
+                summary = f"{label} {what} outside the registry (EC2 state {status_label(worker.status)})"
                 out += await self.apply(worker, rule, lambda s, m=summary: rules.fire_now(s, at, m))  # type: ignore[misc]
             else:
                 out += await self.apply(worker, rule, lambda s: rules.resolve(s, at), only_if_firing=True)

@@ -7,7 +7,9 @@ from typing import Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from cmlmon_core.aws import AwsClients
+from cml.monitor.v1 import worker_pb2
+from cmlmon_core.aws import ClientSource
+from cmlmon_core.status import worker_status
 from registry.errors import Ec2Error, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 
 _NOT_FOUND = {"InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"}
@@ -45,7 +47,7 @@ class Instance:
     """What the registry needs to know of an EC2 instance."""
 
     instance_id: str
-    state: str
+    status: worker_pb2.WorkerStatus  # the EC2 state as a worker status (UNSPECIFIED for a state EC2 added later)
     instance_type: str = ""
     ami_id: str = ""
     tags: dict[str, str] = field(default_factory=dict)
@@ -56,15 +58,15 @@ class Ec2(Protocol):
     async def launch(self, spec: LaunchSpec) -> Instance: ...
     async def find_by_tag(self, region: str, key: str, value: str) -> Instance | None: ...
     async def describe(self, region: str, instance_id: str) -> Instance | None: ...
-    async def start(self, region: str, instance_id: str) -> str: ...
-    async def stop(self, region: str, instance_id: str) -> str: ...
-    async def terminate(self, region: str, instance_id: str) -> str: ...
+    async def start(self, region: str, instance_id: str) -> worker_pb2.WorkerStatus: ...
+    async def stop(self, region: str, instance_id: str) -> worker_pb2.WorkerStatus: ...
+    async def terminate(self, region: str, instance_id: str) -> worker_pb2.WorkerStatus: ...
 
 
 def _instance(raw: dict[str, Any]) -> Instance:
     return Instance(
         instance_id=raw["InstanceId"],
-        state=raw.get("State", {}).get("Name", ""),
+        status=worker_status(raw.get("State", {}).get("Name")),
         instance_type=raw.get("InstanceType", ""),
         ami_id=raw.get("ImageId", ""),
         tags={t["Key"]: t.get("Value", "") for t in raw.get("Tags", [])},
@@ -90,7 +92,7 @@ def _wrap(exc: Exception, action: str) -> Exception:
 class AwsEc2:
     """Ec2 through aioboto3, one client per region (cmlmon_core.aws.AwsClients)."""
 
-    def __init__(self, clients: AwsClients) -> None:
+    def __init__(self, clients: ClientSource) -> None:
         self._clients = clients
 
     async def _call(self, region: str, action: str, **kwargs: Any) -> dict[str, Any]:
@@ -137,16 +139,18 @@ class AwsEc2:
         found = [_instance(i) for r in result.get("Reservations", []) for i in r.get("Instances", [])]
         return found[0] if found else None
 
-    async def _state_change(self, region: str, action: str, key: str, instance_id: str) -> str:
+    async def _state_change(self, region: str, action: str, key: str, instance_id: str
+                            ) -> worker_pb2.WorkerStatus:
+        """The instance's status after the call; UNSPECIFIED when EC2 does not say."""
         result = await self._call(region, action, InstanceIds=[instance_id])
         changes = result.get(key, [])
-        return str(changes[0]["CurrentState"]["Name"]) if changes else ""
+        return worker_status(changes[0]["CurrentState"]["Name"] if changes else None)
 
-    async def start(self, region: str, instance_id: str) -> str:
+    async def start(self, region: str, instance_id: str) -> worker_pb2.WorkerStatus:
         return await self._state_change(region, "start_instances", "StartingInstances", instance_id)
 
-    async def stop(self, region: str, instance_id: str) -> str:
+    async def stop(self, region: str, instance_id: str) -> worker_pb2.WorkerStatus:
         return await self._state_change(region, "stop_instances", "StoppingInstances", instance_id)
 
-    async def terminate(self, region: str, instance_id: str) -> str:
+    async def terminate(self, region: str, instance_id: str) -> worker_pb2.WorkerStatus:
         return await self._state_change(region, "terminate_instances", "TerminatingInstances", instance_id)

@@ -1,7 +1,6 @@
 """Worker state: the port, and its NATS KV adapter (bucket cml_workers, one key per worker, CAS by revision).
 
-A value is a serialized Worker followed by a serialized WorkerOutbox (registry_service.proto): anyone may
-parse it as a Worker; the registry also finds there the lifecycle event it has not yet confirmed published.
+A value's layout (a Worker followed by the outbox of its pending lifecycle event) is in registry.adapters.wire.
 The etag of a worker is its KV revision."""
 
 from __future__ import annotations
@@ -19,7 +18,9 @@ from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KV_DEL, KV_PURGE
 
-from cml.monitor.v1 import registry_service_pb2, worker_pb2
+from cml.monitor.v1 import worker_pb2
+from registry.adapters import wire
+from registry.adapters.wire import PendingEvent
 from registry.errors import Conflict, Unavailable
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ class Stored:
 
     worker: worker_pb2.Worker
     revision: int
-    pending: registry_service_pb2.PendingWorkerEvent | None = None
+    pending: PendingEvent | None = None
 
 
 @dataclass(slots=True)
@@ -48,9 +49,9 @@ class Claim:
 
 class WorkerRepository(Protocol):
     async def get(self, worker_id: str) -> Stored | None: ...
-    async def create(self, worker: worker_pb2.Worker, pending: registry_service_pb2.PendingWorkerEvent | None
+    async def create(self, worker: worker_pb2.Worker, pending: PendingEvent | None
                      ) -> Stored: ...
-    async def update(self, worker: worker_pb2.Worker, pending: registry_service_pb2.PendingWorkerEvent | None,
+    async def update(self, worker: worker_pb2.Worker, pending: PendingEvent | None,
                      revision: int) -> Stored: ...
     def watch(self) -> AsyncIterator[Stored | None]: ...
     async def get_claim(self, region: str, instance_id: str) -> Claim | None: ...
@@ -58,22 +59,9 @@ class WorkerRepository(Protocol):
     async def shared_secret(self, proposed: bytes) -> bytes: ...
 
 
-def encode_value(worker: worker_pb2.Worker, pending: registry_service_pb2.PendingWorkerEvent | None) -> bytes:
-    clean = worker_pb2.Worker()
-    clean.CopyFrom(worker)
-    clean.etag = ""
-    data = clean.SerializeToString(deterministic=True)
-    if pending is not None:
-        data += registry_service_pb2.WorkerOutbox(pending_event=pending).SerializeToString()
-    return data
-
-
 def decode_value(data: bytes, revision: int) -> Stored:
-    worker = worker_pb2.Worker.FromString(data)
-    worker.DiscardUnknownFields()
+    worker, pending = wire.decode_value(data)
     worker.etag = str(revision)
-    outbox = registry_service_pb2.WorkerOutbox.FromString(data)
-    pending = outbox.pending_event if outbox.HasField("pending_event") else None
     return Stored(worker, revision, pending)
 
 
@@ -108,9 +96,9 @@ class KvWorkerRepository:
             raise Unavailable(f"reading worker {worker_id}: {exc!r}") from exc
         return decode_value(entry.value or b"", entry.revision)
 
-    async def create(self, worker: worker_pb2.Worker, pending: registry_service_pb2.PendingWorkerEvent | None
+    async def create(self, worker: worker_pb2.Worker, pending: PendingEvent | None
                      ) -> Stored:
-        data = encode_value(worker, pending)
+        data = wire.encode_value(worker, pending)
         try:
             revision = await self._kv.create(worker.id, data)
         except nats.js.errors.KeyWrongLastSequenceError as exc:
@@ -119,9 +107,9 @@ class KvWorkerRepository:
             raise Unavailable(f"creating worker {worker.id}: {exc!r}") from exc
         return decode_value(data, revision)
 
-    async def update(self, worker: worker_pb2.Worker, pending: registry_service_pb2.PendingWorkerEvent | None,
+    async def update(self, worker: worker_pb2.Worker, pending: PendingEvent | None,
                      revision: int) -> Stored:
-        data = encode_value(worker, pending)
+        data = wire.encode_value(worker, pending)
         try:
             new_revision = await self._kv.update(worker.id, data, last=revision)
         except nats.js.errors.KeyWrongLastSequenceError as exc:

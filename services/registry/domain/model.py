@@ -1,4 +1,4 @@
-"""Pure rules of a worker's life: EC2 state to status, which calls make sense in which status, how an
+"""Pure rules of a worker's life: which calls make sense in which status, how an
 observation changes a worker, and which lifecycle event a change is. No I/O here."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from cml.monitor.v1 import events_pb2, registry_service_pb2, worker_pb2
+from cml.monitor.internal.v1 import outbox_pb2
+from cml.monitor.v1 import events_pb2, worker_pb2
 
 Status = worker_pb2.WorkerStatus
 EventType = events_pb2.WorkerEventType
@@ -21,15 +22,6 @@ STOPPED = worker_pb2.WORKER_STATUS_STOPPED
 SHUTTING_DOWN = worker_pb2.WORKER_STATUS_SHUTTING_DOWN
 TERMINATED = worker_pb2.WORKER_STATUS_TERMINATED
 UNSPECIFIED = worker_pb2.WORKER_STATUS_UNSPECIFIED
-
-EC2_STATES: dict[str, Status] = {
-    "pending": PENDING,
-    "running": RUNNING,
-    "stopping": STOPPING,
-    "stopped": STOPPED,
-    "shutting-down": SHUTTING_DOWN,
-    "terminated": TERMINATED,
-}
 
 # The statuses a worker passes through on its way to a requested one: an observed change along that path was
 # caused by a registry call (event.requested = true); anything else happened to the worker on its own.
@@ -51,11 +43,6 @@ EVENT_SUFFIX: dict[EventType, str] = {
 OWNER_TAG = "cmlmon:worker-id"
 REQUEST_TAG = "cmlmon:request-token"
 RESERVED_TAG_PREFIXES = ("aws:", "cmlmon:")
-
-
-def status_from_ec2(state: str) -> Status:
-    """The worker status of an EC2 instance state name; UNSPECIFIED for a name EC2 does not use."""
-    return EC2_STATES.get(state, UNSPECIFIED)
 
 
 def created_worker_id(request_id: str) -> str:
@@ -146,9 +133,8 @@ def apply_sample(worker: worker_pb2.Worker, sample: events_pb2.MetricSample, gra
             new.status = TERMINATED
     else:
         new.ClearField("missing_since_time")
-        status = sample.status or status_from_ec2(sample.ec2_state)
-        if status:
-            new.status = status
+        if sample.status:  # UNSPECIFIED: an EC2 state the collector does not know; keep the status we have
+            new.status = sample.status
         new.system_status_check = sample.system_status_check
         new.instance_status_check = sample.instance_status_check
         _copy_optional(new, sample, "cpu_utilization")
@@ -172,8 +158,8 @@ def _ts(ts: object) -> float:
     return float(seconds) + float(nanos) / 1e9
 
 
-def pending_event(change: Change, when: datetime) -> registry_service_pb2.PendingWorkerEvent:
-    pending = registry_service_pb2.PendingWorkerEvent(
+def pending_event(change: Change, when: datetime) -> outbox_pb2.PendingWorkerEvent:
+    pending = outbox_pb2.PendingWorkerEvent(
         event_id=new_event_id(), type=change.event_type, previous_status=change.previous_status,
         requested=change.requested, principal=change.principal,
     )
@@ -181,7 +167,7 @@ def pending_event(change: Change, when: datetime) -> registry_service_pb2.Pendin
     return pending
 
 
-def build_event(worker: worker_pb2.Worker, pending: registry_service_pb2.PendingWorkerEvent
+def build_event(worker: worker_pb2.Worker, pending: outbox_pb2.PendingWorkerEvent
                 ) -> events_pb2.WorkerEvent:
     event = events_pb2.WorkerEvent(
         event_id=pending.event_id, type=pending.type, previous_status=pending.previous_status,

@@ -9,17 +9,9 @@ from collections.abc import Iterator
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from cml.monitor.v1 import worker_pb2
+from cmlmon_core.status import check_label, status_label
 from registry.domain import model
 from registry.service.view import WorkerView
-
-
-def _status(value: int) -> str:
-    return worker_pb2.WorkerStatus.Name(value).removeprefix("WORKER_STATUS_").lower()  # type: ignore[arg-type]
-
-
-def _check(value: int) -> str:
-    return worker_pb2.StatusCheck.Name(value).removeprefix("STATUS_CHECK_").lower()  # type: ignore[arg-type]
 
 
 class FleetCollector(Collector):
@@ -40,17 +32,17 @@ class FleetCollector(Collector):
         totals: Counter[tuple[str, str]] = Counter()
         for stored in self._view.snapshot():
             w = stored.worker
-            totals[(w.region, _status(w.status))] += 1
+            totals[(w.region, status_label(w.status))] += 1
             if w.status == model.TERMINATED:
                 continue
             values = [w.id, w.name, w.region]
-            status.add_metric([*values, _status(w.status)], 1)
+            status.add_metric([*values, status_label(w.status)], 1)
             if w.HasField("cpu_utilization"):
                 cpu.add_metric(values, w.cpu_utilization)
             if w.HasField("memory_utilization"):
                 memory.add_metric(values, w.memory_utilization)
-            checks.add_metric([*values, "system", _check(w.system_status_check)], 1)
-            checks.add_metric([*values, "instance", _check(w.instance_status_check)], 1)
+            checks.add_metric([*values, "system", check_label(w.system_status_check)], 1)
+            checks.add_metric([*values, "instance", check_label(w.instance_status_check)], 1)
             if w.HasField("last_seen_time"):
                 last_seen.add_metric(values, w.last_seen_time.seconds + w.last_seen_time.nanos / 1e9)
         count = GaugeMetricFamily("cmlmon_workers", "workers by region and status", labels=["region", "status"])

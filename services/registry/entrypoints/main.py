@@ -61,7 +61,7 @@ async def run(settings: RegistrySettings, stop: asyncio.Event, ready: asyncio.Ev
                 follow = tasks.create_task(registry.view.follow(registry.repo))
                 await registry.view.ready.wait()
                 server = await start_grpc_server([served(registry)], settings.grpc_host, settings.grpc_port,
-                                                 security)
+                                                 security, health_port=settings.grpc_health_port)
                 if ready is not None:
                     ready.set()
                 log.info("registry serving", extra={"grpc_port": server.port, "metrics_port": settings.metrics_port,

@@ -133,7 +133,7 @@ class Registry:
         instance = await self.ec2.describe(req.region, req.instance_id)
         if instance is None:
             raise NotFound(f"EC2 does not know instance {req.instance_id} in {req.region}")
-        if model.status_from_ec2(instance.state) == model.TERMINATED:
+        if instance.status == model.TERMINATED:
             raise FailedPrecondition(f"instance {req.instance_id} is terminated")
         worker_id = model.imported_worker_id()
         await self._claim(req.region, req.instance_id, worker_id, create_only=False)
@@ -147,7 +147,7 @@ class Registry:
                     ) -> worker_pb2.Worker:
         worker = worker_pb2.Worker(
             id=worker_id, region=region, instance_id=instance.instance_id, instance_type=instance.instance_type,
-            status=model.status_from_ec2(instance.state) or model.PENDING, ami_id=instance.ami_id, origin=origin,
+            status=instance.status or model.PENDING, ami_id=instance.ami_id, origin=origin,
             monitoring_mode=(worker_pb2.MONITORING_MODE_DETAILED if instance.detailed_monitoring
                              else worker_pb2.MONITORING_MODE_BASIC),
         )
@@ -206,7 +206,7 @@ class Registry:
                                       model.TERMINATED, events_pb2.WORKER_EVENT_TYPE_TERMINATED, principal)
 
     async def _transition(self, worker_id: str, etag: str, needed: Callable[[model.Status], bool],
-                          call: Callable[[str, str], Awaitable[str]], target: model.Status,
+                          call: Callable[[str, str], Awaitable[model.Status]], target: model.Status,
                           event_type: model.EventType, principal: str) -> worker_pb2.Worker:
         validation.change(worker_id, etag)
         stored = await self.repo.get(worker_id)
@@ -219,8 +219,7 @@ class Registry:
                 return await self._settle(stored)
         except model.TransitionRefused as exc:
             raise FailedPrecondition(str(exc)) from exc
-        state = await call(stored.worker.region, stored.worker.instance_id)
-        new_status = model.status_from_ec2(state) or stored.worker.status
+        new_status = await call(stored.worker.region, stored.worker.instance_id) or stored.worker.status
 
         def decide(worker: worker_pb2.Worker) -> Change | None:
             if worker.status == model.TERMINATED:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from cml.monitor.v1 import registry_service_pb2 as rs
+from registry.adapters import wire
 from registry.domain import model, validation
 from registry.domain.paging import PageTokens
 from registry.errors import Unavailable
 from registry.service.handlers import Registry
-from registry.service.view import Predicate, field_bytes
+from registry.service.view import Predicate
 
 
 def predicate(req: rs.ListWorkersRequest) -> Predicate:
@@ -45,5 +46,5 @@ async def list_workers(registry: Registry, req: rs.ListWorkersRequest) -> bytes:
     view = registry.view
     parts, last_id, more = view.page(after, predicate(req), size)
     if more and parts:
-        parts.append(field_bytes(2, tokens.issue(last_id, req).encode()))
+        parts.append(wire.response_page_token(tokens.issue(last_id, req)))
     return b"".join(parts)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cml.monitor.v1 import events_pb2, worker_pb2
+from registry.adapters import wire
 from registry.adapters.repository import Stored, WorkerRepository
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ class WorkerView:
                     return out, last, True
                 data = encoded.get(worker_id)
                 if data is None:
-                    data = encoded[worker_id] = field_bytes(1, worker.SerializeToString(deterministic=True))
+                    data = encoded[worker_id] = wire.response_worker(worker)
                 out.append(data)
                 last = worker_id
         return out, last, False
@@ -125,7 +126,7 @@ class WorkerView:
         cached until the worker changes: a page of 100 is then a join of bytes, not 100 message copies."""
         cached = self._encoded.get(worker.id)
         if cached is None:
-            cached = field_bytes(1, worker.SerializeToString(deterministic=True))
+            cached = wire.response_worker(worker)
             current = self._stored.get(worker.id)
             if current is not None and current.worker is worker:
                 self._encoded[worker.id] = cached
@@ -170,23 +171,6 @@ class WorkerView:
             except Exception as exc:
                 log.warning("kv watch failed; starting it again", extra={"error": repr(exc)})
             await asyncio.sleep(retry_seconds)
-
-
-def field_bytes(number: int, payload: bytes) -> bytes:
-    """A length-delimited protobuf field (wire type 2) holding payload."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        bits = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(bits | 0x80)
-        else:
-            out.append(bits)
-            return bytes(out)
 
 
 def _same_state(a: worker_pb2.Worker, b: worker_pb2.Worker) -> bool:

@@ -10,10 +10,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cml.monitor.v1 import alert_pb2, alert_pb2_grpc
 from cmlmon_core.topology import METRICS_STREAM, ensure_topology
+from cmlmon_dev.receiver import WebhookReceiver
 from cmlmon_dev.servers import NatsServer, free_port, wait_for_port
 from tests.e2e.conftest import ServiceLauncher
 from tests.integration.notifier.support import (
-    Receiver,
     drained,
     eventually,
     make_worker,
@@ -43,7 +43,7 @@ async def test_process_survives_kill_without_double_firing(services: ServiceLaun
     worker = make_worker(f"e-{uid}", name=f"e2e-{uid}")
     port = free_port()
     try:
-        async with receiving(Receiver(secret=SECRET)) as receiver:
+        async with receiving(WebhookReceiver(secret=SECRET)) as receiver:
             env = {"WORKER_NOTIFICATION_WEBHOOKS": receiver.url, "WEBHOOK_SECRET": SECRET, "GRPC_PORT": port,
                    "ALERT_FOR_SECONDS": 0, "ALERT_MIN_SAMPLES": 1, "ALERT_WINDOW_SAMPLES": 1}
             first = services.start("notifier", **env)
@@ -51,7 +51,7 @@ async def test_process_survives_kill_without_double_firing(services: ServiceLaun
             await publish_event(js, worker, "imported")
             await publish_sample(js, worker, cpu=99.0)
             got = await eventually(lambda: receiver.for_worker(worker.id), timeout=30)
-            assert got[0].json["status"] == "firing" and got[0].json["worker_name"] == worker.name
+            assert got[0].json()["status"] == "firing" and got[0].json()["worker_name"] == worker.name
             await drained(js, METRICS_STREAM, "notifier")
             first.kill()
 
@@ -68,7 +68,7 @@ async def test_process_survives_kill_without_double_firing(services: ServiceLaun
             await publish_sample(js, worker, cpu=5.0)
             await eventually(lambda: len(receiver.for_worker(worker.id)) == 2, timeout=30)
             assert second.stop() == 0
-        assert [r.json["status"] for r in receiver.for_worker(worker.id)] == ["firing", "resolved"]
+        assert [r.json()["status"] for r in receiver.for_worker(worker.id)] == ["firing", "resolved"]
         assert not receiver.rejected, "every delivery carried a valid Standard Webhooks signature"
         assert receiver.url not in second.log() and "secret-token" not in second.log()
     finally:

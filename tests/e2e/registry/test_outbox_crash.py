@@ -10,6 +10,7 @@ import grpc
 import pytest
 from nats.js import JetStreamContext
 
+from cml.monitor.internal.v1 import outbox_pb2
 from cml.monitor.v1 import events_pb2, registry_service_pb2_grpc, worker_pb2
 from cml.monitor.v1 import registry_service_pb2 as rs
 from cmlmon_dev.servers import free_port, wait_for_port
@@ -43,9 +44,9 @@ async def test_event_saved_before_a_crash_is_published_once_after_restart(
 
     worker_id = created_worker_id(request.request_id)
     saved = await (await js.key_value("cml_workers")).get(worker_id)
-    outbox = rs.WorkerOutbox.FromString(saved.value)
+    outbox = outbox_pb2.WorkerOutbox.FromString(saved.value or b"")
     assert outbox.HasField("pending_event")  # the state is saved, the event is not yet published
-    assert worker_pb2.Worker.FromString(saved.value).id == worker_id
+    assert worker_pb2.Worker.FromString(saved.value or b"").id == worker_id
     assert await count_events(js, worker_id) == 0
 
     port = free_port()
@@ -60,9 +61,9 @@ async def test_event_saved_before_a_crash_is_published_once_after_restart(
         again = (await stub.CreateWorker(request, timeout=30)).worker  # the client's retry
         assert again.id == worker_id
     msg = await js.get_last_msg("CML_WORKERS", f"cml.workers.{worker_id}.created")
-    event = events_pb2.WorkerEvent.FromString(msg.data)
-    assert event.event_id == outbox.pending_event.event_id and msg.headers["Nats-Msg-Id"] == event.event_id
+    event = events_pb2.WorkerEvent.FromString(msg.data or b"")
+    assert event.event_id == outbox.pending_event.event_id and (msg.headers or {})["Nats-Msg-Id"] == event.event_id
     assert healed.stop() == 0
     assert await count_events(js, worker_id) == 1
     cleared = await (await js.key_value("cml_workers")).get(worker_id)
-    assert not rs.WorkerOutbox.FromString(cleared.value).HasField("pending_event")
+    assert not outbox_pb2.WorkerOutbox.FromString(cleared.value or b"").HasField("pending_event")

@@ -16,6 +16,7 @@ from cmlmon_core import messages, subjects
 from cmlmon_dev.servers import free_port, wait_for_port
 from tests.e2e.conftest import ServiceProcess
 from tests.e2e.registry.conftest import AMI
+from tests.support import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -44,19 +45,18 @@ async def test_two_processes_serve_one_consistent_fleet(launch: Callable[..., Se
                 await js.publish(subjects.metric(w.region, w.id), data, headers=headers)
         expected = {r.worker.id: 40.0 + n for n, r in enumerate(workers)}
 
-        async def listing(stub: registry_service_pb2_grpc.WorkerRegistryServiceStub) -> list[tuple[str, str, float]]:
+        async def listing(stub: registry_service_pb2_grpc.WorkerRegistryServiceAsyncStub
+                          ) -> list[tuple[str, str, float]]:
             page = await stub.ListWorkers(rs.ListWorkersRequest(tags={"test": uid}))
             return [(w.id, w.etag, w.cpu_utilization) for w in page.workers]
 
-        deadline = asyncio.get_running_loop().time() + 30
-        while True:
+        async def views_agree() -> tuple[list[tuple[str, str, float]], ...] | None:
             one, two = await listing(stubs[0]), await listing(stubs[1])
-            if one == two and {i: cpu for i, _, cpu in one} == expected:
-                break
-            assert asyncio.get_running_loop().time() < deadline, f"views differ: {one} vs {two}"
-            await asyncio.sleep(0.1)
+            return None if one != two or {i: cpu for i, _, cpu in one} != expected else (one, two)
+
+        await eventually(views_agree, timeout=30)
         info = await js.consumer_info("CML_METRICS", "registry")
         assert info.num_ack_pending == 0 and info.num_redelivered == 0
     finally:
         for channel in channels:
-            await channel.close()
+            await channel.close(None)

@@ -20,6 +20,7 @@ from cmlmon_core import messages, subjects
 from cmlmon_core.aws import AwsClients
 from collector.bootstrap import Collector, aws_clients, bootstrap
 from collector.settings import CollectorSettings
+from tests.support import eventually
 
 INTERVAL = 2
 
@@ -117,13 +118,15 @@ class SampleWatch:
 
     async def wait_for(self, predicate: Callable[[events_pb2.MetricSample], bool], timeout: float = 30.0
                        ) -> events_pb2.MetricSample:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while asyncio.get_running_loop().time() < deadline:
-            for s in self.samples:
-                if predicate(s):
-                    return s
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"no matching sample within {timeout}s; got {[str(s) for s in self.samples[-5:]]}")
+        def found() -> events_pb2.MetricSample | None:
+            return next((s for s in self.samples if predicate(s)), None)
+
+        try:
+            sample: events_pb2.MetricSample = await eventually(found, timeout=timeout)
+        except AssertionError:
+            raise AssertionError(f"no matching sample within {timeout}s; got {[str(s) for s in self.samples[-5:]]}"
+                                 ) from None
+        return sample
 
 
 @pytest.fixture

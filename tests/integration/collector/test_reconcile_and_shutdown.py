@@ -34,6 +34,7 @@ from tests.integration.collector.conftest import (
     start_collector,
     worker,
 )
+from tests.support import eventually
 
 REGION = "us-east-1"
 
@@ -71,7 +72,7 @@ async def own_js(own_nats: NatsServer) -> AsyncIterator[tuple[Client, JetStreamC
 
 async def serve_registry(workers: list[worker_pb2.Worker]) -> tuple[grpc.aio.Server, str]:
     server = grpc.aio.server()
-    registry_service_pb2_grpc.add_WorkerRegistryServiceServicer_to_server(Registry(workers), server)
+    registry_service_pb2_grpc.add_WorkerRegistryServiceServicer_to_server(Registry(workers), server)  # type: ignore[abstract]
     address = f"127.0.0.1:{free_port()}"
     server.add_insecure_port(address)
     await server.start()
@@ -128,10 +129,10 @@ async def test_first_start_schedules_an_existing_fleet(own_nats: NatsServer, own
         running = start_collector(settings, nc, js, clients)
         store = JetStreamSchedules(nc, js)
         try:
-            deadline = asyncio.get_running_loop().time() + 20
-            while await store.worker_ids() != {w.id for w in fleet[1:]}:
-                assert asyncio.get_running_loop().time() < deadline, await store.worker_ids()
-                await asyncio.sleep(0.1)
+            async def healed() -> bool:
+                return await store.worker_ids() == {w.id for w in fleet[1:]}
+
+            await eventually(healed, timeout=20)
         finally:
             running.stop.set()
             await asyncio.wait_for(asyncio.gather(*running.tasks), 30)

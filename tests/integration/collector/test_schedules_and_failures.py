@@ -143,8 +143,12 @@ async def test_a_failing_region_is_naked_and_redelivered_while_others_are_polled
             await publish_event(js, bad, "created")
             await publish_event(js, good, "created")
             for _ in range(2):  # the healthy region keeps being polled
-                n = sum(1 for s in watch.samples if s.worker_id == good.id)
-                await watch.wait_for(lambda s, n=n: sum(1 for x in watch.samples if x.worker_id == good.id) > n)
+                seen = sum(1 for s in watch.samples if s.worker_id == good.id)
+
+                def more(_: object, seen: int = seen) -> bool:
+                    return sum(1 for x in watch.samples if x.worker_id == good.id) > seen
+
+                await watch.wait_for(more)
 
             async def retried() -> bool:
                 return failing.calls >= 2

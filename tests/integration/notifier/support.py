@@ -1,114 +1,39 @@
-"""Real things the notifier's integration tests talk to: an HTTP receiver that records (and can verify
-Standard Webhooks signatures, fail on purpose, ...), the notifier itself in-process, and publishers of the
-messages the registry and collector would send."""
+"""Real things the notifier's integration tests talk to: the project's webhook receiver (cmlmon_dev.receiver),
+the notifier itself in-process, and publishers of the messages the registry and collector would send."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
-import hmac
 import json
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.js import JetStreamContext
 
 from cml.monitor.v1 import events_pb2, worker_pb2
 from cmlmon_core import subjects
 from cmlmon_core.messages import encode
-from cmlmon_dev.servers import free_port
+from cmlmon_dev.receiver import WebhookReceiver
 from notifier.entrypoints.main import serve
 from notifier.settings import NotifierSettings
 from tests.support import eventually as eventually  # re-exported: the notifier tests import it from here
 
-
-@dataclass
-class Received:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-@dataclass
-class Receiver:
-    """An aiohttp server recording every POST. `responses` scripts the status codes of the first calls
-    (then 200); `secret` makes it verify Standard Webhooks signatures and answer 401 when one is wrong."""
-
-    port: int = 0
-    responses: list[int | tuple[int, dict[str, str]]] = field(default_factory=list)
-    secret: str = ""
-    received: list[Received] = field(default_factory=list)
-    rejected: list[Received] = field(default_factory=list)
-    calls: int = 0
-    gate: asyncio.Event | None = None  # when set up, every request waits for it: a receiver that hangs
-    waiting: int = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook/secret-token"
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def handle(self, request: web.Request) -> web.Response:
-        got = Received(request.path, dict(request.headers), await request.read())
-        self.calls += 1
-        if self.gate is not None:
-            self.waiting += 1
-            await self.gate.wait()
-            self.waiting -= 1
-        if self.responses:
-            scripted = self.responses.pop(0)
-            status, headers = scripted if isinstance(scripted, tuple) else (scripted, {})
-            self.rejected.append(got)
-            return web.Response(status=status, headers=headers)
-        if self.secret and not verify_signature(self.secret, got.headers, got.body):
-            self.rejected.append(got)
-            return web.Response(status=401)
-        self.received.append(got)
-        return web.Response(status=200)
-
-    def for_worker(self, worker_id: str) -> list[Received]:
-        return [r for r in self.received if worker_id in r.body.decode(errors="replace")]
-
-
-def verify_signature(secret: str, headers: dict[str, str], body: bytes, tolerance: float = 300) -> bool:
-    """Standard Webhooks verification, written from the spec independently of the notifier's code."""
-    lower = {k.lower(): v for k, v in headers.items()}
-    msg_id, ts, sigs = lower.get("webhook-id"), lower.get("webhook-timestamp"), lower.get("webhook-signature")
-    if not (msg_id and ts and sigs) or abs(time.time() - int(ts)) > tolerance:
-        return False
-    key = base64.b64decode(secret[len("whsec_"):])
-    expected = base64.b64encode(hmac.new(key, f"{msg_id}.{ts}.".encode() + body, hashlib.sha256).digest()).decode()
-    return any(part.split(",", 1)[-1] == expected for part in sigs.split(" ") if part.startswith("v1,"))
+# Real webhook URLs carry a token in their path; the tests' do too, so that a leak of it into a log shows.
+HOOK_PATH = "/hook/secret-token"
 
 
 @asynccontextmanager
-async def receiving(receiver: Receiver | None = None) -> AsyncIterator[Receiver]:
-    receiver = receiver or Receiver()
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", receiver.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    receiver.port = receiver.port or free_port()
-    site = web.TCPSite(runner, "127.0.0.1", receiver.port)
-    await site.start()
-    try:
+async def receiving(receiver: WebhookReceiver | None = None) -> AsyncIterator[WebhookReceiver]:
+    """A started receiver (cmlmon_dev's, the one `make run` uses) with a hook URL, stopped afterwards."""
+    receiver = receiver or WebhookReceiver()
+    receiver.path = receiver.path or HOOK_PATH
+    async with receiver:
         yield receiver
-    finally:
-        await runner.cleanup()
 
 
 def notifier_settings(nats_url: str, uid: str, **overrides: Any) -> NotifierSettings:
@@ -150,15 +75,17 @@ def now_ts(offset: float = 0.0) -> Timestamp:
 
 
 def make_worker(worker_id: str, *, region: str = "us-east-1", name: str = "", tags: dict[str, str] | None = None,
-                status: int = worker_pb2.WORKER_STATUS_RUNNING, poll_interval: int = 10) -> worker_pb2.Worker:
+                status: worker_pb2.WorkerStatus = worker_pb2.WORKER_STATUS_RUNNING, poll_interval: int = 10
+                ) -> worker_pb2.Worker:
     return worker_pb2.Worker(id=worker_id, name=name or f"cml-{worker_id}", region=region,
                              instance_id="i-0" + hashlib.sha1(worker_id.encode()).hexdigest()[:16],
                              status=status, tags=tags or {}, poll_interval_seconds=poll_interval)
 
 
 async def publish_event(js: JetStreamContext, worker: worker_pb2.Worker, event: str,
-                        event_type: int = events_pb2.WORKER_EVENT_TYPE_IMPORTED, *, requested: bool = True,
-                        previous: int = worker_pb2.WORKER_STATUS_UNSPECIFIED) -> None:
+                        event_type: events_pb2.WorkerEventType = events_pb2.WORKER_EVENT_TYPE_IMPORTED, *,
+                        requested: bool = True,
+                        previous: worker_pb2.WorkerStatus = worker_pb2.WORKER_STATUS_UNSPECIFIED) -> None:
     msg = events_pb2.WorkerEvent(event_id=uuid.uuid4().hex, type=event_type, worker=worker, previous_status=previous,
                                  requested=requested, occur_time=now_ts())
     data, headers = encode(msg, msg_id=msg.event_id)
@@ -185,13 +112,9 @@ async def drained(js: JetStreamContext, stream: str, durable: str, timeout: floa
 
     async def check() -> bool:
         info = await js.consumer_info(stream, durable)
-        return info.num_pending == 0 and info.num_ack_pending == 0
+        return bool(info.num_pending == 0 and info.num_ack_pending == 0)
 
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"consumer {stream}/{durable} not drained within {timeout}s")
-        await asyncio.sleep(0.05)
+    await eventually(check, timeout=timeout)
 
 
 def write_sinks_file(path: Any, sinks: list[dict[str, Any]]) -> str:

@@ -86,9 +86,9 @@ async def test_alertmanager_slack_and_pagerduty(alertmanager: str, js: JetStream
             await eventually(lambda: not am_alerts(alertmanager, worker.id), timeout=30)
             await eventually(lambda: len(pagerduty.for_worker(worker.id)) == 2)
             await eventually(lambda: len(slack.for_worker(worker.id)) == 2)
-    trigger, resolve = (r.json for r in pagerduty.for_worker(worker.id))
+    trigger, resolve = (r.json() for r in pagerduty.for_worker(worker.id))
     assert (trigger["event_action"], resolve["event_action"]) == ("trigger", "resolve")
     assert trigger["dedup_key"] == resolve["dedup_key"] == f"cmlmon/{worker.id}.cpu_high"
     assert trigger["routing_key"] == "R0UT1NG" and trigger["payload"]["source"] == worker.instance_id
-    texts = [r.json["text"] for r in slack.for_worker(worker.id)]
+    texts = [r.json()["text"] for r in slack.for_worker(worker.id)]
     assert "FIRING" in texts[0] and "RESOLVED" in texts[1]

@@ -14,10 +14,10 @@ from nats.js import JetStreamContext
 from cml.monitor.v1 import alert_pb2
 from cmlmon_core.messages import decode
 from cmlmon_core.topology import ALERTS_STREAM
+from cmlmon_dev.receiver import WebhookReceiver
 from cmlmon_dev.servers import free_port
 from notifier.adapters.publisher import DEADLETTER_REASON
 from tests.integration.notifier.support import (
-    Receiver,
     drained,
     eventually,
     make_worker,
@@ -43,10 +43,10 @@ async def test_sinks_retry_dead_letter_and_stay_independent(js: JetStreamContext
 
     sub = await nc.subscribe(f"cml.deadletter.*.{worker.id}.>", cb=on_dead)
     down_url = f"http://127.0.0.1:{free_port()}/nobody-home"
-    async with (receiving(Receiver(secret=SECRET)) as signed,
-                receiving(Receiver(responses=[503, 500])) as flaky,
-                receiving(Receiver(responses=[(429, {"Retry-After": "1"})])) as limited,
-                receiving(Receiver(responses=[410] * 100)) as gone):
+    async with (receiving(WebhookReceiver(secret=SECRET)) as signed,
+                receiving(WebhookReceiver(responses=[503, 500])) as flaky,
+                receiving(WebhookReceiver(responses=[(429, {"Retry-After": "1"})])) as limited,
+                receiving(WebhookReceiver(responses=[410] * 100)) as gone):
         sinks = write_sinks_file(tmp_path / "sinks.yaml", [
             {"name": "signed", "type": "webhook", "url": signed.url, "secret": SECRET},
             {"name": "flaky", "type": "webhook", "url": flaky.url},
@@ -70,15 +70,15 @@ async def test_sinks_retry_dead_letter_and_stay_independent(js: JetStreamContext
                 await drained(js, ALERTS_STREAM, f"notifier-{uid}-sink-{name}", timeout=30)
 
     await sub.unsubscribe()
-    statuses = [r.json["status"] for r in signed.for_worker(worker.id)]
+    statuses = [r.json()["status"] for r in signed.for_worker(worker.id)]
     assert statuses == ["firing", "resolved"]
     assert not signed.rejected, "every signature verified"
-    assert firing[0].headers["webhook-id"] == firing[0].json["transition_id"]
+    assert firing[0].headers["webhook-id"] == firing[0].json()["transition_id"]
     # flaky: two failures, then success; each transition received exactly once
-    assert [r.json["status"] for r in flaky.for_worker(worker.id)] == ["firing", "resolved"]
+    assert [r.json()["status"] for r in flaky.for_worker(worker.id)] == ["firing", "resolved"]
     assert len(flaky.rejected) == 2
     # the 429 delayed, did not lose
-    assert [r.json["status"] for r in limited.for_worker(worker.id)] == ["firing", "resolved"]
+    assert [r.json()["status"] for r in limited.for_worker(worker.id)] == ["firing", "resolved"]
     # down throughout: both transitions dead-lettered with the reason
     down_dead = [m for m in dead if m.subject.startswith(f"cml.deadletter.down.{worker.id}.")]
     assert len(down_dead) == 2
@@ -106,18 +106,18 @@ async def test_restart_and_two_replicas_never_fire_twice(js: JetStreamContext, n
                 await publish_sample(js, worker, memory=97.0)
             await publish_sample(js, worker, memory=97.0, cpu=99.0)
             cpu = await eventually(
-                lambda: [r.json for r in receiver.for_worker(worker.id) if r.json["rule"] == "cpu_high"])
+                lambda: [r.json() for r in receiver.for_worker(worker.id) if r.json()["rule"] == "cpu_high"])
             assert cpu[0]["worker_name"] == worker.name and cpu[0]["status"] == "firing"
             await drained(js, "CML_METRICS", f"notifier-{uid}")
             await publish_sample(js, worker, memory=50.0)
             # the memory firing and the cpu firing are in already: wait for the resolution itself, or the
             # notifier may stop before its sink has delivered it
             await eventually(lambda: ("memory_high", "resolved") in [
-                (r.json["rule"], r.json["status"]) for r in receiver.for_worker(worker.id)])
+                (r.json()["rule"], r.json()["status"]) for r in receiver.for_worker(worker.id)])
             await drained(js, "CML_METRICS", f"notifier-{uid}")
         kv = await js.key_value("cml_alerts")
         state = await kv.get(f"{worker.id}.memory_high")
-    bodies = [r.json for r in receiver.for_worker(worker.id) if r.json["rule"] == "memory_high"]
+    bodies = [r.json() for r in receiver.for_worker(worker.id) if r.json()["rule"] == "memory_high"]
     assert [(b["rule"], b["status"]) for b in bodies] == [("memory_high", "firing"), ("memory_high", "resolved")]
     assert len({b["transition_id"] for b in bodies}) == 2
     assert b'"phase":"inactive"' in (state.value or b"")
@@ -125,7 +125,7 @@ async def test_restart_and_two_replicas_never_fire_twice(js: JetStreamContext, n
 
 async def test_stop_hands_in_flight_delivery_back(js: JetStreamContext, nats_url: str, uid: str) -> None:
     worker = make_worker(f"h-{uid}")
-    async with receiving(Receiver(responses=[503] * 1000)) as receiver:
+    async with receiving(WebhookReceiver(responses=[503] * 1000)) as receiver:
         settings = notifier_settings(nats_url, uid, worker_notification_webhooks=receiver.url,
                                      delivery_max_attempts=50, delivery_backoff_initial_seconds=0.2)
         async with running_notifier(settings):
@@ -135,14 +135,14 @@ async def test_stop_hands_in_flight_delivery_back(js: JetStreamContext, nats_url
         receiver.responses.clear()
         async with running_notifier(settings):
             got = await eventually(lambda: receiver.for_worker(worker.id), timeout=15)
-    assert [r.json["status"] for r in got] == ["firing"]
+    assert [r.json()["status"] for r in got] == ["firing"]
 
 
 async def test_hanging_sink_delays_neither_evaluation_nor_other_sinks(js: JetStreamContext, nats_url: str,
                                                                      uid: str, tmp_path: Path) -> None:
     first, second = make_worker(f"s1-{uid}"), make_worker(f"s2-{uid}")
     gate = asyncio.Event()
-    async with receiving() as fast, receiving(Receiver(gate=gate)) as hanging:
+    async with receiving() as fast, receiving(WebhookReceiver(gate=gate)) as hanging:
         sinks = write_sinks_file(tmp_path / "sinks.yaml", [
             {"name": "fast", "type": "webhook", "url": fast.url},
             {"name": "hanging", "type": "webhook", "url": hanging.url, "timeout_seconds": 60},

@@ -32,7 +32,7 @@ RUNNING, STOPPED, TERMINATED = (worker_pb2.WORKER_STATUS_RUNNING, worker_pb2.WOR
 
 
 def seen(receiver: object, worker_id: str) -> list[tuple[str, str]]:
-    return [(r.json["rule"], r.json["status"]) for r in receiver.for_worker(worker_id)]  # type: ignore[attr-defined]
+    return [(r.json()["rule"], r.json()["status"]) for r in receiver.for_worker(worker_id)]  # type: ignore[attr-defined]
 
 
 async def test_lifecycle_rules_fire_only_outside_the_registry(js: JetStreamContext, nats_url: str, uid: str) -> None:
@@ -61,7 +61,7 @@ async def test_lifecycle_rules_fire_only_outside_the_registry(js: JetStreamConte
                                 previous=RUNNING)
             await eventually(lambda: seen(receiver, observed.id) == [("unexpected_stop", "firing")])
             await eventually(lambda: seen(receiver, gone.id) == [("unexpected_termination", "firing")])
-            body = receiver.for_worker(observed.id)[0].json
+            body = receiver.for_worker(observed.id)[0].json()
             assert body["severity"] == "critical" and "outside the registry" in body["summary"]
             await publish_event(js, observed, "started", events_pb2.WORKER_EVENT_TYPE_STARTED, requested=True,
                                 previous=STOPPED)
@@ -87,7 +87,8 @@ async def test_tag_threshold_status_check_and_silent_worker(js: JetStreamContext
                                  instance_status_check=worker_pb2.STATUS_CHECK_OK)
             await publish_sample(js, quiet, cpu=5.0)
             got = await eventually(lambda: receiver.for_worker(tagged.id))
-            assert (got[0].json["rule"], got[0].json["threshold"], got[0].json["value"]) == ("cpu_high", 80.0, 85.0)
+            body = got[0].json()
+            assert (body["rule"], body["threshold"], body["value"]) == ("cpu_high", 80.0, 85.0)
             await eventually(lambda: seen(receiver, impaired.id) == [("status_check_impaired", "firing")])
             # no sample for 2 intervals of 1 s: silent fires; the next sample resolves it
             await eventually(lambda: seen(receiver, quiet.id) == [("silent", "firing")], timeout=30)

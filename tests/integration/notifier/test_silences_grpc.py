@@ -62,11 +62,11 @@ async def test_silence_holds_delivery_until_it_ends(js: JetStreamContext, nats_u
 
             # the short silence expires while its alert still fires: delivered then, once
             got = await eventually(lambda: receiver.for_worker(other.id), timeout=30)
-            assert got[0].json["status"] == "firing"
+            assert got[0].json()["status"] == "firing"
 
             await stub.DeleteSilence(alert_pb2.DeleteSilenceRequest(id=created.silence.id))
             got = await eventually(lambda: receiver.for_worker(worker.id))
-            assert [r.json["status"] for r in got] == ["firing"]
+            assert [r.json()["status"] for r in got] == ["firing"]
             alerts = await stub.ListAlerts(alert_pb2.ListAlertsRequest(worker_id=worker.id, rule="cpu_high"))
             assert [a.silenced for a in alerts.alerts] == [False]
             listed = await stub.ListSilences(alert_pb2.ListSilencesRequest())

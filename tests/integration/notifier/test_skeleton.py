@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 from nats.js import JetStreamContext
 
@@ -28,8 +30,8 @@ async def test_hot_sample_is_posted_to_every_webhook(js: JetStreamContext, nats_
             await publish_sample(js, cool, cpu=10.0, memory=20.0)
             await publish_sample(js, worker, cpu=97.5, memory=40.0)
             for receiver in (first, second):
-                got = await eventually(lambda r=receiver: r.for_worker(worker.id))
-                body = got[0].json
+                got = await eventually(functools.partial(receiver.for_worker, worker.id))
+                body = got[0].json()
                 assert body["status"] == "firing"
                 assert body["worker_id"] == worker.id
                 assert body["worker_name"] == worker.name

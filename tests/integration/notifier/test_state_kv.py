@@ -65,15 +65,15 @@ async def test_transition_left_in_the_outbox_is_published_by_a_later_notifier(js
         async with running_notifier(settings):
             got = await eventually(lambda: receiver.for_worker(worker_id))
             entry = await _wait_cleared(kv, left.key)
-    assert [(r.json["rule"], r.json["status"], r.json["transition_id"]) for r in got] == [
+    assert [(r.json()["rule"], r.json()["status"], r.json()["transition_id"]) for r in got] == [
         ("memory_high", "firing", left.unpublished)]
     assert AlertState.from_json(entry).unpublished == ""
 
 
 async def _wait_cleared(kv: object, key: str) -> bytes:
-    for _ in range(200):
+    async def cleared() -> bytes | None:
         entry = await kv.get(key)  # type: ignore[attr-defined]
-        if b'"unpublished":""' in entry.value:
-            return bytes(entry.value)
-        await asyncio.sleep(0.05)
-    raise AssertionError("outbox mark not cleared")
+        return bytes(entry.value) if b'"unpublished":""' in entry.value else None
+
+    value: bytes = await eventually(cleared, timeout=10)
+    return value

@@ -24,7 +24,7 @@ from cmlmon_core import messages
 from cmlmon_dev.servers import free_port, wait_for_port
 from registry.entrypoints.main import run
 from registry.settings import RegistrySettings
-from tests.support import eventually
+from tests.support import eventually as eventually  # re-exported: the registry tests import it from here
 
 REGION = "us-east-1"
 AMI = "ami-12c6146b"
@@ -33,7 +33,7 @@ AMI = "ami-12c6146b"
 @dataclass
 class RunningRegistry:
     address: str
-    stub: rs_grpc.WorkerRegistryServiceStub
+    stub: rs_grpc.WorkerRegistryServiceAsyncStub
     channel: grpc.aio.Channel
     settings: RegistrySettings
     stop: asyncio.Event
@@ -54,7 +54,7 @@ async def running_registry(settings: RegistrySettings) -> AsyncIterator[RunningR
         await asyncio.wait_for(channel.channel_ready(), 30)
         yield RunningRegistry(address, rs_grpc.WorkerRegistryServiceStub(channel), channel, settings, stop)
     finally:
-        await channel.close()
+        await channel.close(None)
         stop.set()
         await asyncio.wait_for(task, 30)
 
@@ -100,7 +100,7 @@ async def samples_consumed(js: JetStreamContext, timeout: float = 45.0) -> None:
 
     async def idle() -> bool:
         info = await js.consumer_info("CML_METRICS", "registry")
-        return info.num_pending == 0 and info.num_ack_pending == 0
+        return bool(info.num_pending == 0 and info.num_ack_pending == 0)
 
     await eventually(idle, timeout=timeout)
 

@@ -73,6 +73,13 @@ async def failure(call: Any) -> grpc.aio.AioRpcError:
     return caught.value
 
 
+async def _next_about(watch: Any, worker_id: str) -> Any:
+    while True:
+        reply = await watch.read()
+        if reply.worker.id == worker_id:
+            return reply
+
+
 @pytest.fixture
 def pki(tmp_path: Path) -> Pki:
     return Pki(tmp_path / "pki")
@@ -106,6 +113,10 @@ async def test_calls_need_a_known_token_and_a_high_enough_role(
         assert wrong.code() == grpc.StatusCode.UNAUTHENTICATED and "tok-guess-1234" not in (wrong.details() or "")
 
         await stub.ListWorkers(rs.ListWorkersRequest(), metadata=bearer("viewer"))
+        anonymous_watch = stub.WatchWorkers(rs.WatchWorkersRequest())  # a server stream is guarded too
+        denied_watch = await failure(asyncio.wait_for(anonymous_watch.read(), 10))
+        assert denied_watch.code() == grpc.StatusCode.UNAUTHENTICATED
+        watch = stub.WatchWorkers(rs.WatchWorkersRequest(), metadata=bearer("viewer"))
         importing = rs.ImportWorkerRequest(region=REGION, instance_id=instance)
         denied = await failure(stub.ImportWorker(importing, metadata=bearer("viewer")))
         assert denied.code() == grpc.StatusCode.PERMISSION_DENIED and "operator" in (denied.details() or "")
@@ -117,6 +128,9 @@ async def test_calls_need_a_known_token_and_a_high_enough_role(
                                                         metadata=bearer("operator")))
             assert denied.code() == grpc.StatusCode.PERMISSION_DENIED and "admin" in (denied.details() or "")
             await stub.TerminateWorker(rs.TerminateWorkerRequest(id=worker.id), metadata=bearer("admin"))
+        watched = await eventually(lambda: _next_about(watch, worker.id), timeout=20)
+        assert watched.worker.id == worker.id
+        watch.cancel()
 
     def by(kind: int) -> str | None:
         found = tap.of(worker.id, kind)
@@ -134,11 +148,19 @@ async def test_calls_need_a_known_token_and_a_high_enough_role(
     assert audit == [("otto", "ImportWorker"), ("otto", "StopWorker"), ("ada", "TerminateWorker")]
 
 
-async def test_plaintext_is_refused_by_a_tls_server(secured: RegistrySettings) -> None:
-    async with serving(secured) as address, grpc.aio.insecure_channel(address) as ch:
+async def test_plaintext_is_refused_by_a_tls_server_but_for_the_probe_port(secured: RegistrySettings) -> None:
+    probe_port = free_port()
+    settings = secured.model_copy(update={"grpc_health_port": probe_port})
+    async with serving(settings) as address, grpc.aio.insecure_channel(address) as ch:
         refused = await failure(rs_grpc.WorkerRegistryServiceStub(ch).ListWorkers(
             rs.ListWorkersRequest(), metadata=bearer("admin"), timeout=5))
         assert refused.code() == grpc.StatusCode.UNAVAILABLE
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{probe_port}") as probe:  # as a Kubernetes grpc probe
+            health = await health_pb2_grpc.HealthStub(probe).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+            nothing_else = await failure(rs_grpc.WorkerRegistryServiceStub(probe).ListWorkers(
+                rs.ListWorkersRequest(), metadata=bearer("admin"), timeout=5))
+            assert nothing_else.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
 async def test_client_certificate_subject_is_the_principal(

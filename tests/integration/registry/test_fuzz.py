@@ -45,7 +45,8 @@ def scalar(field: FieldDescriptor) -> st.SearchStrategy[Any]:
     if t == FieldDescriptor.TYPE_UINT32:
         return st.one_of(st.sampled_from([0, 10, 86_400, 86_401]), st.integers(0, 2**32 - 1))
     if t == FieldDescriptor.TYPE_ENUM:
-        return st.one_of(st.sampled_from([v.number for v in field.enum_type.values]), st.integers(-3, 1000))
+        values = [v.number for v in field.enum_type.values]  # type: ignore[union-attr]
+        return st.one_of(st.sampled_from(values), st.integers(-3, 1000))
     raise AssertionError(f"no strategy for {field.full_name}")
 
 

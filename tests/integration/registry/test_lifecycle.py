@@ -133,7 +133,7 @@ async def test_list_filters_pages_and_refuses_forged_tokens(registry: RunningReg
                 rs.ListWorkersRequest(tags={"test": "other"}, page_size=2, page_token=page.next_page_token),
                 rs.ListWorkersRequest(page_token="not-a-token"),
                 rs.ListWorkersRequest(page_size=-1),
-                rs.ListWorkersRequest(statuses=[W.WorkerStatus.ValueType(42)])):
+                rs.ListWorkersRequest(statuses=[W.WorkerStatus.ValueType(42)])):  # type: ignore[list-item]
         assert await code_of(stub.ListWorkers(bad)) == grpc.StatusCode.INVALID_ARGUMENT
 
 
@@ -178,7 +178,7 @@ async def test_watch_ends_cleanly_when_the_server_shuts_down(nats_url: str, aws_
         call = running.stub.WatchWorkers(rs.WatchWorkersRequest())
         await call.read()  # the stream is open
         stopper = asyncio.create_task(_stop_soon(running))
-        while await call.read() is not grpc.aio.EOF:
+        while await call.read() is not grpc.aio.EOF:  # type: ignore[attr-defined]
             pass
         assert await call.code() == grpc.StatusCode.OK
         await stopper

@@ -44,7 +44,7 @@ class ReflectionClient:
             stream = self.channel.unary_stream(path, request_serializer=lambda m: m.SerializeToString(),
                                                response_deserializer=output.FromString)(request, timeout=timeout)
             first = next(iter(stream))
-            stream.cancel()
+            stream.cancel()  # type: ignore[no-untyped-call]
             return json_format.MessageToDict(first)
         unary = self.channel.unary_unary(path, request_serializer=lambda m: m.SerializeToString(),
                                          response_deserializer=output.FromString)
@@ -88,3 +88,12 @@ def test_reflection_alone_is_enough_to_use_every_rpc(channel: grpc.Channel, uid:
     with pytest.raises(grpc.RpcError) as unknown:
         client.call(SERVICE, "ImportWorker", {"region": "us-east-1", "instanceId": "i-0123456789abcdef0"})
     assert unknown.value.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
+
+
+def test_reflection_shows_the_api_and_not_the_registrys_internal_messages(channel: grpc.Channel) -> None:
+    client = ReflectionClient(channel)
+    assert client.pool.FindMessageTypeByName("cml.monitor.v1.Worker").name == "Worker"
+    for internal in ("cml.monitor.internal.v1.WorkerOutbox", "cml.monitor.internal.v1.PendingWorkerEvent",
+                     "cml.monitor.v1.WorkerOutbox", "cml.monitor.v1.PendingWorkerEvent"):
+        with pytest.raises(KeyError):
+            client.pool.FindMessageTypeByName(internal)

@@ -47,7 +47,7 @@ async def test_create_launches_tags_saves_and_announces(registry: RunningRegistr
     assert tags["Name"] == f"w-{uid}" and tags["cmlmon:worker-id"] == created.id and tags["test"] == uid
 
     kv = await js.key_value("cml_workers")
-    stored = worker_pb2.Worker.FromString((await kv.get(created.id)).value)
+    stored = worker_pb2.Worker.FromString((await kv.get(created.id)).value or b"")
     assert stored.instance_id == created.instance_id
 
     events = await eventually(lambda: tap.of(created.id, E.WORKER_EVENT_TYPE_CREATED))

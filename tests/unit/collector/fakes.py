@@ -1,4 +1,5 @@
-"""Fakes of the AWS ports that honour their contracts (for unit tests of our logic only)."""
+"""Fakes of the collector's ports for unit tests of its logic only; each implements its port (checked by mypy)
+and honours the same contract as the real adapter."""
 
 from __future__ import annotations
 
@@ -6,10 +7,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from cmlmon_core.aws import ClientSource
+from collector.adapters.aws import InstanceStatusPort, MetricDataPort
+from collector.adapters.schedules import ScheduleStore
+from collector.domain.model import Target
 from collector.errors import AwsError, InstancesNotFound
 
 
-class FakeEc2:
+class FakeEc2(InstanceStatusPort):
     """Knows some instances; like AWS, one unknown id fails the whole call and the message names the unknown
     ids (or, with vague=True, names none of them)."""
 
@@ -35,7 +40,7 @@ class FakeEc2:
                 for i in instance_ids]
 
 
-class FakeMetrics:
+class FakeMetrics(MetricDataPort):
     """Answers GetMetricData from (namespace, metric, instance id) -> [(timestamp, value)]."""
 
     def __init__(self, data: dict[tuple[str, str, str], list[tuple[datetime, float]]] | None = None) -> None:
@@ -56,3 +61,59 @@ class FakeMetrics:
                       if start <= t < end]
             out.append({"Id": q["Id"], "Timestamps": [t for t, _ in points], "Values": [v for _, v in points]})
         return out
+
+
+class FakeStore(ScheduleStore):
+    """Schedules in a dict, with the ScheduleStore contract."""
+
+    def __init__(self) -> None:
+        self.schedules: dict[str, Target] = {}
+        self.ticks: list[str] = []
+        self.puts = 0
+
+    async def get(self, worker_id: str) -> Target | None:
+        return self.schedules.get(worker_id)
+
+    async def put(self, target: Target) -> None:
+        if target.interval_seconds < 1:
+            raise ValueError("interval")
+        self.puts += 1
+        self.schedules[target.worker_id] = target
+
+    async def tick_now(self, target: Target) -> None:
+        self.ticks.append(target.worker_id)
+
+    async def remove(self, worker_id: str) -> None:
+        self.schedules.pop(worker_id, None)
+
+    async def worker_ids(self) -> set[str]:
+        return set(self.schedules)
+
+
+class ScriptedClient:
+    """Raises the scripted errors in turn, then answers."""
+
+    def __init__(self, errors: list[Exception], pages: list[dict[str, Any]] | None = None) -> None:
+        self.errors = errors
+        self.pages = pages or [{"MetricDataResults": []}]
+        self.calls: list[dict[str, Any]] = []
+
+    async def describe_instance_status(self, **kwargs: Any) -> dict[str, Any]:
+        self.calls.append(kwargs)
+        if self.errors:
+            raise self.errors.pop(0)
+        return {"InstanceStatuses": [{"InstanceId": i} for i in kwargs["InstanceIds"]]}
+
+    async def get_metric_data(self, **kwargs: Any) -> dict[str, Any]:
+        self.calls.append(kwargs)
+        if self.errors:
+            raise self.errors.pop(0)
+        return self.pages.pop(0)
+
+
+class FakeClients(ClientSource):
+    def __init__(self, client: ScriptedClient) -> None:
+        self.client = client
+
+    async def get(self, service: str, region: str) -> Any:
+        return self.client

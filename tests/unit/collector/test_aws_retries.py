@@ -8,40 +8,12 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 
 from collector.adapters.aws import AwsPoller, RetryPolicy
 from collector.errors import AwsError, InstancesNotFound
+from tests.unit.collector.fakes import FakeClients, ScriptedClient
 
 
 def client_error(code: str, status: int, message: str = "nope") -> ClientError:
     return ClientError({"Error": {"Code": code, "Message": message},
                         "ResponseMetadata": {"HTTPStatusCode": status}}, "DescribeInstanceStatus")
-
-
-class ScriptedClient:
-    """Raises the scripted errors in turn, then answers."""
-
-    def __init__(self, errors: list[Exception], pages: list[dict[str, Any]] | None = None) -> None:
-        self.errors = errors
-        self.pages = pages or [{"MetricDataResults": []}]
-        self.calls: list[dict[str, Any]] = []
-
-    async def describe_instance_status(self, **kwargs: Any) -> dict[str, Any]:
-        self.calls.append(kwargs)
-        if self.errors:
-            raise self.errors.pop(0)
-        return {"InstanceStatuses": [{"InstanceId": i} for i in kwargs["InstanceIds"]]}
-
-    async def get_metric_data(self, **kwargs: Any) -> dict[str, Any]:
-        self.calls.append(kwargs)
-        if self.errors:
-            raise self.errors.pop(0)
-        return self.pages.pop(0)
-
-
-class Clients:
-    def __init__(self, client: ScriptedClient) -> None:
-        self.client = client
-
-    async def get(self, service: str, region: str) -> Any:
-        return self.client
 
 
 def poller(client: ScriptedClient, attempts: int = 5) -> tuple[AwsPoller, list[float]]:
@@ -50,7 +22,7 @@ def poller(client: ScriptedClient, attempts: int = 5) -> tuple[AwsPoller, list[f
     async def sleep(seconds: float) -> None:
         slept.append(seconds)
 
-    return AwsPoller(Clients(client), RetryPolicy(max_attempts=attempts, base_seconds=0.1, cap_seconds=1.0), 4,
+    return AwsPoller(FakeClients(client), RetryPolicy(max_attempts=attempts, base_seconds=0.1, cap_seconds=1.0), 4,
                      sleep=sleep), slept
 
 
@@ -94,8 +66,9 @@ async def test_not_found_becomes_instances_not_found_with_the_message() -> None:
 
 async def test_metric_data_pages_are_followed() -> None:
     now = datetime.now(UTC)
-    pages = [{"MetricDataResults": [{"Id": "cpu0", "Values": [1.0], "Timestamps": [now]}], "NextToken": "t1"},
-             {"MetricDataResults": [{"Id": "cpu0", "Values": [2.0], "Timestamps": [now]}]}]
+    pages: list[dict[str, Any]] = [
+        {"MetricDataResults": [{"Id": "cpu0", "Values": [1.0], "Timestamps": [now]}], "NextToken": "t1"},
+        {"MetricDataResults": [{"Id": "cpu0", "Values": [2.0], "Timestamps": [now]}]}]
     client = ScriptedClient([client_error("Throttling", 400)], pages)
     aws, _ = poller(client)
     got = await aws.get_metric_data("us-east-1", [{"Id": "cpu0"}], now - timedelta(minutes=5), now)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -76,7 +77,7 @@ def test_memory_dimension_with_unknown_value_is_left_out() -> None:
 
 def test_newest_by_query_merges_pages_and_drops_empty_ids() -> None:
     t = NOW
-    results = [
+    results: list[dict[str, Any]] = [
         {"Id": "cpu0", "Timestamps": [t - timedelta(minutes=5)], "Values": [10.0]},
         {"Id": "mem0", "Timestamps": [], "Values": []},
         {"Id": "cpu0", "Timestamps": [t], "Values": [20.0]},

@@ -2,46 +2,56 @@ from __future__ import annotations
 
 import pytest
 
+from cml.monitor.v1 import worker_pb2
+from cmlmon_core import status as mapping
 from collector.domain import ec2_status
-from collector.domain.model import Check, Status
 
+W = worker_pb2
 STATES = {
-    "pending": Status.PENDING,
-    "running": Status.RUNNING,
-    "stopping": Status.STOPPING,
-    "stopped": Status.STOPPED,
-    "shutting-down": Status.SHUTTING_DOWN,
-    "terminated": Status.TERMINATED,
+    "pending": W.WORKER_STATUS_PENDING,
+    "running": W.WORKER_STATUS_RUNNING,
+    "stopping": W.WORKER_STATUS_STOPPING,
+    "stopped": W.WORKER_STATUS_STOPPED,
+    "shutting-down": W.WORKER_STATUS_SHUTTING_DOWN,
+    "terminated": W.WORKER_STATUS_TERMINATED,
 }
 CHECKS = {
-    "ok": Check.OK,
-    "impaired": Check.IMPAIRED,
-    "insufficient-data": Check.INSUFFICIENT_DATA,
-    "initializing": Check.INITIALIZING,
-    "not-applicable": Check.NOT_APPLICABLE,
+    "ok": W.STATUS_CHECK_OK,
+    "impaired": W.STATUS_CHECK_IMPAIRED,
+    "insufficient-data": W.STATUS_CHECK_INSUFFICIENT_DATA,
+    "initializing": W.STATUS_CHECK_INITIALIZING,
+    "not-applicable": W.STATUS_CHECK_NOT_APPLICABLE,
 }
 
 
 @pytest.mark.parametrize(("name", "status"), STATES.items())
-def test_every_ec2_state_maps(name: str, status: Status) -> None:
-    assert ec2_status.map_state(name) is status
-    assert ec2_status.map_state(name.upper()) is status
+def test_every_ec2_state_maps(name: str, status: worker_pb2.WorkerStatus) -> None:
+    assert mapping.worker_status(name) == status
+    assert mapping.worker_status(name.upper()) == status
 
 
 @pytest.mark.parametrize(("value", "check"), CHECKS.items())
-def test_every_status_check_value_maps(value: str, check: Check) -> None:
-    assert ec2_status.map_check(value) is check
+def test_every_status_check_value_maps(value: str, check: worker_pb2.StatusCheck) -> None:
+    assert mapping.status_check(value) == check
 
 
 @pytest.mark.parametrize("odd", [None, "", "rebooting", "hibernating?"])
 def test_unknown_values_are_unspecified_not_errors(odd: str | None) -> None:
-    assert ec2_status.map_state(odd) is Status.UNSPECIFIED
-    assert ec2_status.map_check(odd) is Check.UNSPECIFIED
+    assert mapping.worker_status(odd) == W.WORKER_STATUS_UNSPECIFIED
+    assert mapping.status_check(odd) == W.STATUS_CHECK_UNSPECIFIED
 
 
-def test_every_domain_status_and_check_is_reachable() -> None:
-    assert set(STATES.values()) == set(Status) - {Status.UNSPECIFIED}
-    assert set(CHECKS.values()) == set(Check) - {Check.UNSPECIFIED}
+def test_every_status_and_check_of_the_contract_is_reachable_from_ec2() -> None:
+    # Against the generated descriptors: a value added to the proto enums without an EC2 word fails here.
+    assert set(mapping.STATES.values()) == set(W.WorkerStatus.values()) - {W.WORKER_STATUS_UNSPECIFIED}
+    assert set(mapping.CHECKS.values()) == set(W.StatusCheck.values()) - {W.STATUS_CHECK_UNSPECIFIED}
+
+
+def test_labels_for_metrics_and_messages() -> None:
+    assert mapping.status_label(W.WORKER_STATUS_SHUTTING_DOWN) == "shutting_down"
+    assert mapping.check_label(W.STATUS_CHECK_NOT_APPLICABLE) == "not_applicable"
+    # a number from a newer proto is labelled, not an error in a metrics scrape
+    assert mapping.status_label(99) == "unknown_99"  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("state", STATES)
@@ -52,18 +62,18 @@ def test_status_item_combinations(state: str, system: str, instance: str) -> Non
             "SystemStatus": {"Status": system}, "InstanceStatus": {"Status": instance}}
     got = ec2_status.from_status_item(item)
     assert got.instance_id == "i-0123456789abcdef0"
-    assert got.status is STATES[state] and got.ec2_state == state
-    assert got.system_check is CHECKS[system] and got.instance_check is CHECKS[instance]
+    assert got.status == STATES[state] and got.ec2_state == state
+    assert got.system_check == CHECKS[system] and got.instance_check == CHECKS[instance]
     assert not got.missing
     assert got.running is (state == "running")
 
 
 def test_status_item_without_checks() -> None:
     got = ec2_status.from_status_item({"InstanceId": "i-12345678", "InstanceState": {"Name": "stopped"}})
-    assert got.status is Status.STOPPED
-    assert got.system_check is Check.UNSPECIFIED and got.instance_check is Check.UNSPECIFIED
+    assert got.status == W.WORKER_STATUS_STOPPED
+    assert got.system_check == W.STATUS_CHECK_UNSPECIFIED and got.instance_check == W.STATUS_CHECK_UNSPECIFIED
 
 
 def test_missing_instance_counts_as_terminated() -> None:
     got = ec2_status.missing("i-12345678")
-    assert got.missing and got.status is Status.TERMINATED and got.ec2_state == "" and not got.running
+    assert got.missing and got.status == W.WORKER_STATUS_TERMINATED and got.ec2_state == "" and not got.running

@@ -4,8 +4,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from cml.monitor.v1 import worker_pb2 as W
 from collector.domain.cloudwatch import MetricOptions
-from collector.domain.model import Check, Status, Target
+from collector.domain.model import Target
 from collector.errors import AwsError
 from collector.service.poll import RegionPoller
 from tests.unit.collector.fakes import FakeEc2, FakeMetrics
@@ -45,8 +46,9 @@ async def test_cloudwatch_is_not_asked_about_instances_that_are_not_running() ->
     out = await poller(ec2, cw).poll("us-east-1", ts)
     asked = {d["Value"] for q in cw.calls[0] for d in q["MetricStat"]["Metric"]["Dimensions"]}
     assert asked == {iid(0)}
-    assert [o.state.status for o in out] == [Status.RUNNING, Status.STOPPED, Status.PENDING]
-    assert out[1].state.system_check is Check.NOT_APPLICABLE
+    assert [o.state.status for o in out] == [W.WORKER_STATUS_RUNNING, W.WORKER_STATUS_STOPPED,
+                                              W.WORKER_STATUS_PENDING]
+    assert out[1].state.system_check == W.STATUS_CHECK_NOT_APPLICABLE
 
 
 async def test_no_running_instance_means_no_cloudwatch_call() -> None:
@@ -62,8 +64,8 @@ async def test_unknown_id_is_reported_for_that_worker_only(vague: bool) -> None:
     out = await poller(FakeEc2(known, vague=vague)).poll("us-east-1", ts)
     missing = {o.target.instance_id for o in out if o.state.missing}
     assert missing == {iid(7), iid(180)}
-    assert all(o.state.status is Status.TERMINATED for o in out if o.state.missing)
-    assert all(o.state.status is Status.RUNNING for o in out if not o.state.missing)
+    assert all(o.state.status == W.WORKER_STATUS_TERMINATED for o in out if o.state.missing)
+    assert all(o.state.status == W.WORKER_STATUS_RUNNING for o in out if not o.state.missing)
 
 
 async def test_malformed_id_is_reported_without_asking_ec2() -> None:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -10,41 +10,15 @@ from collector.adapters.publisher import JetStreamSamples
 from collector.domain.model import Target
 from collector.errors import ScheduleError
 from collector.service.schedules import ScheduleKeeper
+from tests.unit.collector.fakes import FakeStore
 
 RUNNING = worker_pb2.WORKER_STATUS_RUNNING
 
 
-class FakeStore:
-    """Schedules in a dict, with the ScheduleStore contract."""
-
-    def __init__(self) -> None:
-        self.schedules: dict[str, Target] = {}
-        self.ticks: list[str] = []
-        self.puts = 0
-
-    async def get(self, worker_id: str) -> Target | None:
-        return self.schedules.get(worker_id)
-
-    async def put(self, target: Target) -> None:
-        if target.interval_seconds < 1:
-            raise ValueError("interval")
-        self.puts += 1
-        self.schedules[target.worker_id] = target
-
-    async def tick_now(self, target: Target) -> None:
-        self.ticks.append(target.worker_id)
-
-    async def remove(self, worker_id: str) -> None:
-        self.schedules.pop(worker_id, None)
-
-    async def worker_ids(self) -> set[str]:
-        return set(self.schedules)
-
-
 def event(kind: int, wid: str = "w-1", **fields: Any) -> events_pb2.WorkerEvent:
     fields.setdefault("status", RUNNING)
-    return events_pb2.WorkerEvent(type=kind, worker=worker_pb2.Worker(id=wid, region="us-east-1",
-                                                                      instance_id="i-12345678", **fields))
+    worker = worker_pb2.Worker(id=wid, region="us-east-1", instance_id="i-12345678", **fields)
+    return events_pb2.WorkerEvent(type=cast(events_pb2.WorkerEventType, kind), worker=worker)
 
 
 @pytest.mark.parametrize("kind", [events_pb2.WORKER_EVENT_TYPE_CREATED, events_pb2.WORKER_EVENT_TYPE_IMPORTED,

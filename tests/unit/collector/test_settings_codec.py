@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from cml.monitor.v1 import worker_pb2
 from collector.codec import sample_from_observation, target_from_tick, target_from_worker, tick_from_target
 from collector.domain import ec2_status
-from collector.domain.model import Check, InstanceState, Monitoring, Observation, Status, Target
+from collector.domain.model import InstanceState, Monitoring, Observation, Target
 from collector.settings import CollectorSettings
 
 
@@ -42,7 +42,8 @@ def test_worker_with_interval_zero_gets_the_default_and_round_trips_through_a_ti
 def test_sample_carries_every_field_and_leaves_unknown_metrics_absent() -> None:
     t = Target(worker_id="w-1", region="eu-west-1", instance_id="i-12345678", interval_seconds=60,
                monitoring=Monitoring.BASIC)
-    state = InstanceState("i-12345678", Status.RUNNING, "running", Check.OK, Check.IMPAIRED)
+    state = InstanceState("i-12345678", worker_pb2.WORKER_STATUS_RUNNING, "running", worker_pb2.STATUS_CHECK_OK,
+                          worker_pb2.STATUS_CHECK_IMPAIRED)
     at = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
     s = sample_from_observation(Observation(t, state, cpu=12.5, memory=None), at, "replica-a")
     assert (s.worker_id, s.region, s.instance_id, s.collector_id) == ("w-1", "eu-west-1", "i-12345678", "replica-a")

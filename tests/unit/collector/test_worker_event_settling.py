@@ -11,7 +11,8 @@ from collector.domain.model import Target
 from collector.entrypoints.worker_events import WorkerEventConsumer
 from collector.errors import ScheduleError
 from collector.service.schedules import ScheduleKeeper
-from tests.unit.collector.test_schedule_keeper import FakeStore, event
+from tests.unit.collector.fakes import FakeStore
+from tests.unit.collector.test_schedule_keeper import event
 
 
 class FakeMsg:

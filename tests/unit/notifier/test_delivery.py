@@ -10,24 +10,11 @@ from notifier.errors import DeliveryFailed, SinkConfigError
 from notifier.service.delivery import Deliverer
 from notifier.settings import NotifierSettings
 from notifier.sink_config import sink_specs, url_sink_name
+from tests.unit.notifier.fakes import ScriptedSink
 
 ALERT = AlertView(alert_id="w.cpu_high", transition_id="t1", status="firing", worker_id="w", worker_name="n",
                   instance_id="i", region="r", rule="cpu_high", severity="warning", value=95.0, threshold=90.0,
                   summary="s", start_time=1.0, end_time=None)
-
-
-class ScriptedSink:
-    """Fails with the scripted errors, then succeeds."""
-
-    def __init__(self, failures: list[DeliveryFailed]) -> None:
-        self.name = "fake"
-        self.failures = failures
-        self.sent: list[AlertView] = []
-
-    async def send(self, alert: AlertView) -> None:
-        if self.failures:
-            raise self.failures.pop(0)
-        self.sent.append(alert)
 
 
 class Recorder:

@@ -7,11 +7,12 @@ from dataclasses import replace
 
 import pytest
 
-from cml.monitor.v1 import alert_pb2
+from cml.monitor.v1 import alert_pb2, worker_pb2
 from notifier.domain.model import AlertState, FiringPolicy, Phase, Sample, WorkerRef
 from notifier.domain.silences import Silence
-from notifier.errors import PublishFailed, SilenceNotFound, StateConflict
+from notifier.errors import PublishFailed
 from notifier.service.evaluator import Directory, Evaluator, Thresholds
+from tests.unit.notifier.fakes import Clock, FakePublisher, FakeStore
 
 
 def one(for_seconds: float) -> FiringPolicy:
@@ -19,69 +20,8 @@ def one(for_seconds: float) -> FiringPolicy:
     return FiringPolicy(for_seconds=for_seconds, min_samples=1, window_samples=1)
 
 
-class FakeStore:
-    """Honours the AlertStore contract: CAS on revisions; `conflict_with` simulates another replica's write."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, tuple[AlertState, int]] = {}
-        self.rev = 0
-        self.conflict_with: AlertState | None = None
-        self._silences: dict[str, Silence] = {}
-
-    def cached(self, key: str) -> tuple[AlertState | None, int]:
-        return self.data.get(key, (None, 0))
-
-    async def get(self, key: str) -> tuple[AlertState | None, int]:
-        return self.cached(key)
-
-    async def refresh(self, key: str) -> tuple[AlertState | None, int]:
-        return self.cached(key)
-
-    async def put(self, state: AlertState, revision: int) -> int:
-        if self.conflict_with is not None:
-            other, self.conflict_with = self.conflict_with, None
-            self.rev += 1
-            self.data[other.key] = (other, self.rev)
-        if self.cached(state.key)[1] != revision:
-            raise StateConflict(state.key)
-        self.rev += 1
-        self.data[state.key] = (state, self.rev)
-        return self.rev
-
-    def states(self) -> list[AlertState]:
-        return [s for s, _ in self.data.values()]
-
-    def silences(self) -> list[Silence]:
-        return list(self._silences.values())
-
-    async def put_silence(self, silence: Silence) -> None:
-        self._silences[silence.silence_id] = silence
-
-    async def delete_silence(self, silence_id: str) -> Silence:
-        if silence_id not in self._silences:
-            raise SilenceNotFound(silence_id)
-        return self._silences.pop(silence_id)
-
-
-class FakePublisher:
-    def __init__(self) -> None:
-        self.alerts: list[alert_pb2.Alert] = []
-
-    async def publish_alert(self, alert: alert_pb2.Alert) -> None:
-        self.alerts.append(alert)
-
-    async def publish_deadletter(self, sink: str, alert: alert_pb2.Alert, reason: str, attempts: int) -> None:
-        raise AssertionError("not used here")
-
-
-class Clock:
-    now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-W = WorkerRef(worker_id="w1", name="cml-1", instance_id="i-01", region="us-east-1", status="RUNNING")
+W = WorkerRef(worker_id="w1", name="cml-1", instance_id="i-01", region="us-east-1",
+              status=worker_pb2.WORKER_STATUS_RUNNING)
 
 
 def setup(policy: FiringPolicy | None = None) -> tuple[Evaluator, FakeStore, FakePublisher, Clock]:
@@ -93,7 +33,8 @@ def setup(policy: FiringPolicy | None = None) -> tuple[Evaluator, FakeStore, Fak
 
 
 def cpu(value: float | None, at: float = 1000.0) -> Sample:
-    return Sample(worker_id="w1", region="us-east-1", instance_id="i-01", at=at, status="RUNNING", cpu=value)
+    return Sample(worker_id="w1", region="us-east-1", instance_id="i-01", at=at,
+                  status=worker_pb2.WORKER_STATUS_RUNNING, cpu=value)
 
 
 def summary(pub: FakePublisher) -> list[tuple[str, str, bool]]:
@@ -182,8 +123,10 @@ async def test_silence_ending_while_firing_delivers_once() -> None:
 
 async def test_unexpected_stop_then_running_sample_resolves() -> None:
     ev, _, pub, _ = setup()
-    await ev.handle_worker_event(replace(W, status="STOPPED"), "RUNNING", requested=False, at=1000.0)
-    await ev.handle_worker_event(replace(W, status="STOPPED"), "RUNNING", requested=False, at=1001.0)
+    await ev.handle_worker_event(replace(W, status=worker_pb2.WORKER_STATUS_STOPPED),
+                                 worker_pb2.WORKER_STATUS_RUNNING, requested=False, at=1000.0)
+    await ev.handle_worker_event(replace(W, status=worker_pb2.WORKER_STATUS_STOPPED),
+                                 worker_pb2.WORKER_STATUS_RUNNING, requested=False, at=1001.0)
     await ev.handle_sample(cpu(10))
     assert summary(pub) == [("unexpected_stop", "ALERT_STATE_FIRING", False),
                             ("unexpected_stop", "ALERT_STATE_RESOLVED", False)]

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cml.monitor.v1 import worker_pb2 as pb
 from notifier.domain import rules
 from notifier.domain.model import AlertState, FiringPolicy, Phase, Reading, Rule, Sample, TransitionKind, WorkerRef
 
@@ -19,7 +22,7 @@ def cpu(value: float | None, at: float, threshold: float = 90.0, hysteresis: flo
     return rules.threshold_reading(Rule.CPU_HIGH, value, threshold, at, hysteresis, "w")
 
 
-def run(values: list[float | None], policy: FiringPolicy, step_s: float = 10.0) -> list[tuple[int, str]]:
+def run(values: Sequence[float | None], policy: FiringPolicy, step_s: float = 10.0) -> list[tuple[int, str]]:
     state = rules.initial_state(W, Rule.CPU_HIGH)
     out = []
     for i, v in enumerate(values):
@@ -108,32 +111,34 @@ def test_threshold_tags_override_the_default() -> None:
 
 
 @pytest.mark.parametrize(("system", "instance", "breached", "cleared"), [
-    ("IMPAIRED", "OK", True, False),
-    ("OK", "IMPAIRED", True, False),
-    ("OK", "OK", False, True),
-    ("NOT_APPLICABLE", "NOT_APPLICABLE", False, True),
-    ("INITIALIZING", "OK", None, False),
-    ("UNSPECIFIED", "UNSPECIFIED", None, False),
-    ("INSUFFICIENT_DATA", "OK", None, False),
+    (pb.STATUS_CHECK_IMPAIRED, pb.STATUS_CHECK_OK, True, False),
+    (pb.STATUS_CHECK_OK, pb.STATUS_CHECK_IMPAIRED, True, False),
+    (pb.STATUS_CHECK_OK, pb.STATUS_CHECK_OK, False, True),
+    (pb.STATUS_CHECK_NOT_APPLICABLE, pb.STATUS_CHECK_NOT_APPLICABLE, False, True),
+    (pb.STATUS_CHECK_INITIALIZING, pb.STATUS_CHECK_OK, None, False),
+    (pb.STATUS_CHECK_UNSPECIFIED, pb.STATUS_CHECK_UNSPECIFIED, None, False),
+    (pb.STATUS_CHECK_INSUFFICIENT_DATA, pb.STATUS_CHECK_OK, None, False),
 ])
-def test_status_check_reading(system: str, instance: str, breached: bool | None, cleared: bool) -> None:
+def test_status_check_reading(system: pb.StatusCheck, instance: pb.StatusCheck, breached: bool | None,
+                              cleared: bool) -> None:
     sample = Sample(worker_id="w", region="r", instance_id="i", at=1.0, system_check=system, instance_check=instance)
     reading = rules.status_check_reading(sample, "w")
     assert (reading.breached, reading.cleared) == (breached, cleared)
 
 
 @pytest.mark.parametrize(("previous", "status", "requested", "expected"), [
-    ("RUNNING", "STOPPED", False, {Rule.UNEXPECTED_STOP: True, Rule.SILENT: False}),
-    ("RUNNING", "STOPPING", False, {Rule.UNEXPECTED_STOP: True, Rule.SILENT: False}),
-    ("RUNNING", "STOPPED", True, {Rule.UNEXPECTED_STOP: False, Rule.SILENT: False}),
-    ("STOPPING", "STOPPED", False, {Rule.SILENT: False}),
-    ("RUNNING", "TERMINATED", False,
+    (pb.WORKER_STATUS_RUNNING, pb.WORKER_STATUS_STOPPED, False, {Rule.UNEXPECTED_STOP: True, Rule.SILENT: False}),
+    (pb.WORKER_STATUS_RUNNING, pb.WORKER_STATUS_STOPPING, False, {Rule.UNEXPECTED_STOP: True, Rule.SILENT: False}),
+    (pb.WORKER_STATUS_RUNNING, pb.WORKER_STATUS_STOPPED, True, {Rule.UNEXPECTED_STOP: False, Rule.SILENT: False}),
+    (pb.WORKER_STATUS_STOPPING, pb.WORKER_STATUS_STOPPED, False, {Rule.SILENT: False}),
+    (pb.WORKER_STATUS_RUNNING, pb.WORKER_STATUS_TERMINATED, False,
      {Rule.UNEXPECTED_TERMINATION: True, Rule.UNEXPECTED_STOP: False, Rule.SILENT: False}),
-    ("RUNNING", "TERMINATED", True, {Rule.UNEXPECTED_STOP: False, Rule.SILENT: False}),
-    ("STOPPED", "RUNNING", True, {Rule.UNEXPECTED_STOP: False}),
-    ("UNSPECIFIED", "RUNNING", True, {Rule.UNEXPECTED_STOP: False}),
+    (pb.WORKER_STATUS_RUNNING, pb.WORKER_STATUS_TERMINATED, True, {Rule.UNEXPECTED_STOP: False, Rule.SILENT: False}),
+    (pb.WORKER_STATUS_STOPPED, pb.WORKER_STATUS_RUNNING, True, {Rule.UNEXPECTED_STOP: False}),
+    (pb.WORKER_STATUS_UNSPECIFIED, pb.WORKER_STATUS_RUNNING, True, {Rule.UNEXPECTED_STOP: False}),
 ])
-def test_lifecycle_verdicts(previous: str, status: str, requested: bool, expected: dict[Rule, bool]) -> None:
+def test_lifecycle_verdicts(previous: pb.WorkerStatus, status: pb.WorkerStatus, requested: bool,
+                            expected: dict[Rule, bool]) -> None:
     worker = WorkerRef(worker_id="w", status=status)
     assert rules.lifecycle_verdicts(previous, worker, requested) == expected
 

@@ -2,24 +2,15 @@ from __future__ import annotations
 
 import asyncio
 
+from cml.monitor.v1 import worker_pb2
 from notifier.domain.model import FiringPolicy, WorkerRef
 from notifier.service.evaluator import Directory, Evaluator, Thresholds
 from notifier.service.sweeper import Sweeper
-from tests.unit.notifier.test_evaluator import Clock, FakePublisher, FakeStore
+from tests.unit.notifier.fakes import Clock, FakeLastSamples, FakePublisher, FakeStore
 
 
-class LastSamples:
-    def __init__(self) -> None:
-        self.at: dict[str, float] = {}
-        self.asked: list[str] = []
-
-    async def last_sample_at(self, region: str, worker_id: str) -> float | None:
-        self.asked.append(worker_id)
-        return self.at.get(worker_id)
-
-
-def build(clock: Clock) -> tuple[Sweeper, Directory, FakePublisher, LastSamples]:
-    store, pub, directory, last = FakeStore(), FakePublisher(), Directory(), LastSamples()
+def build(clock: Clock) -> tuple[Sweeper, Directory, FakePublisher, FakeLastSamples]:
+    store, pub, directory, last = FakeStore(), FakePublisher(), Directory(), FakeLastSamples()
     ev = Evaluator(store, pub, directory, FiringPolicy(), Thresholds(), clock=clock)
     sweeper = Sweeper(ev, last, default_interval=10, silent_intervals=3, period=1, clock=clock)
     return sweeper, directory, pub, last
@@ -29,8 +20,9 @@ async def test_silent_only_after_three_intervals_of_this_process_and_of_the_stre
     clock = Clock()
     clock.now = 1000.0
     sweeper, directory, pub, last = build(clock)
-    directory.learn(WorkerRef(worker_id="w", region="r", status="RUNNING"), at=0.0)  # running long before
-    directory.learn(WorkerRef(worker_id="stopped", region="r", status="STOPPED"), at=0.0)
+    # running long before
+    directory.learn(WorkerRef(worker_id="w", region="r", status=worker_pb2.WORKER_STATUS_RUNNING), at=0.0)
+    directory.learn(WorkerRef(worker_id="stopped", region="r", status=worker_pb2.WORKER_STATUS_STOPPED), at=0.0)
     clock.now = 1029.0
     await sweeper.sweep_once()
     assert not pub.alerts and not last.asked  # within the grace of a fresh start
@@ -50,7 +42,7 @@ async def test_a_crashing_sweep_is_logged_and_the_next_one_runs() -> None:
     _, directory, _, last = build(clock)
     evaluator = Evaluator(FakeStore(), FakePublisher(), directory, FiringPolicy(), Thresholds(), clock=clock)
     sweeper = Sweeper(evaluator, last, default_interval=10, silent_intervals=3, period=0.01, clock=clock)
-    directory.learn(WorkerRef(worker_id="w", region="r", status="RUNNING"), at=0.0)
+    directory.learn(WorkerRef(worker_id="w", region="r", status=worker_pb2.WORKER_STATUS_RUNNING), at=0.0)
     clock.now = 10_000.0
     stop = asyncio.Event()
     calls: list[str] = []

@@ -1,5 +1,5 @@
-"""Fakes of the registry's ports for unit tests of its logic; they honour the same contracts (CAS by
-revision, create-only claims) as the real adapters."""
+"""Fakes of the registry's ports for unit tests of its logic; each implements its port (checked by mypy) and
+honours the same contract (CAS by revision, create-only claims) as the real adapter."""
 
 from __future__ import annotations
 
@@ -7,14 +7,20 @@ import asyncio
 import itertools
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
-from cml.monitor.v1 import events_pb2, registry_service_pb2, worker_pb2
-from registry.adapters.ec2 import Instance, LaunchSpec
-from registry.adapters.repository import Claim, Stored, decode_value, encode_value
+from botocore.exceptions import ClientError
+
+from cml.monitor.v1 import events_pb2, worker_pb2
+from cmlmon_core.aws import ClientSource
+from registry.adapters.ec2 import Ec2, Instance, LaunchSpec
+from registry.adapters.publisher import EventPublisher
+from registry.adapters.repository import Claim, Stored, WorkerRepository, decode_value
+from registry.adapters.wire import PendingEvent, encode_value
 from registry.errors import Conflict, Unavailable
 
 
-class FakeRepo:
+class FakeRepo(WorkerRepository):
     def __init__(self) -> None:
         self.values: dict[str, tuple[bytes, int]] = {}
         self.claims: dict[str, Claim] = {}
@@ -25,21 +31,21 @@ class FakeRepo:
         found = self.values.get(worker_id)
         return decode_value(*found) if found else None
 
-    async def create(self, worker: worker_pb2.Worker, pending: registry_service_pb2.PendingWorkerEvent | None
+    async def create(self, worker: worker_pb2.Worker, pending: PendingEvent | None
                      ) -> Stored:
         await asyncio.sleep(0)
         if worker.id in self.values:
             raise Conflict(worker.id)
         return self._put(worker, pending)
 
-    async def update(self, worker: worker_pb2.Worker, pending: registry_service_pb2.PendingWorkerEvent | None,
+    async def update(self, worker: worker_pb2.Worker, pending: PendingEvent | None,
                      revision: int) -> Stored:
         await asyncio.sleep(0)
         if self.values.get(worker.id, (b"", 0))[1] != revision:
             raise Conflict(worker.id)
         return self._put(worker, pending)
 
-    def _put(self, worker: worker_pb2.Worker, pending: registry_service_pb2.PendingWorkerEvent | None) -> Stored:
+    def _put(self, worker: worker_pb2.Worker, pending: PendingEvent | None) -> Stored:
         data = encode_value(worker, pending)
         revision = next(self._seq)
         self.values[worker.id] = (data, revision)
@@ -66,7 +72,7 @@ class FakeRepo:
         return proposed
 
 
-class FakePublisher:
+class FakePublisher(EventPublisher):
     def __init__(self) -> None:
         self.events: list[events_pb2.WorkerEvent] = []
         self.fail = False
@@ -81,7 +87,7 @@ class FakePublisher:
         self.events.append(event)
 
 
-class FakeEc2:
+class FakeEc2(Ec2):
     def __init__(self) -> None:
         self.instances: dict[str, Instance] = {}
         self.launches = 0
@@ -89,7 +95,8 @@ class FakeEc2:
     async def launch(self, spec: LaunchSpec) -> Instance:
         await asyncio.sleep(0)  # EC2 takes a while; a concurrent caller may look meanwhile
         self.launches += 1
-        instance = Instance(f"i-{self.launches:017x}", "pending", spec.instance_type, spec.ami_id, dict(spec.tags))
+        instance = Instance(f"i-{self.launches:017x}", worker_pb2.WORKER_STATUS_PENDING, spec.instance_type,
+                            spec.ami_id, dict(spec.tags))
         self.instances[instance.instance_id] = instance
         return instance
 
@@ -99,16 +106,37 @@ class FakeEc2:
     async def describe(self, region: str, instance_id: str) -> Instance | None:
         return self.instances.get(instance_id)
 
-    def _set(self, instance_id: str, state: str) -> str:
+    def _set(self, instance_id: str, status: worker_pb2.WorkerStatus) -> worker_pb2.WorkerStatus:
         old = self.instances[instance_id]
-        self.instances[instance_id] = Instance(old.instance_id, state, old.instance_type, old.ami_id, old.tags)
-        return state
+        self.instances[instance_id] = Instance(old.instance_id, status, old.instance_type, old.ami_id, old.tags)
+        return status
 
-    async def start(self, region: str, instance_id: str) -> str:
-        return self._set(instance_id, "pending")
+    async def start(self, region: str, instance_id: str) -> worker_pb2.WorkerStatus:
+        return self._set(instance_id, worker_pb2.WORKER_STATUS_PENDING)
 
-    async def stop(self, region: str, instance_id: str) -> str:
-        return self._set(instance_id, "stopping")
+    async def stop(self, region: str, instance_id: str) -> worker_pb2.WorkerStatus:
+        return self._set(instance_id, worker_pb2.WORKER_STATUS_STOPPING)
 
-    async def terminate(self, region: str, instance_id: str) -> str:
-        return self._set(instance_id, "shutting-down")
+    async def terminate(self, region: str, instance_id: str) -> worker_pb2.WorkerStatus:
+        return self._set(instance_id, worker_pb2.WORKER_STATUS_SHUTTING_DOWN)
+
+
+class RefusingClients(ClientSource):
+    """AWS clients whose RunInstances fails with one error code."""
+
+    def __init__(self, code: str) -> None:
+        self.code = code
+
+    async def get(self, service: str, region: str) -> Any:
+        code = self.code
+
+        class Client:
+            async def run_instances(self, **kwargs: Any) -> Any:
+                raise client_error(code)
+
+        return Client()
+
+
+def client_error(code: str, status: int = 400) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+                       "Op")

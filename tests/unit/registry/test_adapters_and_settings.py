@@ -1,20 +1,12 @@
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
-from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.exceptions import EndpointConnectionError
 
-from cml.monitor.v1 import registry_service_pb2, worker_pb2
 from registry.adapters.ec2 import AwsEc2, LaunchSpec, _wrap
-from registry.adapters.repository import decode_value, encode_value
 from registry.errors import Ec2Error, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from registry.settings import RegistrySettings
-
-
-def client_error(code: str, status: int = 400) -> ClientError:
-    return ClientError({"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
-                       "Op")
+from tests.unit.registry.fakes import RefusingClients, client_error
 
 
 @pytest.mark.parametrize(("error", "kind"), [
@@ -30,40 +22,15 @@ def test_ec2_errors_are_translated(error: Exception, kind: type[Exception]) -> N
     assert isinstance(_wrap(error, "op"), kind)
 
 
-class RefusingClients:
-    def __init__(self, code: str) -> None:
-        self.code = code
-
-    async def get(self, service: str, region: str) -> Any:
-        code = self.code
-
-        class Client:
-            async def run_instances(self, **kwargs: Any) -> Any:
-                raise client_error(code)
-
-        return Client()
-
-
 @pytest.mark.parametrize(("code", "field"), [("InvalidAMIID.NotFound", "ami_id"),
                                              ("InvalidSubnetID.NotFound", "subnet_id"),
                                              ("InvalidGroup.NotFound", "security_group_ids"),
                                              ("InvalidKeyPair.NotFound", "key_name")])
 async def test_launch_refusals_name_the_field(code: str, field: str) -> None:
-    ec2 = AwsEc2(RefusingClients(code))  # type: ignore[arg-type]
+    ec2 = AwsEc2(RefusingClients(code))
     with pytest.raises(InvalidArgument) as refused:
         await ec2.launch(LaunchSpec("us-east-1", "t3.micro", "ami-12345678", "tok", {}))
     assert refused.value.field == field
-
-
-def test_stored_value_parses_as_a_worker_and_keeps_the_outbox() -> None:
-    worker = worker_pb2.Worker(id="w-1", name="n", etag="7")
-    pending = registry_service_pb2.PendingWorkerEvent(event_id="e-1")
-    data = encode_value(worker, pending)
-    plain = worker_pb2.Worker.FromString(data)
-    assert plain.id == "w-1" and plain.etag == ""  # the etag is the revision, not stored
-    stored = decode_value(data, 42)
-    assert stored.worker.etag == "42" and stored.pending is not None and stored.pending.event_id == "e-1"
-    assert decode_value(encode_value(worker, None), 1).pending is None
 
 
 def test_settings_defaults_and_names(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -114,7 +114,7 @@ async def test_concurrent_imports_of_one_instance_make_one_worker(
         await asyncio.sleep(0.01)
         return await create(*args)
 
-    repo.create = slow_create  # type: ignore[method-assign]
+    repo.create = slow_create  # type: ignore[method-assign,assignment]
     results = await asyncio.gather(*(registry.import_worker(request) for _ in range(4)), return_exceptions=True)
     assert sum(isinstance(r, W.Worker) for r in results) == 1
     assert all(isinstance(r, AlreadyExists) for r in results if not isinstance(r, W.Worker))

@@ -24,14 +24,22 @@ def sample(at: int, status: int = 0, missing: bool = False, **fields: object) ->
     return s
 
 
-@pytest.mark.parametrize(("state", "status"), [
-    ("pending", W.WORKER_STATUS_PENDING), ("running", W.WORKER_STATUS_RUNNING),
-    ("stopping", W.WORKER_STATUS_STOPPING), ("stopped", W.WORKER_STATUS_STOPPED),
-    ("shutting-down", W.WORKER_STATUS_SHUTTING_DOWN), ("terminated", W.WORKER_STATUS_TERMINATED),
-    ("rebooting", W.WORKER_STATUS_UNSPECIFIED), ("", W.WORKER_STATUS_UNSPECIFIED),
-])
-def test_ec2_state_maps_to_status(state: str, status: int) -> None:
-    assert model.status_from_ec2(state) == status
+def test_the_samples_status_is_trusted_and_its_raw_ec2_state_is_not_mapped_again() -> None:
+    # The collector maps EC2's words; a sample saying STOPPED while its raw ec2_state says "running" is STOPPED.
+    change = model.apply_sample(worker(), sample(10, W.WORKER_STATUS_STOPPED, ec2_state="running"), 300)
+    assert change is not None and change.worker.status == W.WORKER_STATUS_STOPPED
+
+
+def test_a_sample_without_a_status_keeps_the_workers_status_and_applies_the_rest() -> None:
+    # UNSPECIFIED: an EC2 state the collector does not know (or a sample without the field): nothing is guessed
+    # from ec2_state, but the observation still counts.
+    s = sample(10, W.WORKER_STATUS_UNSPECIFIED, ec2_state="stopped", cpu_utilization=42.0,
+               system_status_check=W.STATUS_CHECK_OK)
+    change = model.apply_sample(worker(), s, 300)
+    assert change is not None and not change.has_event
+    assert change.worker.status == W.WORKER_STATUS_RUNNING
+    assert change.worker.cpu_utilization == 42.0 and change.worker.system_status_check == W.STATUS_CHECK_OK
+    assert change.worker.last_seen_time.seconds == 10
 
 
 def test_same_status_makes_no_event_but_updates_metrics() -> None:

@@ -5,6 +5,7 @@ from typing import Any
 import pytest
 
 from cml.monitor.v1 import registry_service_pb2 as rs
+from cml.monitor.v1 import worker_pb2
 from registry.domain import validation
 from registry.domain.paging import PageTokens
 from registry.errors import InvalidArgument
@@ -70,7 +71,8 @@ def test_list_page_size_defaults_and_bounds() -> None:
     assert validation.list_(rs.ListWorkersRequest()) == 50
     assert validation.list_(rs.ListWorkersRequest(page_size=5000)) == 1000
     assert field_of(validation.list_, rs.ListWorkersRequest(page_size=-1)) == "page_size"
-    assert field_of(validation.list_, rs.ListWorkersRequest(statuses=[0])) == "statuses"
+    unspecified = rs.ListWorkersRequest(statuses=[worker_pb2.WORKER_STATUS_UNSPECIFIED])
+    assert field_of(validation.list_, unspecified) == "statuses"
     assert field_of(validation.list_, rs.ListWorkersRequest(statuses=[77])) == "statuses"  # type: ignore[list-item]
     assert field_of(validation.list_, rs.ListWorkersRequest(region="x")) == "region"
 

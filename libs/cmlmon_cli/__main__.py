@@ -1,0 +1,3 @@
+from cmlmon_cli.main import main
+
+main()

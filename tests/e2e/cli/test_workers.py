@@ -1,0 +1,162 @@
+"""`cmlmon workers ...` as an operator runs it: the installed executable against a registry process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import subprocess
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+from nats.js import JetStreamContext
+
+from cmlmon_dev.servers import free_port
+from tests.e2e.cli.support import AMI, RUNNING, STOPPED, Fleet, publish_sample
+from tests.support import eventually
+
+pytestmark = pytest.mark.e2e
+
+
+def create(fleet: Fleet, uid: str, region: str = "us-east-1", *extra: str) -> dict[str, Any]:
+    done = fleet.run("workers", "create", "--name", f"cli-{uid}", "--region", region, "--instance-type", "c5.large",
+                     "--ami", AMI, "--tag", f"test={uid}", *extra, "-o", "json")
+    assert done.returncode == 0, done.stderr
+    worker: dict[str, Any] = json.loads(done.stdout)
+    return worker
+
+
+def one_error_line(done: subprocess.CompletedProcess[str]) -> str:
+    """stderr is exactly one line, "error: ...", and no traceback."""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in done.stderr, done.stderr
+    return lines[0]
+
+
+def test_create_then_list_and_get_as_table_json_and_yaml(fleet: Fleet, uid: str) -> None:
+    done = fleet.run("workers", "create", "--name", f"cli-{uid}", "--region", "us-east-1", "--instance-type",
+                     "c5.large", "--ami", AMI, "--tag", f"test={uid}", "-o", "json")
+    assert done.returncode == 0, done.stderr
+    created = json.loads(done.stdout)  # stdout is the document alone; the request id went to stderr
+    request_id = re.search(r"request id: (\S+)", done.stderr)
+    assert request_id, done.stderr
+    assert created["name"] == f"cli-{uid}" and created["tags"] == {"test": uid}
+    assert created["status"] in ("WORKER_STATUS_PENDING", "WORKER_STATUS_RUNNING")
+    assert list(created)[:5] == ["id", "name", "region", "instance_id", "instance_type"]  # proto order, snake_case
+
+    # the printed request id makes a retry safe: the same worker, no second launch, no new id printed
+    again = fleet.run("workers", "create", "--name", f"cli-{uid}", "--region", "us-east-1", "--instance-type",
+                      "c5.large", "--ami", AMI, "--tag", f"test={uid}", "--request-id", request_id[1], "-o", "json")
+    assert again.returncode == 0 and "request id" not in again.stderr, again.stderr
+    assert json.loads(again.stdout)["instance_id"] == created["instance_id"]
+
+    table = fleet.run("workers", "list", "--tag", f"test={uid}")
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split()[:4] == ["ID", "NAME", "REGION", "STATUS"] and len(lines) == 2, table.stdout
+    assert lines[1].split()[:3] == [created["id"], f"cli-{uid}", "us-east-1"]
+    assert "\x1b" not in table.stdout, "no colour when stdout is not a terminal"
+    assert all(line == line.rstrip() for line in lines)
+    assert "INSTANCE" not in lines[0]
+
+    wide = fleet.run("workers", "list", "--tag", f"test={uid}", "-o", "wide").stdout
+    assert created["instance_id"] in wide and f"test={uid}" in wide and "c5.large" in wide
+
+    assert [w["id"] for w in fleet.json("workers", "list", "--tag", f"test={uid}")["workers"]] == [created["id"]]
+    got = fleet.run("workers", "get", created["id"], "-o", "yaml")
+    assert got.returncode == 0 and yaml.safe_load(got.stdout)["instance_id"] == created["instance_id"]
+
+    elsewhere = fleet.run("workers", "list", "--tag", f"test={uid}", "--region", "eu-west-1")
+    assert (elsewhere.returncode, elsewhere.stdout) == (0, "") and "No workers found" in elsewhere.stderr
+    assert fleet.json("workers", "list", "--tag", f"test={uid}", "--status", "stopped") == {"workers": []}
+
+
+def test_exit_codes_and_one_line_errors(fleet: Fleet, uid: str) -> None:
+    missing = fleet.run("workers", "get", f"no-such-{uid}")
+    assert missing.returncode == 3 and missing.stdout == ""
+    assert one_error_line(missing).startswith("error: NOT_FOUND: ") and f"no-such-{uid}" in missing.stderr
+
+    usage = fleet.run("workers", "list", "--status", "sleeping")
+    assert usage.returncode == 2 and "sleeping" in usage.stderr and "Traceback" not in usage.stderr
+    assert fleet.run("workers", "frobnicate").returncode == 2
+
+    refused = fleet.run("workers", "create", "--name", f"cli-{uid}", "--region", "us-east-1", "--instance-type",
+                        "c5.large", "--ami", "not-an-ami")
+    assert refused.returncode == 2 and "INVALID_ARGUMENT" in refused.stderr
+
+    down = fleet.run("workers", "list", CMLMON_REGISTRY=f"127.0.0.1:{free_port()}")
+    assert down.returncode == 1
+    assert "UNAVAILABLE: cannot reach the registry" in one_error_line(down)
+
+    bad = fleet.run("workers", "list", CMLMON_CALL_TIMEOUT="soon")
+    assert bad.returncode == 2 and "CMLMON_CALL_TIMEOUT" in one_error_line(bad) and "soon" not in bad.stderr
+
+
+def test_import_adopts_an_instance_once(fleet: Fleet, aws_endpoint: str, uid: str) -> None:
+    ec2 = boto3.client("ec2", region_name="us-east-1", endpoint_url=aws_endpoint)
+    instance = ec2.run_instances(ImageId=AMI, InstanceType="t3.micro", MinCount=1, MaxCount=1)["Instances"][0]
+    done = fleet.run("workers", "import", "--region", "us-east-1", "--instance-id", instance["InstanceId"],
+                     "--name", f"old-{uid}", "--tag", f"test={uid}")
+    assert done.returncode == 0, done.stderr
+    assert f"old-{uid}" in done.stdout.splitlines()[1]
+    listed = fleet.json("workers", "list", "--tag", f"test={uid}", "-o", "wide")["workers"]
+    assert [(w["instance_id"], w["origin"]) for w in listed] == [(instance["InstanceId"], "WORKER_ORIGIN_IMPORTED")]
+    twice = fleet.run("workers", "import", "--region", "us-east-1", "--instance-id", instance["InstanceId"])
+    assert twice.returncode == 1 and one_error_line(twice).startswith("error: ALREADY_EXISTS: ")
+
+
+async def test_stop_wait_follows_the_worker_until_stopped(fleet: Fleet, fleet_js: JetStreamContext,
+                                                          uid: str) -> None:
+    worker = create(fleet, uid)
+    await publish_sample(fleet_js, worker, RUNNING)
+    await eventually(lambda: fleet.json("workers", "get", worker["id"])["status"] == "WORKER_STATUS_RUNNING",
+                     timeout=60)
+
+    waiting = await asyncio.create_subprocess_exec(
+        *fleet.argv("workers", "stop", worker["id"], "--wait", "--timeout", "2m", "-o", "json"),
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=fleet.env(), cwd=fleet.cwd)
+    try:
+        await eventually(lambda: fleet.json("workers", "get", worker["id"])["status"] == "WORKER_STATUS_STOPPING",
+                         timeout=60)
+        assert waiting.returncode is None, "--wait ended while the worker was still STOPPING"
+        await publish_sample(fleet_js, worker, STOPPED)  # what a collector sees once EC2 has stopped it
+        out, err = await asyncio.wait_for(waiting.communicate(), 60)
+    finally:
+        if waiting.returncode is None:
+            waiting.kill()
+            await waiting.wait()
+    assert waiting.returncode == 0, err.decode()
+    assert [w["status"] for w in json.loads(out)["workers"]] == ["WORKER_STATUS_STOPPED"]
+
+    late = fleet.run("workers", "start", worker["id"], "--wait", "--timeout", "2s")
+    assert late.returncode == 1, late.stderr
+    assert "timed out after 2s waiting for RUNNING" in late.stderr and "Traceback" not in late.stderr
+
+
+def test_terminate_asks_on_a_terminal_and_refuses_without_one(fleet: Fleet, uid: str) -> None:
+    worker = create(fleet, uid)
+
+    piped = fleet.run("workers", "terminate", worker["id"])
+    assert piped.returncode == 2 and "--yes" in one_error_line(piped)
+
+    term = fleet.terminal("workers", "terminate", worker["id"])
+    try:
+        term.read_until(lambda t: "Terminate? [y/N]" in t)
+        assert f"cli-{uid}" in term.text and worker["instance_id"] in term.text  # it says what would go
+        term.type("n\n")
+        assert term.wait() == 1 and "nothing was terminated" in term.text
+    finally:
+        term.close()
+    assert fleet.json("workers", "get", worker["id"])["status"] != "WORKER_STATUS_SHUTTING_DOWN"
+
+    term = fleet.terminal("workers", "terminate", worker["id"])
+    try:
+        term.read_until(lambda t: "Terminate? [y/N]" in t)
+        term.type("y\n")
+        assert term.wait() == 0
+        assert "SHUTTING_DOWN" in term.text
+    finally:
+        term.close()
+    assert fleet.json("workers", "get", worker["id"])["status"] == "WORKER_STATUS_SHUTTING_DOWN"
