@@ -40,7 +40,7 @@ def publishing(span_name: str, subject: str) -> Iterator[dict[str, str]]:
         yield inject_trace({})
 
 
-def consuming(span_name: str, headers: dict[str, str] | None) -> contextlib.AbstractContextManager[trace.Span]:
+def consumer_span(span_name: str, headers: dict[str, str] | None) -> contextlib.AbstractContextManager[trace.Span]:
     """A CONSUMER span (use with `with`) whose parent is the context a message's headers carry: how every
     consumer continues the trace of what it handles."""
     return trace.get_tracer("cmlmon.nats").start_as_current_span(

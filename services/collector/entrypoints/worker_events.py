@@ -16,7 +16,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from cml.monitor.v1 import events_pb2
 from cmlmon_core import messages, subjects
-from cmlmon_core.telemetry import consuming
+from cmlmon_core.telemetry import consumer_span
 from cmlmon_core.topology import WORKERS_STREAM
 from collector import telemetry
 from collector.entrypoints.stopping import stopped_within
@@ -74,7 +74,7 @@ class WorkerEventConsumer:
             await msg.term()
             return
         try:
-            with consuming("collector.apply_worker_event", msg.headers):
+            with consumer_span("collector.apply_worker_event", msg.headers):
                 change = await self._keeper.apply_event(event)
         except ValueError as exc:  # a worker id or region that cannot be a subject token: retrying won't help
             telemetry.WORKER_EVENTS.labels("invalid").inc()

@@ -19,7 +19,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from cml.monitor.v1 import alert_pb2, events_pb2
 from cmlmon_core import subjects
 from cmlmon_core.messages import TRACEPARENT, UndecodableMessage, decode
-from cmlmon_core.telemetry import consuming, extract_trace, tracer
+from cmlmon_core.telemetry import consumer_span, extract_trace, tracer
 from cmlmon_core.topology import ALERTS_STREAM, METRICS_STREAM, WORKERS_STREAM
 from notifier import metrics
 from notifier.adapters.codec import sample_from_proto, ts_seconds, view_from_proto, worker_from_proto
@@ -162,7 +162,7 @@ class WorkerEventConsumer:
         if not event.worker.id:
             raise UndecodableMessage("worker event without a worker")
         at = ts_seconds(event.occur_time) or time.time()
-        with consuming("notifier.evaluate_worker_event", msg.headers):
+        with consumer_span("notifier.evaluate_worker_event", msg.headers):
             await self._evaluator.handle_worker_event(worker_from_proto(event.worker),
                                                       event.previous_status, event.requested, at,
                                                       msg.metadata.sequence.stream)
