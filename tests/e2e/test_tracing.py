@@ -123,6 +123,18 @@ async def test_one_trace_from_import_to_alert_delivery(services: ServiceLauncher
             ancestor = by_id[ancestor.parent]
         assert ancestor is root
 
+        # the collector's reconciliation asks the registry through an instrumented client: one trace, two services
+        def reconciled() -> tuple[Span, Span] | None:
+            listing = "/cml.monitor.v1.WorkerRegistryService/ListWorkers"
+            clients = {s.span_id: s for s in spans.spans if (s.service, s.name, s.kind) == (
+                "collector", listing, trace_pb2.Span.SPAN_KIND_CLIENT)}
+            served = [s for s in spans.spans if (s.service, s.name, s.kind) == (
+                "registry", listing, trace_pb2.Span.SPAN_KIND_SERVER) and s.parent in clients]
+            return (clients[served[0].parent], served[0]) if served else None
+
+        client, server = await eventually(reconciled, timeout=30)
+        assert client.trace_id == server.trace_id
+
     await asyncio.to_thread(registry.stop)
     lines = [json.loads(line) for line in registry.log().splitlines() if line.startswith("{")]
     published = [e for e in lines if e.get("msg") == "event published" and e.get("trace_id") == trace_id]
