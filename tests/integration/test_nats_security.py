@@ -134,3 +134,16 @@ async def test_creds_file(tmp_path: Path) -> None:
         await works(CommonSettings(nats_url=s.url, nats_creds_file=str(tmp_path / "service.creds")))
         message = await refused(CommonSettings(nats_url=s.url, nats_creds_file=str(tmp_path / "stranger.creds")))
         assert f"127.0.0.1:{s.port}" in message
+
+
+async def test_a_start_abandoned_while_nats_is_unreachable_leaves_no_retry_behind() -> None:
+    from cmlmon_dev.servers import free_port
+
+    attempt = asyncio.create_task(works(CommonSettings(nats_url=f"nats://127.0.0.1:{free_port()}")))
+    await asyncio.sleep(1.5)  # connecting, retrying every second
+    assert not attempt.done()
+    attempt.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await attempt
+    await asyncio.sleep(0)
+    assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
