@@ -100,13 +100,16 @@ async def connect(settings: CommonSettings, name: str) -> AsyncIterator[Client]:
         **security_options(settings),
     ))
     waiting: list[asyncio.Future[Any]] = [connecting, refused]
-    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-    if not connecting.done():
-        connecting.cancel()
-        with contextlib.suppress(BaseException):
-            await connecting
-        with contextlib.suppress(Exception):
-            await nc.close()
+    try:
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not connecting.done():  # refused, or the start abandoned (stop requested): no retry left behind
+            connecting.cancel()
+            with contextlib.suppress(BaseException):
+                await connecting
+            with contextlib.suppress(Exception):
+                await nc.close()
+    if connecting.cancelled():  # only by the finally above, on a refusal
         raise StartupError(f"NATS at {servers} refused {name}: {refused.result()}")
     connecting.result()
     try:

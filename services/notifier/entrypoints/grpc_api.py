@@ -65,7 +65,8 @@ class AlertServicer(alert_pb2_grpc.AlertServiceServicer):
         if problem:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         silence = Silence(silence_id=uuid.uuid4().hex, worker_id=request.worker_id, rule=request.rule, end_time=end,
-                          comment=request.comment, created_by=request.created_by, create_time=now)
+                          comment=request.comment, created_by=request.created_by or current_principal(),
+                          create_time=now)
         try:
             await self._store.put_silence(silence)
         except StoreUnavailable as exc:

@@ -32,7 +32,7 @@ async def serve(settings: NotifierSettings, stop: asyncio.Event, ready: asyncio.
     security = security or grpc_security(settings)
     async with connect(settings, "notifier") as nc:
         js = nc.jetstream()
-        await ensure_topology(js, TopologyOptions(metrics_max_age_seconds=settings.metrics_stream_max_age_seconds))
+        await ensure_topology(js, TopologyOptions.from_settings(settings))
         store = await KvAlertStore.open(js)
         await store.start()
         watch = asyncio.create_task(store.run())

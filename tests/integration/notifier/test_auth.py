@@ -39,6 +39,7 @@ async def test_silences_need_an_operator(nats_url: str, uid: str, tmp_path: Path
         assert "CreateSilence needs role operator" in (denied.value.details() or "")
         operator = (("authorization", "Bearer op-tok-42"),)
         created = await stub.CreateSilence(request, metadata=operator)
+        assert created.silence.created_by == "oli"  # no created_by given: the caller
         with pytest.raises(grpc.aio.AioRpcError) as denied:
             await stub.DeleteSilence(alert_pb2.DeleteSilenceRequest(id=created.silence.id), metadata=viewer)
         assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
