@@ -18,7 +18,9 @@ messages of the same size, in the same run; then a metric history benchmark (Get
   in-process 100 times in a row: p50/p99 (target p99 <= 50 ms).
 
 Run: .venv/bin/python bench/registry.py  (ends with one JSON line). BENCH_SECONDS, BENCH_WORKERS change the
-phase length and the fleet; BENCH_PROFILE=<file> runs the registry under cProfile."""
+phase length and the fleet; BENCH_PROFILE=<file> runs the registry under cProfile. BENCH_SECURE=1 serves the
+registry as in production, TLS (a test CA made with trustme) and a bearer token checked on every call, against
+the same plaintext bare server: the ratio then includes what TLS and authentication cost."""
 
 from __future__ import annotations
 
@@ -46,7 +48,10 @@ from cml.monitor.v1 import events_pb2, worker_pb2
 from cml.monitor.v1 import registry_service_pb2 as rs
 from cml.monitor.v1 import registry_service_pb2_grpc as rs_grpc
 from cmlmon_core import subjects
+from cmlmon_core.auth import Role, token_entry, write_auth_file
+from cmlmon_core.grpc_client import GrpcTarget
 from cmlmon_core.messages import encode
+from cmlmon_core.tls import ClientTls
 from cmlmon_core.topology import ensure_topology
 from cmlmon_dev.servers import MongoServer, NatsServer, free_port, wait_for_port
 
@@ -68,6 +73,7 @@ HISTORY_CALLS = 100
 CALLERS = 50
 PAGE = 100
 SECONDS = float(os.environ.get("BENCH_SECONDS", "6"))
+SECURE = os.environ.get("BENCH_SECURE", "") == "1"
 WARMUP = 1.0
 REGIONS = ["us-east-1", "us-west-2", "eu-west-1", "eu-central-1"]
 
@@ -153,19 +159,21 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def bench_phase(address: str, pid: int, kind: str, ids: list[str], tokens: list[str]) -> dict[str, float]:
+async def bench_phase(target: GrpcTarget, pid: int, kind: str, ids: list[str], tokens: list[str]
+                      ) -> dict[str, float]:
     """One phase (GetWorker or ListWorkers) against one server, with that server's CPU per call: a figure the
     shared, noisy 2-core machine and the Python load generator distort far less than throughput."""
-    async with grpc.aio.insecure_channel(address) as channel:
+    metadata = target.metadata
+    async with target.channel() as channel:
         stub = rs_grpc.WorkerRegistryServiceStub(channel)
         gets = [rs.GetWorkerRequest(id=i) for i in ids]
         lists = [rs.ListWorkersRequest(page_size=PAGE, page_token=t) for t in tokens]
 
         async def get(i: int) -> Any:
-            return await stub.GetWorker(gets[i % len(gets)])
+            return await stub.GetWorker(gets[i % len(gets)], metadata=metadata)
 
         async def list_(i: int) -> Any:
-            return await stub.ListWorkers(lists[i % len(lists)])
+            return await stub.ListWorkers(lists[i % len(lists)], metadata=metadata)
 
         before = cpu_seconds(pid)
         figures = await load(get if kind == "get" else list_)
@@ -195,16 +203,36 @@ async def seed(nats_url: str) -> list[str]:
     return ids
 
 
-async def page_tokens(address: str) -> list[str]:
+async def page_tokens(target: GrpcTarget) -> list[str]:
     tokens = [""]
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with target.channel() as channel:
         stub = rs_grpc.WorkerRegistryServiceStub(channel)
         while True:
-            page = await stub.ListWorkers(rs.ListWorkersRequest(page_size=PAGE, page_token=tokens[-1]))
+            page = await stub.ListWorkers(rs.ListWorkersRequest(page_size=PAGE, page_token=tokens[-1]),
+                                          metadata=target.metadata)
             assert len(page.workers) == PAGE or not page.next_page_token
             if not page.next_page_token:
                 return tokens
             tokens.append(page.next_page_token)
+
+
+def security(tmp: Path, port: int) -> tuple[dict[str, str], GrpcTarget]:
+    """The registry's gRPC settings and how to reach it: open and plaintext, or (BENCH_SECURE=1) TLS + token."""
+    address = f"127.0.0.1:{port}"
+    if not SECURE:
+        return {"GRPC_AUTH": "none"}, GrpcTarget(address)
+    import trustme  # a dev dependency, like this benchmark
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    ca.cert_pem.write_to_path(str(tmp / "ca.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(tmp / "server.pem"))
+    cert.private_key_pem.write_to_path(str(tmp / "server.key"))
+    token = "bench-token"
+    write_auth_file(tmp / "auth.yaml", [token_entry(token, "bench", Role.VIEWER)])
+    env = {"GRPC_AUTH": "required", "GRPC_AUTH_FILE": str(tmp / "auth.yaml"),
+           "GRPC_TLS_CERT_FILE": str(tmp / "server.pem"), "GRPC_TLS_KEY_FILE": str(tmp / "server.key")}
+    return env, GrpcTarget(address, token, ClientTls(str(tmp / "ca.pem")))
 
 
 def rss_mb(pid: int) -> float:
@@ -259,6 +287,8 @@ async def bench_store(store: str, tmp: Path) -> dict[str, Any]:
         print(f"seeded {WORKERS} workers into {store} in {time.perf_counter() - t0:.1f}s")
         port, bare_port = free_port(), free_port()
         env["GRPC_PORT"] = str(port)
+        grpc_env, registry_target = security(tmp, port)
+        env.update(grpc_env)
         t0 = time.perf_counter()
         profile = ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]] if os.environ.get("BENCH_PROFILE") else []
         registry = spawn([*profile, "-m", "registry"], env, tmp / "registry.log")
@@ -268,13 +298,14 @@ async def bench_store(store: str, tmp: Path) -> dict[str, Any]:
             ready = time.perf_counter() - t0
             await asyncio.to_thread(wait_for_port, bare_port, 60)
             print(f"registry serving {WORKERS} workers {ready:.1f}s after start")
-            tokens = await page_tokens(f"127.0.0.1:{port}")
+            tokens = await page_tokens(registry_target)
             print(f"{len(tokens)} pages of {PAGE}; {CALLERS} callers, {SECONDS:.0f}s per phase")
             target: dict[str, dict[str, float]] = {}
             baseline: dict[str, dict[str, float]] = {}
             for kind in ("get", "list"):  # interleaved, so that load from elsewhere hits both sides alike
-                target[kind] = await bench_phase(f"127.0.0.1:{port}", registry.pid, kind, ids, tokens)
-                baseline[kind] = await bench_phase(f"127.0.0.1:{bare_port}", bare.pid, kind, ids, tokens)
+                target[kind] = await bench_phase(registry_target, registry.pid, kind, ids, tokens)
+                baseline[kind] = await bench_phase(GrpcTarget(f"127.0.0.1:{bare_port}"), bare.pid, kind, ids,
+                                                   tokens)
             memory = rss_mb(registry.pid)
             samples = await samples_per_second(server.url, ids if store == "kv" else ids[:1000])
             print(f"samples: {samples:.0f}/s applied (one per worker, each a read and compare-and-set in {store})")
@@ -400,6 +431,7 @@ def report(target: dict[str, dict[str, float]], baseline: dict[str, dict[str, fl
           f"ListWorkers p99 {target['list']['p99_ms']:.1f} ms (target <= 20); registry RSS {memory} MB "
           f"with {WORKERS} workers (target <= 200)")
     return {
+        "secure": SECURE,
         "get": target["get"], "bare_get": baseline["get"], "get_ratio": round(get_ratio, 3),
         "list": target["list"], "bare_list": baseline["list"], "list_ratio": round(list_ratio, 3),
         "registry_rss_mb": memory, "registry_ready_s": round(ready, 2),

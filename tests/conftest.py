@@ -24,6 +24,9 @@ from registry.adapters.repository import KvWorkerRepository, WorkerRepository
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+# Services refuse to start without gRPC authentication unless told to serve open; the tests that are not about
+# authentication run open (every process they start inherits this), the security tests configure it explicitly.
+os.environ.setdefault("GRPC_AUTH", "none")
 
 
 @pytest.fixture(scope="session")

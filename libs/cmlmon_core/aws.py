@@ -53,7 +53,7 @@ class AwsClients:
                 self._clients[key] = await self._stack.enter_async_context(
                     self._session.client(
                         service, region_name=region, endpoint_url=self._settings.aws_endpoint_url,
-                        config=self._config,
+                        config=self._config, **self._settings.aws_credentials(),
                     )
                 )
             return self._clients[key]

@@ -15,6 +15,11 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+class StartupError(Exception):
+    """The service cannot start and retrying will not help (refused credentials, unusable TLS files); the
+    message says what and where, never a secret. run_until_stopped ends the process with exit code 1."""
+
+
 def stop_on_signals() -> asyncio.Event:
     """Return an event that is set on SIGINT or SIGTERM; call from inside the running loop."""
     stop = asyncio.Event()
@@ -51,7 +56,8 @@ async def run_until_stopped(service: Callable[[asyncio.Event], Coroutine[Any, An
     The service sets `ready` once it has work in flight to protect (connected, serving). A stop before that
     abandons the start at once (NATS may be unreachable and its connect retries forever); a stop after it
     lets the service finish or hand back its in-flight work itself, cancelled only if it takes longer than
-    stop_timeout seconds. Exceptions of the service propagate."""
+    stop_timeout seconds. A StartupError is logged and exits with 1; other exceptions of the service
+    propagate."""
     ready = asyncio.Event()
     task = asyncio.create_task(service(ready))
     stopped = asyncio.create_task(stop.wait())
@@ -65,4 +71,8 @@ async def run_until_stopped(service: Callable[[asyncio.Event], Coroutine[Any, An
         with contextlib.suppress(asyncio.CancelledError):
             await task
         return
-    task.result()
+    try:
+        task.result()
+    except StartupError as exc:
+        log.error("cannot start: %s", exc)
+        raise SystemExit(1) from None

@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from opentelemetry import trace
+
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 
 
@@ -46,7 +48,12 @@ class TextFormatter(logging.Formatter):
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
-    return {k: v for k, v in vars(record).items() if k not in _RESERVED and not k.startswith("_")}
+    extras = {k: v for k, v in vars(record).items() if k not in _RESERVED and not k.startswith("_")}
+    span = trace.get_current_span().get_span_context()
+    if span.is_valid:  # a line written inside a span names it, to find the trace from the log and back
+        extras["trace_id"] = trace.format_trace_id(span.trace_id)
+        extras["span_id"] = trace.format_span_id(span.span_id)
+    return extras
 
 
 def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> None:

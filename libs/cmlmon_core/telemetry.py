@@ -5,9 +5,12 @@ SDK configured the API is a no-op, so this costs nothing until someone turns tra
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 
 from opentelemetry import context, propagate, trace
+from opentelemetry.trace import SpanKind
 from prometheus_client import start_http_server
 
 log = logging.getLogger(__name__)
@@ -26,6 +29,22 @@ def extract_trace(headers: dict[str, str] | None) -> context.Context:
 
 def tracer(name: str) -> trace.Tracer:
     return trace.get_tracer(name)
+
+
+@contextlib.contextmanager
+def publishing(span_name: str, subject: str) -> Iterator[dict[str, str]]:
+    """A PRODUCER span around one publish; yields the headers that carry its context to the consumer."""
+    with trace.get_tracer("cmlmon.nats").start_as_current_span(
+            span_name, kind=SpanKind.PRODUCER,
+            attributes={"messaging.system": "nats", "messaging.destination.name": subject}):
+        yield inject_trace({})
+
+
+def consumer_span(span_name: str, headers: dict[str, str] | None) -> contextlib.AbstractContextManager[trace.Span]:
+    """A CONSUMER span (use with `with`) whose parent is the context a message's headers carry: how every
+    consumer continues the trace of what it handles."""
+    return trace.get_tracer("cmlmon.nats").start_as_current_span(
+        span_name, context=extract_trace(headers), kind=SpanKind.CONSUMER)
 
 
 def serve_metrics(port: int, host: str = "0.0.0.0") -> None:

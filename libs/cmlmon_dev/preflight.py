@@ -35,6 +35,8 @@ def planned_ports(s: RunSettings) -> dict[str, int]:
         ports["MONGODB_PORT"] = s.mongodb_port
     if not s.worker_notification_webhooks:
         ports["DEMO_WEBHOOK_PORT"] = s.demo_webhook_port
+    if s.observe:
+        ports["PROMETHEUS_PORT"] = s.prometheus_port
     return ports
 
 

@@ -34,7 +34,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cml.monitor.v1 import registry_service_pb2 as reg_pb2
 from cml.monitor.v1 import registry_service_pb2_grpc as reg_grpc
+from cmlmon_core.grpc_client import GrpcTarget
 from cmlmon_core.settings import load_settings
+from cmlmon_dev import local_auth, observe
 from cmlmon_dev.demo import read_manifest
 from cmlmon_dev.preflight import preflight
 from cmlmon_dev.receiver import Received, WebhookReceiver
@@ -70,6 +72,8 @@ class RunSettings(BaseSettings):
     aws_check_timeout_seconds: float = Field(default=10.0, gt=0, description="RUN_AWS=real credential check")
     worker_store: Literal["kv", "mongodb"] = "kv"
     mongodb_port: int = Field(default=27017, description="WORKER_STORE=mongodb without MONGODB_URI: secantusdb's port")
+    observe: bool = Field(default=False, description="also start Debian's prometheus scraping every service")
+    prometheus_port: int = 9090
 
 
 def _die_with_parent() -> None:
@@ -159,8 +163,9 @@ class Supervisor:
             await asyncio.gather(*(c.wait() for c in children))
 
 
-async def wait_serving(address: str, timeout: float = 60.0) -> None:
-    async with grpc.aio.insecure_channel(address) as channel:
+async def wait_serving(target: GrpcTarget, timeout: float = 60.0) -> None:
+    address = target.address
+    async with target.channel() as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
@@ -175,14 +180,14 @@ async def wait_serving(address: str, timeout: float = 60.0) -> None:
             await asyncio.sleep(0.3)
 
 
-async def import_demo_fleet(address: str, manifest: Path) -> int:
+async def import_demo_fleet(target: GrpcTarget, manifest: Path) -> int:
     fleet = read_manifest(manifest)
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with target.channel() as channel:
         stub = reg_grpc.WorkerRegistryServiceStub(channel)
         for w in fleet:
             try:
                 await stub.ImportWorker(reg_pb2.ImportWorkerRequest(region=w.region, instance_id=w.instance_id),
-                                        timeout=20)
+                                        timeout=20, metadata=target.metadata)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
                     raise
@@ -242,7 +247,9 @@ class Run:
         self.lines.append(f"NATS (JetStream)      {nats_url}")
         aws = await self.start_aws() if s.run_aws == "simulated" else {}
         webhooks = s.worker_notification_webhooks or await self.start_receiver()
-        common = {"NATS_URL": nats_url, **aws}
+        auth = local_auth.prepare(s.run_state_dir)
+        registry = auth.target(f"127.0.0.1:{s.registry_grpc_port}")
+        common = {"NATS_URL": nats_url, **aws, **auth.env}
         if not s.nats_url and s.nats_nodes > 1:
             common["NATS_STREAM_REPLICAS"] = os.environ.get("NATS_STREAM_REPLICAS", str(s.nats_nodes))
         if s.worker_store == "mongodb" and not os.environ.get("MONGODB_URI"):
@@ -259,16 +266,16 @@ class Run:
         await sup.spawn("notifier", [sup.python, "-m", "notifier"], sup.env(
             **common, GRPC_PORT=s.notifier_grpc_port, METRICS_PORT=s.notifier_metrics_port,
             WORKER_NOTIFICATION_WEBHOOKS=webhooks))
-        self.lines += [f"registry gRPC         127.0.0.1:{s.registry_grpc_port}  (reflection: grpcurl -plaintext "
-                       f"127.0.0.1:{s.registry_grpc_port} list)",
+        self.lines += [f"registry gRPC         127.0.0.1:{s.registry_grpc_port}", *auth.usage(registry.address),
                        f"registry metrics      http://127.0.0.1:{s.registry_metrics_port}/metrics",
                        f"notifier gRPC         127.0.0.1:{s.notifier_grpc_port}",
                        f"notifier metrics      http://127.0.0.1:{s.notifier_metrics_port}/metrics"]
-        await wait_serving(f"127.0.0.1:{s.registry_grpc_port}")
+        self.lines += await _observe(sup, s, s.run_state_dir)
+        await wait_serving(registry)
         if s.run_aws == "simulated":
             manifest = s.run_state_dir / "fleet.json"
             await wait_file(manifest)
-            count = await import_demo_fleet(f"127.0.0.1:{s.registry_grpc_port}", manifest)
+            count = await import_demo_fleet(registry, manifest)
             self.lines.append(f"demo fleet            {count} workers imported; poll interval "
                               f"{s.worker_metrics_poll_interval}s")
         print("\n".join(["", "cmlmon is running:", *("  " + x for x in self.lines), "Ctrl-C stops everything.",
@@ -329,6 +336,21 @@ class Run:
         await self.sup.stop_all()
         if self.receiver is not None:
             await self.receiver.stop()
+
+
+async def _observe(sup: Supervisor, s: RunSettings, state: Path) -> list[str]:
+    """Where the Prometheus and Grafana files are; with OBSERVE=1, a Prometheus scraping every service."""
+    if not s.observe:
+        return observe.where()
+    targets = {"registry": [f"127.0.0.1:{s.registry_metrics_port}"],
+               "collector": [f"127.0.0.1:{s.collector_metrics_port + 10 * i}" for i in range(s.collector_replicas)],
+               "notifier": [f"127.0.0.1:{s.notifier_metrics_port}"]}
+    argv = observe.prometheus_argv(state, s.prometheus_port, targets)
+    if argv is None:
+        return [*observe.where(), "OBSERVE=1: Debian's prometheus is not installed (apt-get install prometheus)"]
+    await sup.spawn("prometheus", argv, sup.env(), infrastructure=True)
+    return [*observe.where(), f"Prometheus            http://127.0.0.1:{s.prometheus_port} (every service, "
+                              "rules loaded)"]
 
 
 async def first_of(startup: Coroutine[Any, Any, None], stop: asyncio.Event, exited: asyncio.Queue[Child]

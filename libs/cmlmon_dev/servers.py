@@ -69,8 +69,9 @@ class NatsServer:
     It can be stopped (SIGTERM) or killed (SIGKILL) and started again on the same port and store."""
 
     def __init__(self, store_dir: Path, port: int | None = None, *, log_file: Path | None = None,
-                 membership: ClusterMembership | None = None) -> None:
+                 membership: ClusterMembership | None = None, config_file: Path | None = None) -> None:
         self.store_dir = store_dir
+        self.config_file = config_file  # e.g. TLS and users; the command line still sets port and store
         self.port = port or free_port()
         self.log_file = log_file
         self.membership = membership
@@ -88,7 +89,9 @@ class NatsServer:
     def argv(self) -> list[str]:
         """The command line of this server (its store folder is made here)."""
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        argv = [nats_server_binary(), "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.store_dir)]
+        config = ["-c", str(self.config_file)] if self.config_file else []  # e.g. TLS and users
+        argv = [nats_server_binary(), *config, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd",
+                str(self.store_dir)]
         if m := self.membership:
             argv += ["--server_name", m.server_name, "--cluster_name", m.cluster_name,
                      "--cluster", f"nats://127.0.0.1:{m.cluster_port}", "--routes", ",".join(m.routes),

@@ -8,6 +8,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from cmlmon_core.aws import AwsClients
+from cmlmon_core.grpc_client import GrpcTarget
 from collector.adapters.aws import (
     CLIENT_CONFIG,
     AwsPoller,
@@ -75,6 +76,6 @@ def bootstrap(settings: CollectorSettings, *, nc: Client, js: JetStreamContext, 
     return Collector(
         worker_events=WorkerEventConsumer(js, keeper),
         ticks=TickConsumer(js, poller, publisher or JetStreamSamples(js), collector_id, tick_options(settings)),
-        reconciler=Reconciler(directory or GrpcRegistry(settings.registry_address), keeper,
+        reconciler=Reconciler(directory or GrpcRegistry(GrpcTarget.registry(settings)), keeper,
                               settings.reconcile_interval_seconds),
     )

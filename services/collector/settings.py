@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from cmlmon_core.settings import AwsSettings, CommonSettings
+from cmlmon_core.settings import AwsSettings, CommonSettings, RegistryClientSettings
 
 MEMORY_DIMENSION_NAMES = ("InstanceId", "ImageId", "InstanceType")
 
 
-class CollectorSettings(CommonSettings, AwsSettings):
+class CollectorSettings(CommonSettings, AwsSettings, RegistryClientSettings):
     """How the collector schedules, batches and asks AWS. Defaults suit real AWS; `make run` shortens them."""
 
     metrics_port: int = Field(default=9102, ge=0, le=65535, description="Prometheus /metrics port; 0 disables")
     health_port: int = Field(
         default=0, ge=0, le=65535, description="HTTP /healthz and /readyz on METRICS_HOST; 0 disables")
-    registry_address: str = Field(default="127.0.0.1:50051", description="registry gRPC host:port")
 
     # CloudWatch
     cloudwatch_delay_seconds: int = Field(

@@ -17,6 +17,8 @@ BATCH_SECONDS = Histogram("cmlmon_collector_region_batch_seconds", "time to poll
                           ["region"], buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60))
 POLL_LAG = Histogram("cmlmon_collector_poll_lag_seconds", "from tick stored to sample published",
                      buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300))
+POLL_INTERVAL = Gauge("cmlmon_collector_poll_interval_seconds",
+                      "WORKER_METRICS_POLL_INTERVAL: poll lag above it means polls fall behind")
 IN_FLIGHT = Gauge("cmlmon_collector_ticks_in_flight", "ticks fetched and not yet acked or naked")
 SCHEDULE_CHANGES = Counter("cmlmon_collector_schedule_changes_total", "schedules written or removed",
                            ["change", "cause"])

@@ -6,12 +6,12 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 
-from cmlmon_core.settings import CommonSettings
+from cmlmon_core.settings import CommonSettings, GrpcServerSettings, secret
 from notifier.domain.rules import parse_severities
 from notifier.domain.transitions import DEFAULT_OVERRIDES, parse_overrides
 
 
-class NotifierSettings(CommonSettings):
+class NotifierSettings(CommonSettings, GrpcServerSettings):
     """Everything the notifier reads from the environment, loaded once at start-up."""
 
     metrics_port: int = Field(default=9103, ge=0, le=65535, description="Prometheus /metrics port; 0 disables")
@@ -19,7 +19,7 @@ class NotifierSettings(CommonSettings):
     grpc_host: str = "0.0.0.0"
 
     # Old design's names: comma-separated webhook URLs and the two thresholds (percent).
-    worker_notification_webhooks: str = Field(default="", description="comma-separated generic webhook URLs")
+    worker_notification_webhooks: str = secret(description="comma-separated generic webhook URLs (may carry tokens)")
     worker_cpu_threshold: float = Field(default=90.0, gt=0, le=100)
     worker_memory_threshold: float = Field(default=90.0, gt=0, le=100)
 
@@ -43,9 +43,9 @@ class NotifierSettings(CommonSettings):
     notifier_replay_seconds: float = Field(default=300.0, ge=0, description="history a new consumer starts from")
 
     # Sinks besides WORKER_NOTIFICATION_WEBHOOKS; a YAML file can list several of each kind.
-    webhook_secret: str = Field(default="", description="whsec_ secret signing the generic webhooks")
-    slack_webhook_url: str = ""
-    pagerduty_routing_key: str = ""
+    webhook_secret: str = secret(description="whsec_ secret signing the generic webhooks")
+    slack_webhook_url: str = secret(description="Slack incoming webhook URL (it carries a token)")
+    pagerduty_routing_key: str = secret(description="PagerDuty Events v2 routing key")
     pagerduty_url: str = "https://events.pagerduty.com/v2/enqueue"
     opsgenie_api_key: SecretStr = Field(default=SecretStr(""), description="Opsgenie API integration key")
     opsgenie_region: Literal["us", "eu"] = Field(default="us", description="us: api.opsgenie.com, eu: api.eu...")

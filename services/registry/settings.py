@@ -6,10 +6,10 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
-from cmlmon_core.settings import AwsSettings, CommonSettings
+from cmlmon_core.settings import AwsSettings, CommonSettings, GrpcServerSettings, secret
 
 
-class RegistrySettings(CommonSettings, AwsSettings):
+class RegistrySettings(CommonSettings, AwsSettings, GrpcServerSettings):
     """Everything the registry reads from the environment, once, at start-up."""
 
     grpc_host: str = Field(default="0.0.0.0", description="address the gRPC server binds")
@@ -18,9 +18,8 @@ class RegistrySettings(CommonSettings, AwsSettings):
     registry_missing_grace_seconds: float = Field(
         default=300.0, ge=0, description="how long EC2 may not know an instance before its worker is terminated"
     )
-    registry_page_token_secret: str = Field(
-        default="", description="HMAC key for page tokens; empty: a key shared through NATS KV is used"
-    )
+    registry_page_token_secret: str = secret(
+        description="HMAC key for page tokens; empty: a key shared through NATS KV is used")
     registry_outbox_sweep_seconds: float = Field(
         default=30.0, gt=0, description="how often unconfirmed lifecycle events are looked for and re-published"
     )

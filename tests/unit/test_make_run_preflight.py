@@ -25,6 +25,8 @@ def test_every_port_the_run_listens_on_is_planned() -> None:
     assert "NATS_PORT" not in planned_ports(given)
     assert "AWS_SIM_PORT" not in planned_ports(given)
     assert "DEMO_WEBHOOK_PORT" not in planned_ports(given)
+    assert "PROMETHEUS_PORT" not in planned_ports(given)
+    assert planned_ports(RunSettings(observe=True, prometheus_port=8))["PROMETHEUS_PORT"] == 8  # OBSERVE=1
 
 
 def test_a_port_chosen_twice_is_named() -> None:

@@ -57,9 +57,10 @@ def collector_session() -> aioboto3.Session:
     return aioboto3.Session(botocore_session=core)
 
 
-# One attempt per call (the collector retries itself), and no client-side validation of the parameters we
-# build ourselves (it costs ~1 ms per 500-query GetMetricData call and AWS validates them anyway).
-CLIENT_CONFIG = Config(retries={"max_attempts": 1, "mode": "standard"}, parameter_validation=False)
+# One attempt per call (the collector retries itself, counting each retry; botocore's max_attempts counts
+# retries, so max_attempts=1 let it retry a throttled call once unseen), and no client-side validation of the
+# parameters we build ourselves (it costs ~1 ms per 500-query GetMetricData call and AWS validates them anyway).
+CLIENT_CONFIG = Config(retries={"total_max_attempts": 1, "mode": "standard"}, parameter_validation=False)
 
 
 class InstanceStatusPort(Protocol):

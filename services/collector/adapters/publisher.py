@@ -9,7 +9,7 @@ from nats.js import JetStreamContext
 
 from cml.monitor.v1 import events_pb2
 from cmlmon_core import messages, subjects
-from cmlmon_core.telemetry import inject_trace
+from cmlmon_core.telemetry import publishing
 from cmlmon_core.topology import METRICS_STREAM
 from collector.errors import CollectorError
 
@@ -28,9 +28,10 @@ class JetStreamSamples:
         self._timeout = timeout
 
     async def publish(self, sample: events_pb2.MetricSample, msg_id: str) -> None:
-        data, headers = messages.encode(sample, msg_id=msg_id, headers=inject_trace({}))
+        subject = subjects.metric(sample.region, sample.worker_id)
         try:
-            await self._js.publish(subjects.metric(sample.region, sample.worker_id), data, headers=headers,
-                                   stream=METRICS_STREAM, timeout=self._timeout)
+            with publishing("collector.publish_sample", subject) as trace_headers:
+                data, headers = messages.encode(sample, msg_id=msg_id, headers=trace_headers)
+                await self._js.publish(subject, data, headers=headers, stream=METRICS_STREAM, timeout=self._timeout)
         except (NatsError, TimeoutError) as exc:
             raise PublishFailed(f"sample of {sample.worker_id} not stored: {exc!r}") from exc

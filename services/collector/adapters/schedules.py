@@ -16,6 +16,7 @@ from nats.js.errors import NotFoundError
 
 from cml.monitor.v1 import events_pb2
 from cmlmon_core import messages, subjects
+from cmlmon_core.telemetry import inject_trace
 from cmlmon_core.topology import POLLS_STREAM
 from collector.codec import target_from_tick, tick_from_target
 from collector.domain.model import Target
@@ -87,7 +88,9 @@ class JetStreamSchedules:
             raise ScheduleError(f"writing the schedule of {target.worker_id} failed: {exc!r}") from exc
 
     async def tick_now(self, target: Target) -> None:
-        data, headers = messages.encode(tick_from_target(target))
+        # The first poll after a lifecycle event continues that event's trace; the schedule's own ticks carry
+        # none (they would join every poll of the worker's life to one trace).
+        data, headers = messages.encode(tick_from_target(target), headers=inject_trace({}))
         try:
             await self._js.publish(subjects.poll_tick(target.region, target.worker_id), data, headers=headers,
                                    stream=POLLS_STREAM, timeout=self._timeout)

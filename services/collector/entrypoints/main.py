@@ -15,6 +15,8 @@ from cmlmon_core.nats_conn import connect
 from cmlmon_core.settings import load_settings
 from cmlmon_core.telemetry import serve_metrics
 from cmlmon_core.topology import TopologyOptions, ensure_topology
+from cmlmon_core.tracing import tracing_or_exit
+from collector import telemetry
 from collector.bootstrap import aws_clients, bootstrap
 from collector.settings import CollectorSettings
 
@@ -42,6 +44,7 @@ async def run(settings: CollectorSettings) -> None:
     start-up instead of hanging. /healthz answers from the start, /readyz once connected and consuming."""
     stop = stop_on_signals()
     collector_id = replica_id(settings.service_instance_id)
+    telemetry.POLL_INTERVAL.set(settings.worker_metrics_poll_interval)
     serve_metrics(settings.metrics_port, settings.metrics_host)
     readiness = Readiness(stop)
     async with health_server(settings.metrics_host, settings.health_port, readiness):
@@ -76,4 +79,5 @@ async def serve(settings: CollectorSettings, stop: asyncio.Event, collector_id: 
 def main() -> None:
     settings = load_settings(CollectorSettings)
     configure_logging("collector", settings.log_level, settings.log_format)
-    asyncio.run(run(settings))
+    with tracing_or_exit("collector"):
+        asyncio.run(run(settings))

@@ -16,6 +16,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from cml.monitor.v1 import events_pb2
 from cmlmon_core import messages, subjects
 from cmlmon_core.consuming import ACK_CONFIRMED, TERM, Durable, PullConsumer, PullOptions, Verdict, each, retry
+from cmlmon_core.telemetry import consumer_span
 from cmlmon_core.topology import WORKERS_STREAM
 from collector import telemetry
 from collector.errors import CollectorError
@@ -51,7 +52,8 @@ class WorkerEventConsumer:
             log.error("undecodable worker event terminated", extra={"subject": msg.subject, "error": str(exc)})
             return TERM
         try:
-            change = await self._keeper.apply_event(event)
+            with consumer_span("collector.apply_worker_event", msg.headers):
+                change = await self._keeper.apply_event(event)
         except ValueError as exc:  # a worker id or region that cannot be a subject token: retrying won't help
             telemetry.WORKER_EVENTS.labels("invalid").inc()
             log.error("worker event refused", extra={"subject": msg.subject, "error": str(exc)})

@@ -10,7 +10,7 @@ from nats.js import JetStreamContext
 from cml.monitor.v1 import alert_pb2
 from cmlmon_core import subjects
 from cmlmon_core.messages import encode
-from cmlmon_core.telemetry import inject_trace
+from cmlmon_core.telemetry import inject_trace, publishing
 from notifier.errors import PublishFailed
 
 DEADLETTER_REASON = "Cml-Deadletter-Reason"
@@ -29,16 +29,17 @@ class JetStreamAlertPublisher:
         self._timeout = timeout
 
     async def publish_alert(self, alert: alert_pb2.Alert) -> None:
-        data, headers = encode(alert, msg_id=alert.transition_id, headers=inject_trace({}))
+        subject = subjects.alert(alert.worker_id, alert.rule)
         try:
-            await self._js.publish(subjects.alert(alert.worker_id, alert.rule), data, headers=headers,
-                                   timeout=self._timeout)
+            with publishing("notifier.publish_alert", subject) as trace_headers:
+                data, headers = encode(alert, msg_id=alert.transition_id, headers=trace_headers)
+                await self._js.publish(subject, data, headers=headers, timeout=self._timeout)
         except NatsError as exc:
             raise PublishFailed(f"alert {alert.transition_id}: {exc!r}") from exc
 
     async def publish_deadletter(self, sink: str, alert: alert_pb2.Alert, reason: str, attempts: int) -> None:
         extra = {DEADLETTER_REASON: reason[:500], DEADLETTER_SINK: sink, DEADLETTER_ATTEMPTS: str(attempts)}
-        data, headers = encode(alert, msg_id=f"{sink}.{alert.transition_id}", headers=extra)
+        data, headers = encode(alert, msg_id=f"{sink}.{alert.transition_id}", headers=inject_trace(extra))
         try:
             await self._js.publish(subjects.deadletter(sink, alert.worker_id, alert.rule), data, headers=headers,
                                    timeout=self._timeout)

@@ -30,7 +30,7 @@ from cmlmon_core.consuming import (
     settle,
 )
 from cmlmon_core.messages import TRACEPARENT, UndecodableMessage, decode
-from cmlmon_core.telemetry import extract_trace, tracer
+from cmlmon_core.telemetry import consumer_span, extract_trace, tracer
 from cmlmon_core.topology import ALERTS_STREAM, METRICS_STREAM, WORKERS_STREAM
 from notifier import metrics
 from notifier.adapters.codec import sample_from_proto, ts_seconds, view_from_proto, worker_from_proto
@@ -129,9 +129,10 @@ class WorkerEventConsumer:
         if not event.worker.id:
             raise UndecodableMessage("worker event without a worker")
         at = ts_seconds(event.occur_time) or time.time()
-        await self._evaluator.handle_worker_event(worker_from_proto(event.worker),
-                                                  event.previous_status, event.requested, at,
-                                                  msg.metadata.sequence.stream)
+        with consumer_span("notifier.evaluate_worker_event", msg.headers):
+            await self._evaluator.handle_worker_event(worker_from_proto(event.worker),
+                                                      event.previous_status, event.requested, at,
+                                                      msg.metadata.sequence.stream)
 
 
 class DirectoryFeed:

@@ -1,18 +1,18 @@
-"""gRPC cml.monitor.v1.AlertService: active alerts and silences. Served with reflection and health."""
+"""gRPC cml.monitor.v1.AlertService: active alerts and silences. Served by cmlmon_core.grpc_server."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
 
 from cml.monitor.v1 import alert_pb2, alert_pb2_grpc
+from cmlmon_core.auth import Role, current_principal
+from cmlmon_core.grpc_server import ServedService
 from notifier.adapters.codec import alert_to_proto, set_ts, ts_seconds, ts_valid
 from notifier.adapters.state_kv import AlertStore
 from notifier.domain.model import Phase
@@ -21,6 +21,13 @@ from notifier.errors import SilenceNotFound, StoreUnavailable
 
 Context = grpc.aio.ServicerContext[Any, Any]
 SERVICE_NAME = alert_pb2.DESCRIPTOR.services_by_name["AlertService"].full_name
+# The role each method needs (viewer < operator < admin).
+ROLES: dict[str, Role] = {
+    "ListAlerts": Role.VIEWER, "ListSilences": Role.VIEWER,
+    "CreateSilence": Role.OPERATOR, "DeleteSilence": Role.OPERATOR,
+}
+
+log = logging.getLogger(__name__)
 
 
 def silence_to_proto(s: Silence) -> alert_pb2.Silence:
@@ -58,11 +65,15 @@ class AlertServicer(alert_pb2_grpc.AlertServiceServicer):
         if problem:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         silence = Silence(silence_id=uuid.uuid4().hex, worker_id=request.worker_id, rule=request.rule, end_time=end,
-                          comment=request.comment, created_by=request.created_by, create_time=now)
+                          comment=request.comment, created_by=request.created_by or current_principal(),
+                          create_time=now)
         try:
             await self._store.put_silence(silence)
         except StoreUnavailable as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        log.info("silence created by a call", extra={"principal": current_principal(), "method": "CreateSilence",
+                                                      "silence_id": silence.silence_id,
+                                                      "worker_id": silence.worker_id, "rule": silence.rule})
         return alert_pb2.CreateSilenceResponse(silence=silence_to_proto(silence))
 
     async def ListSilences(self, request: alert_pb2.ListSilencesRequest, context: Context
@@ -79,19 +90,13 @@ class AlertServicer(alert_pb2_grpc.AlertServiceServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no silence {request.id!r}")
         except StoreUnavailable as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        log.info("silence deleted by a call", extra={"principal": current_principal(), "method": "DeleteSilence",
+                                                      "silence_id": request.id})
         self._wake.set()
         return alert_pb2.DeleteSilenceResponse()
 
 
-async def start_grpc(servicer: AlertServicer, host: str, port: int) -> tuple[grpc.aio.Server, int]:
-    # No SO_REUSEPORT: a second server on a taken port must fail to start, not silently share it.
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    alert_pb2_grpc.add_AlertServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
-    health_servicer = HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    bound = server.add_insecure_port(f"{host}:{port}")
-    await server.start()
-    for name in ("", SERVICE_NAME):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return server, bound
+def served(servicer: AlertServicer) -> ServedService:
+    """The AlertService as the shared gRPC server builder serves it."""
+    return ServedService(SERVICE_NAME, lambda server: alert_pb2_grpc.add_AlertServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        servicer, server), ROLES)

@@ -8,15 +8,17 @@ import logging
 
 import httpx
 
+from cmlmon_core.grpc_server import GrpcSecurity, grpc_security, grpc_security_or_exit, start_grpc_server
 from cmlmon_core.lifecycle import run_until_stopped, stop_on_signals
 from cmlmon_core.logs import configure_logging, redact_url
 from cmlmon_core.nats_conn import connect
 from cmlmon_core.settings import load_settings
 from cmlmon_core.telemetry import serve_metrics
 from cmlmon_core.topology import TopologyOptions, ensure_topology
+from cmlmon_core.tracing import tracing_or_exit
 from notifier.adapters.state_kv import KvAlertStore
 from notifier.bootstrap import bootstrap
-from notifier.entrypoints.grpc_api import start_grpc
+from notifier.entrypoints.grpc_api import served
 from notifier.errors import SinkConfigError
 from notifier.settings import NotifierSettings
 from notifier.sink_config import sink_specs
@@ -24,8 +26,10 @@ from notifier.sink_config import sink_specs
 log = logging.getLogger("notifier")
 
 
-async def serve(settings: NotifierSettings, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+async def serve(settings: NotifierSettings, stop: asyncio.Event, ready: asyncio.Event | None = None,
+                security: GrpcSecurity | None = None) -> None:
     """Run until stop is set; then finish in-flight work, stop gRPC with a grace period and drain NATS."""
+    security = security or grpc_security(settings)
     async with connect(settings, "notifier") as nc:
         js = nc.jetstream()
         await ensure_topology(js, TopologyOptions.from_settings(settings))
@@ -40,8 +44,9 @@ async def serve(settings: NotifierSettings, stop: asyncio.Event, ready: asyncio.
             await app.directory.start(js)
             await app.worker_events.subscribe(js, f"{prefix}-workers")
             await app.samples.subscribe(js, prefix, settings.notifier_replay_seconds)
-            server, port = await start_grpc(app.servicer, settings.grpc_host, settings.grpc_port)
-            log.info("notifier ready", extra={"grpc_port": port, "sinks": sorted(app.sinks),
+            server = await start_grpc_server([served(app.servicer)], settings.grpc_host, settings.grpc_port,
+                                             security, health_port=settings.grpc_health_port)
+            log.info("notifier ready", extra={"grpc_port": server.port, "sinks": sorted(app.sinks),
                                                "webhooks": [redact_url(u) for u in settings.webhook_urls]})
             if ready is not None:
                 ready.set()
@@ -72,10 +77,12 @@ async def amain() -> None:
     except SinkConfigError as exc:
         log.error("invalid sink configuration: %s", exc)
         raise SystemExit(2) from None
+    security = grpc_security_or_exit(settings)
     serve_metrics(settings.metrics_port, settings.metrics_host)
     stop = stop_on_signals()
-    await run_until_stopped(lambda ready: serve(settings, stop, ready), stop,
-                            stop_timeout=settings.shutdown_grace_seconds + 10)
+    with tracing_or_exit("notifier"):
+        await run_until_stopped(lambda ready: serve(settings, stop, ready, security), stop,
+                                stop_timeout=settings.shutdown_grace_seconds + 10)
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -125,6 +126,13 @@ class Evaluator:
 
     def is_firing(self, worker_id: str, rule: Rule) -> bool:
         return self._firing(worker_id, rule)
+
+    def firing_by_rule(self) -> Counter[tuple[str, str]]:
+        return Counter((s.rule, s.severity) for s in self._store.states() if s.phase is Phase.FIRING)
+
+    def active_silences(self) -> int:
+        now = self._clock()
+        return sum(1 for s in self._store.silences() if s.active(now))
 
     def _firing(self, worker_id: str, rule: Rule) -> bool:
         state, _ = self._store.cached(alert_key(worker_id, rule))

@@ -54,6 +54,8 @@ class Sweeper:
         await self.find_silent()
         await self.find_stuck()
         metrics.FIRING.set(self._evaluator.firing_count())
+        metrics.set_firing(self._evaluator.firing_by_rule())
+        metrics.SILENCES.set(self._evaluator.active_silences())
 
     async def find_silent(self) -> None:
         now = self._clock()

@@ -38,17 +38,18 @@ class JetStreamEventPublisher:
         """Publish once. check_stream: first look whether the subject's last message is this very event
         (a re-publish of an event saved long ago, possibly outside the duplicate window)."""
         subject = event_subject(event)
-        try:
-            if check_stream and await self._last_event_id(subject) == event.event_id:
-                EVENTS.labels(EVENT_SUFFIX[event.type], "already_in_stream").inc()
-                return
-            data, headers = messages.encode(event, msg_id=event.event_id, headers=telemetry.inject_trace({}))
-            ack = await self._js.publish(subject, data, headers=headers, stream=WORKERS_STREAM)
-        except (nats.errors.Error, nats.js.errors.Error) as exc:
-            raise Unavailable(f"publishing {subject}: {exc!r}") from exc
-        EVENTS.labels(EVENT_SUFFIX[event.type], "duplicate" if ack.duplicate else "published").inc()
-        log.info("event published", extra={"subject": subject, "event_id": event.event_id,
-                                            "duplicate": bool(ack.duplicate)})
+        with telemetry.publishing("registry.publish_event", subject) as trace_headers:
+            try:
+                if check_stream and await self._last_event_id(subject) == event.event_id:
+                    EVENTS.labels(EVENT_SUFFIX[event.type], "already_in_stream").inc()
+                    return
+                data, headers = messages.encode(event, msg_id=event.event_id, headers=trace_headers)
+                ack = await self._js.publish(subject, data, headers=headers, stream=WORKERS_STREAM)
+            except (nats.errors.Error, nats.js.errors.Error) as exc:
+                raise Unavailable(f"publishing {subject}: {exc!r}") from exc
+            EVENTS.labels(EVENT_SUFFIX[event.type], "duplicate" if ack.duplicate else "published").inc()
+            log.info("event published", extra={"subject": subject, "event_id": event.event_id,
+                                                "duplicate": bool(ack.duplicate)})
 
     async def _last_event_id(self, subject: str) -> str:
         try:

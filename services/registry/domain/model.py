@@ -97,6 +97,7 @@ class Change:
     event_type: EventType = events_pb2.WORKER_EVENT_TYPE_UNSPECIFIED
     previous_status: Status = UNSPECIFIED
     requested: bool = False
+    principal: str = ""  # who asked for it, when a call did
 
     @property
     def has_event(self) -> bool:
@@ -170,7 +171,7 @@ def _ts(ts: object) -> float:
 def pending_event(change: Change, when: datetime) -> outbox_pb2.PendingWorkerEvent:
     pending = outbox_pb2.PendingWorkerEvent(
         event_id=new_event_id(), type=change.event_type, previous_status=change.previous_status,
-        requested=change.requested,
+        requested=change.requested, principal=change.principal,
     )
     pending.occur_time.FromDatetime(when)
     return pending
@@ -180,7 +181,7 @@ def build_event(worker: worker_pb2.Worker, pending: outbox_pb2.PendingWorkerEven
                 ) -> events_pb2.WorkerEvent:
     event = events_pb2.WorkerEvent(
         event_id=pending.event_id, type=pending.type, previous_status=pending.previous_status,
-        requested=pending.requested,
+        requested=pending.requested, principal=pending.principal,
     )
     event.worker.CopyFrom(worker)
     event.occur_time.CopyFrom(pending.occur_time)

@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import functools
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
-from opentelemetry.trace import SpanKind
-from prometheus_client import Counter, Histogram
 
 from cml.monitor.v1 import registry_service_pb2 as rs
 from cml.monitor.v1 import worker_pb2
-from cmlmon_core.telemetry import extract_trace, tracer
+from cmlmon_core.auth import Role, current_principal
+from cmlmon_core.grpc_server import ServedService
 from registry.domain import model, validation
 from registry.errors import (
     Aborted,
@@ -34,11 +32,6 @@ from registry.service.listing import list_workers
 from registry.service.view import WatchClosed, WatchOverflow
 
 log = logging.getLogger(__name__)
-_tracer = tracer("registry")
-
-RPCS = Counter("registry_rpc_total", "gRPC calls handled", ["method", "code"])
-RPC_SECONDS = Histogram("registry_rpc_seconds", "gRPC call latency", ["method"],
-                        buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 2.5, 10))
 
 _CODES: list[tuple[type[RegistryError], grpc.StatusCode]] = [
     (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
@@ -52,6 +45,14 @@ _CODES: list[tuple[type[RegistryError], grpc.StatusCode]] = [
 
 R = TypeVar("R")
 
+SERVICE_NAME = rs.DESCRIPTOR.services_by_name["WorkerRegistryService"].full_name
+# The role each method needs (viewer < operator < admin): launching and terminating instances cost money.
+ROLES: dict[str, Role] = {
+    "GetWorker": Role.VIEWER, "ListWorkers": Role.VIEWER, "WatchWorkers": Role.VIEWER, "GetWorkerMetrics": Role.VIEWER,
+    "StartWorker": Role.OPERATOR, "StopWorker": Role.OPERATOR, "ImportWorker": Role.OPERATOR,
+    "CreateWorker": Role.ADMIN, "TerminateWorker": Role.ADMIN,
+}
+
 
 def status_of(exc: RegistryError) -> grpc.StatusCode:
     for kind, code in _CODES:
@@ -62,35 +63,23 @@ def status_of(exc: RegistryError) -> grpc.StatusCode:
 
 def rpc(method: Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[R]]
         ) -> Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[R]]:
-    """Count, time, and translate the registry's errors of one unary RPC."""
+    """Translate the registry's errors of one unary RPC into status codes. Counting, timing and the server span
+    are the shared server's interceptors' job (cmlmon_core.grpc_server)."""
     name = method.__name__
-    ok = RPCS.labels(name, "OK")  # bound once: label lookups cost more than the GetWorker itself
-    seconds = RPC_SECONDS.labels(name)
-
-    span_name = f"registry.{name}"
 
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> R:
-        started = time.perf_counter()
-        parent = extract_trace({k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)})
         try:
-            with _tracer.start_as_current_span(span_name, context=parent, kind=SpanKind.SERVER):
-                result = await method(self, request, context)
+            return await method(self, request, context)
         except RegistryError as exc:
             code = status_of(exc)
-            RPCS.labels(name, code.name).inc()
             if code == grpc.StatusCode.UNAVAILABLE:
                 log.warning("rpc failed", extra={"method": name, "error": str(exc)})
             await context.abort(code, str(exc))
             raise  # unreachable: abort raises
         except Exception:
-            RPCS.labels(name, "INTERNAL").inc()
             log.exception("rpc failed unexpectedly", extra={"method": name})
             raise
-        finally:
-            seconds.observe(time.perf_counter() - started)
-        ok.inc()
-        return result
 
     return wrapper
 
@@ -114,6 +103,17 @@ def add_to_server(servicer: WorkerRegistryServicer, server: grpc.aio.Server) -> 
     server.add_registered_method_handlers(service.full_name, handlers)  # type: ignore[attr-defined]
 
 
+def served(registry: Registry) -> ServedService:
+    """The registry's API as the shared gRPC server builder serves it."""
+    return ServedService(SERVICE_NAME, lambda server: add_to_server(WorkerRegistryServicer(registry), server), ROLES)
+
+
+def _audit(method: str, worker: worker_pb2.Worker, principal: str) -> worker_pb2.Worker:
+    """Every accepted mutating call is logged with who made it; its lifecycle event carries the same name."""
+    log.info("worker changed by a call", extra={"principal": principal, "method": method, "worker_id": worker.id})
+    return worker
+
+
 class WorkerRegistryServicer:
     """Every RPC of cml.monitor.v1.WorkerRegistryService; registered by add_to_server."""
 
@@ -122,11 +122,15 @@ class WorkerRegistryServicer:
 
     @rpc
     async def CreateWorker(self, request: rs.CreateWorkerRequest, context: Any) -> rs.CreateWorkerResponse:
-        return rs.CreateWorkerResponse(worker=await self._registry.create_worker(request))
+        who = current_principal()
+        return rs.CreateWorkerResponse(worker=_audit("CreateWorker", await self._registry.create_worker(
+            request, who), who))
 
     @rpc
     async def ImportWorker(self, request: rs.ImportWorkerRequest, context: Any) -> rs.ImportWorkerResponse:
-        return rs.ImportWorkerResponse(worker=await self._registry.import_worker(request))
+        who = current_principal()
+        return rs.ImportWorkerResponse(worker=_audit("ImportWorker", await self._registry.import_worker(
+            request, who), who))
 
     @rpc
     async def GetWorker(self, request: rs.GetWorkerRequest, context: Any) -> bytes:
@@ -145,23 +149,28 @@ class WorkerRegistryServicer:
 
     @rpc
     async def StartWorker(self, request: rs.StartWorkerRequest, context: Any) -> rs.StartWorkerResponse:
-        return rs.StartWorkerResponse(worker=await self._registry.start_worker(request.id, request.etag))
+        who = current_principal()
+        return rs.StartWorkerResponse(worker=_audit("StartWorker", await self._registry.start_worker(
+            request.id, request.etag, who), who))
 
     @rpc
     async def StopWorker(self, request: rs.StopWorkerRequest, context: Any) -> rs.StopWorkerResponse:
-        return rs.StopWorkerResponse(worker=await self._registry.stop_worker(request.id, request.etag))
+        who = current_principal()
+        return rs.StopWorkerResponse(worker=_audit("StopWorker", await self._registry.stop_worker(
+            request.id, request.etag, who), who))
 
     @rpc
     async def TerminateWorker(self, request: rs.TerminateWorkerRequest, context: Any
                               ) -> rs.TerminateWorkerResponse:
-        return rs.TerminateWorkerResponse(worker=await self._registry.terminate_worker(request.id, request.etag))
+        who = current_principal()
+        return rs.TerminateWorkerResponse(worker=_audit("TerminateWorker", await self._registry.terminate_worker(
+            request.id, request.etag, who), who))
 
     async def WatchWorkers(self, request: rs.WatchWorkersRequest, context: grpc.aio.ServicerContext[Any, Any]
                            ) -> AsyncIterator[rs.WatchWorkersResponse]:
         try:
             validation.watch(request)
         except InvalidArgument as exc:
-            RPCS.labels("WatchWorkers", "INVALID_ARGUMENT").inc()
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         view = self._registry.view
         await view.ready.wait()
@@ -169,7 +178,6 @@ class WorkerRegistryServicer:
             sub = view.subscribe()
         except WatchClosed:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "registry is shutting down")
-        RPCS.labels("WatchWorkers", "OK").inc()
 
         def wanted(worker: worker_pb2.Worker) -> bool:
             return not request.region or worker.region == request.region

@@ -90,7 +90,9 @@ class Registry:
 
     # --- create / import ----------------------------------------------------------------------------------
 
-    async def create_worker(self, req: registry_service_pb2.CreateWorkerRequest) -> worker_pb2.Worker:
+    async def create_worker(self, req: registry_service_pb2.CreateWorkerRequest, principal: str = ""
+                            ) -> worker_pb2.Worker:
+        """principal (here and in every call below): who asked; the lifecycle event carries it."""
         validation.create(req)
         worker_id = model.created_worker_id(req.request_id)
         # Concurrent retries in this process wait for each other; across replicas the ClientToken makes EC2
@@ -99,7 +101,7 @@ class Registry:
         self._create_locks[worker_id] = (lock, users + 1)
         try:
             async with lock:
-                return await self._create_worker(req, worker_id)
+                return await self._create_worker(req, worker_id, principal)
         finally:
             lock, users = self._create_locks[worker_id]
             if users == 1:
@@ -107,7 +109,7 @@ class Registry:
             else:
                 self._create_locks[worker_id] = (lock, users - 1)
 
-    async def _create_worker(self, req: registry_service_pb2.CreateWorkerRequest, worker_id: str
+    async def _create_worker(self, req: registry_service_pb2.CreateWorkerRequest, worker_id: str, principal: str
                              ) -> worker_pb2.Worker:
         existing = await self.repo.get(worker_id)
         if existing is not None:  # a retry: same worker, no second launch
@@ -135,9 +137,10 @@ class Registry:
         worker.requested_status = model.RUNNING
         worker.requested_time.FromDatetime(_now())
         await self._claim(req.region, instance.instance_id, worker_id, create_only=True)
-        return await self._insert(worker, events_pb2.WORKER_EVENT_TYPE_CREATED, requested=True)
+        return await self._insert(worker, events_pb2.WORKER_EVENT_TYPE_CREATED, principal)
 
-    async def import_worker(self, req: registry_service_pb2.ImportWorkerRequest) -> worker_pb2.Worker:
+    async def import_worker(self, req: registry_service_pb2.ImportWorkerRequest, principal: str = ""
+                            ) -> worker_pb2.Worker:
         validation.import_(req)
         instance = await self.ec2.describe(req.region, req.instance_id)
         if instance is None:
@@ -150,7 +153,7 @@ class Registry:
         worker.name = req.name or validation.sanitize_name(instance.tags.get("Name", ""), req.instance_id)
         worker.tags.update(req.tags or validation.importable_tags(instance.tags))
         worker.poll_interval_seconds = req.poll_interval_seconds
-        return await self._insert(worker, events_pb2.WORKER_EVENT_TYPE_IMPORTED, requested=True)
+        return await self._insert(worker, events_pb2.WORKER_EVENT_TYPE_IMPORTED, principal)
 
     def _new_worker(self, worker_id: str, region: str, instance: Instance, origin: worker_pb2.WorkerOrigin
                     ) -> worker_pb2.Worker:
@@ -187,9 +190,9 @@ class Registry:
                 continue
         raise Unavailable(f"instance {instance_id}: too much contention")
 
-    async def _insert(self, worker: worker_pb2.Worker, event_type: model.EventType, *, requested: bool
+    async def _insert(self, worker: worker_pb2.Worker, event_type: model.EventType, principal: str
                       ) -> worker_pb2.Worker:
-        change = Change(worker, event_type, model.UNSPECIFIED, requested)
+        change = Change(worker, event_type, model.UNSPECIFIED, True, principal)
         pending = model.pending_event(change, _now())
         try:
             stored = await self.repo.create(worker, pending)
@@ -202,21 +205,21 @@ class Registry:
 
     # --- lifecycle calls ----------------------------------------------------------------------------------
 
-    async def start_worker(self, worker_id: str, etag: str = "") -> worker_pb2.Worker:
+    async def start_worker(self, worker_id: str, etag: str = "", principal: str = "") -> worker_pb2.Worker:
         return await self._transition(worker_id, etag, model.start_needed, self.ec2.start, model.RUNNING,
-                                      events_pb2.WORKER_EVENT_TYPE_STARTED)
+                                      events_pb2.WORKER_EVENT_TYPE_STARTED, principal)
 
-    async def stop_worker(self, worker_id: str, etag: str = "") -> worker_pb2.Worker:
+    async def stop_worker(self, worker_id: str, etag: str = "", principal: str = "") -> worker_pb2.Worker:
         return await self._transition(worker_id, etag, model.stop_needed, self.ec2.stop, model.STOPPED,
-                                      events_pb2.WORKER_EVENT_TYPE_STOPPED)
+                                      events_pb2.WORKER_EVENT_TYPE_STOPPED, principal)
 
-    async def terminate_worker(self, worker_id: str, etag: str = "") -> worker_pb2.Worker:
+    async def terminate_worker(self, worker_id: str, etag: str = "", principal: str = "") -> worker_pb2.Worker:
         return await self._transition(worker_id, etag, model.terminate_needed, self.ec2.terminate,
-                                      model.TERMINATED, events_pb2.WORKER_EVENT_TYPE_TERMINATED)
+                                      model.TERMINATED, events_pb2.WORKER_EVENT_TYPE_TERMINATED, principal)
 
     async def _transition(self, worker_id: str, etag: str, needed: Callable[[model.Status], bool],
                           call: Callable[[str, str], Awaitable[model.Status]], target: model.Status,
-                          event_type: model.EventType) -> worker_pb2.Worker:
+                          event_type: model.EventType, principal: str) -> worker_pb2.Worker:
         validation.change(worker_id, etag)
         stored = await self.repo.get(worker_id)
         if stored is None:
@@ -245,7 +248,7 @@ class Registry:
             kind: model.EventType = event_type
             if target == model.TERMINATED and new_status != model.TERMINATED:
                 kind = events_pb2.WORKER_EVENT_TYPE_STATUS_CHANGED  # "terminated" is sent once, when it is
-            return Change(new, kind, worker.status, True)
+            return Change(new, kind, worker.status, True, principal)
 
         return await self.mutate(worker_id, decide)
 

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import AliasChoices, AliasPath
 from pydantic_settings import BaseSettings
 
-from cmlmon_core.settings import AwsSettings
+from cmlmon_core.settings import AwsSettings, is_secret
 from collector.settings import CollectorSettings
 from notifier.settings import NotifierSettings
 from registry.settings import RegistrySettings
@@ -31,6 +31,8 @@ def env_names(cls: type[BaseSettings]) -> set[str]:
     names: set[str] = set()
     for name, field in cls.model_fields.items():
         names.add(name.upper())
+        if is_secret(field):  # a secret setting is also read from the file <NAME>_FILE names
+            names.add(f"{name.upper()}_FILE")
         for alias in (field.alias, field.validation_alias):
             if isinstance(alias, str):
                 names.add(alias.upper())

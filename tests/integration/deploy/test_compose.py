@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import nats
 import pytest
 import yaml
@@ -28,8 +29,10 @@ from tests.support import eventually
 ROOT = Path(__file__).resolve().parents[3]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]
+PROMETHEUS = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
 NATS_NODES = sorted(name for name, svc in SERVICES.items() if svc.get("image", "").startswith("nats:"))
 NATS_CLIENT_PORT = 4222  # nats-server's default client port: the command lines give no -p
+NATS_MONITOR_PORT = 8222
 URL = re.compile(r"nats://([^:/,]+):(\d+)")
 
 pytestmark = pytest.mark.integration
@@ -58,7 +61,8 @@ class ComposeCluster:
 
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
-        self.ports = {(node, port): free_port() for node in NATS_NODES for port in (NATS_CLIENT_PORT, 6222)}
+        self.ports = {(node, port): free_port() for node in NATS_NODES
+                      for port in (NATS_CLIENT_PORT, 6222, NATS_MONITOR_PORT)}
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def url(self, node: str) -> str:
@@ -76,6 +80,9 @@ class ComposeCluster:
                 return str(self.tmp / volumes[arg])
             return URL.sub(lambda m: self.address(node, m.group(1), int(m.group(2))), arg)
 
+        # the monitoring port (-m), which the exporters of the observability profile read, moves too
+        command = [str(self.ports[node, NATS_MONITOR_PORT]) if prev == "-m" else a
+                   for prev, a in zip(["", *command[:-1]], command, strict=True)]
         return [nats_server_binary(), *(moved(a) for a in command), "-a", "127.0.0.1",
                 "-p", str(self.ports[node, NATS_CLIENT_PORT])]
 
@@ -137,6 +144,60 @@ async def test_the_nats_command_lines_form_a_jetstream_cluster_holding_r3_stream
         assert msg.data == b"replicated"
         await ensure_topology(js)  # cmlmon's own streams, schedules included, on this cluster
         await js.delete_stream(name)
+    async with httpx.AsyncClient(timeout=5) as http:
+        for node in NATS_NODES:  # what the observability profile's exporters read: each node's monitoring port
+            varz = (await http.get(f"http://127.0.0.1:{cluster.ports[node, NATS_MONITOR_PORT]}/varz")).json()
+            assert varz["server_name"] == node and varz["jetstream"]["config"]
+
+
+# (a') the observability profile
+
+
+def test_each_nats_node_has_an_exporter_reading_its_monitoring_port() -> None:
+    exporters = {name: svc for name, svc in SERVICES.items() if "prometheus-nats-exporter" in svc.get("image", "")}
+    read = set()
+    for svc in exporters.values():
+        assert svc["profiles"] == ["observability"]
+        url = re.fullmatch(r"http://([^:/]+):(\d+)", svc["command"][-1])
+        assert url, svc["command"]
+        node, port = url.group(1), url.group(2)
+        command = SERVICES[node]["command"]
+        assert command[command.index("-m") + 1] == port, f"{node} serves monitoring on another port"
+        read.add(node)
+    assert read == set(NATS_NODES)
+    scraped = {t for job in PROMETHEUS["scrape_configs"] if job["job_name"] == "nats"
+               for config in job["static_configs"] for t in config["targets"]}
+    assert scraped == {f"{name}:7777" for name in exporters}  # the exporter's default port
+
+
+def test_prometheus_scrapes_every_service_on_its_metrics_port_and_loads_the_rules() -> None:
+    jobs = {job["job_name"]: job for job in PROMETHEUS["scrape_configs"]}
+    for name, svc in cmlmon_services().items():
+        port = environment(svc)["METRICS_PORT"]
+        job = jobs[f"cmlmon-{service_of(svc)}"]
+        targets = [t for c in job.get("static_configs", []) for t in c["targets"]]
+        names = [f"{n}:{c['port']}" for c in job.get("dns_sd_configs", []) for n in c["names"]]
+        assert targets + names == [f"{name}:{port}"], job
+    prometheus = SERVICES["prometheus"]
+    mounts = dict(m.rsplit(":", 2)[:2] for m in prometheus["volumes"])
+    for host in mounts:
+        assert (ROOT / host).is_file(), host
+    assert set(PROMETHEUS["rule_files"]) <= set(mounts.values())
+    assert f"--config.file={mounts['./deploy/prometheus/prometheus.yml']}" in prometheus["command"]
+
+
+def test_grafana_gets_the_provisioning_and_both_dashboards() -> None:
+    grafana = SERVICES["grafana"]
+    assert grafana["profiles"] == ["observability"]
+    mounts = dict(m.rsplit(":", 2)[:2] for m in grafana["volumes"])
+    assert mounts["./deploy/grafana/provisioning"] == "/etc/grafana/provisioning"
+    provider = yaml.safe_load((ROOT / "deploy/grafana/provisioning/dashboards/cmlmon.yaml").read_text())
+    dashboards = provider["providers"][0]["options"]["path"]
+    assert mounts["./deploy/grafana/dashboards"] == dashboards
+    assert {p.name for p in (ROOT / "deploy/grafana/dashboards").glob("*.json")} == {
+        "cmlmon-fleet.json", "cmlmon-pipeline.json"}
+    source = yaml.safe_load((ROOT / "deploy/grafana/provisioning/datasources/prometheus.yaml").read_text())
+    assert source["datasources"][0]["url"] == f"http://prometheus:{SERVICES['prometheus']['ports'][0].split(':')[1]}"
 
 
 # (b) variables and ports

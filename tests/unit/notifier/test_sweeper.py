@@ -3,7 +3,9 @@ from __future__ import annotations
 import asyncio
 
 from cml.monitor.v1 import worker_pb2
-from notifier.domain.model import FiringPolicy, WorkerRef
+from notifier import metrics
+from notifier.domain.model import SEVERITIES, FiringPolicy, Rule, WorkerRef
+from notifier.domain.silences import Silence
 from notifier.service.evaluator import Directory, Evaluator, Thresholds
 from notifier.service.sweeper import Sweeper
 from tests.unit.notifier.fakes import Clock, FakeLastSamples, FakePublisher, FakeStore
@@ -57,3 +59,21 @@ async def test_a_crashing_sweep_is_logged_and_the_next_one_runs() -> None:
     last.last_sample_at = flaky  # type: ignore[method-assign]
     await asyncio.wait_for(sweeper.run(stop), 10)  # returns instead of raising: the second sweep ran
     assert calls == ["w", "w"]
+
+
+async def test_each_sweep_reports_alerts_firing_by_rule_and_severity_and_silences_in_force() -> None:
+    clock = Clock()
+    store, directory = FakeStore(), Directory()
+    evaluator = Evaluator(store, FakePublisher(), directory, FiringPolicy(), Thresholds(), clock=clock)
+    sweeper = Sweeper(evaluator, FakeLastSamples(), default_interval=10, silent_intervals=3, period=1, clock=clock)
+    directory.learn(WorkerRef(worker_id="w", region="r", status=worker_pb2.WORKER_STATUS_RUNNING), at=0.0)
+    await store.put_silence(Silence("s-old", "", "cpu_high", end_time=50.0))
+    await store.put_silence(Silence("s-now", "other", "", end_time=5000.0))
+    clock.now += 1000.0
+    await sweeper.sweep_once()  # silent for 100 intervals since the sweeper started: fires
+
+    severity = SEVERITIES[Rule.SILENT].value
+    assert evaluator.firing_by_rule() == {("silent", severity): 1}
+    assert metrics.FIRING_BY_RULE.labels("silent", severity)._value.get() == 1
+    assert metrics.FIRING_BY_RULE.labels("cpu_high", "warning")._value.get() == 0  # present, at zero
+    assert metrics.SILENCES._value.get() == 1  # the expired one does not count

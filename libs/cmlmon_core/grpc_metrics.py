@@ -1,0 +1,131 @@
+"""Per-method gRPC server metrics, named as the Prometheus gRPC ecosystem names them (go-grpc-prometheus,
+py-grpc-prometheus), so that its dashboards and alerts work unchanged:
+
+- `grpc_server_started_total{grpc_type,grpc_service,grpc_method}`: calls started;
+- `grpc_server_handled_total{grpc_type,grpc_service,grpc_method,grpc_code}`: calls finished, by status code;
+- `grpc_server_handling_seconds{grpc_type,grpc_service,grpc_method}`: a histogram of their duration (for a
+  server stream: until the stream ends).
+
+Counted by one interceptor that the shared server builder puts first, so refused calls (UNAUTHENTICATED,
+PERMISSION_DENIED) are counted too. The label children of a method are looked up once and kept, so a call
+costs two increments and one observation."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from prometheus_client import Counter, Histogram
+
+_LABELS = ["grpc_type", "grpc_service", "grpc_method"]
+STARTED = Counter("grpc_server_started", "RPCs started on the server", _LABELS)
+HANDLED = Counter("grpc_server_handled", "RPCs completed on the server, regardless of success or failure",
+                  [*_LABELS, "grpc_code"])
+HANDLING_SECONDS = Histogram("grpc_server_handling_seconds",
+                             "Response latency (seconds) of gRPC that had been application-level handled by the "
+                             "server", _LABELS,
+                             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def _rpc_type(handler: grpc.RpcMethodHandler[Any, Any]) -> str:
+    if handler.unary_unary:
+        return "unary"
+    if handler.unary_stream:
+        return "server_stream"
+    if handler.stream_unary:
+        return "client_stream"
+    return "bidi_stream"
+
+
+@dataclass
+class _Method:
+    """One method's label children, bound once."""
+
+    labels: tuple[str, str, str]
+    started: Any
+    seconds: Any
+    handled: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def bind(cls, full_method: str, rpc_type: str) -> _Method:
+        _, service, method = full_method.split("/", 2) if full_method.count("/") == 2 else ("", "", full_method)
+        labels = (rpc_type, service, method)
+        return cls(labels, STARTED.labels(*labels), HANDLING_SECONDS.labels(*labels))
+
+    def finish(self, code: str, started: float) -> None:
+        self.seconds.observe(time.perf_counter() - started)
+        child = self.handled.get(code)
+        if child is None:
+            child = self.handled[code] = HANDLED.labels(*self.labels, code)
+        child.inc()
+
+
+def _code(context: Context, error: BaseException | None) -> str:
+    """The status the call ended with: the one set on the context (abort sets it), else what the error means."""
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    if error is None:
+        return "OK"
+    # a stream the client abandoned is closed at its yield (GeneratorExit), a cancelled call is cancelled
+    return "CANCELLED" if isinstance(error, asyncio.CancelledError | GeneratorExit) else "UNKNOWN"
+
+
+class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Counts and times every call (unary and streaming) by service, method and status code."""
+
+    def __init__(self) -> None:
+        self._methods: dict[str, _Method] = {}
+
+    async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Any],
+                                details: grpc.HandlerCallDetails) -> Any:
+        handler = await continuation(details)
+        if handler is None:  # unknown method: gRPC answers UNIMPLEMENTED itself
+            return None
+        method = self._methods.get(details.method)
+        if method is None:
+            method = self._methods[details.method] = _Method.bind(details.method, _rpc_type(handler))
+        return _wrap(handler, method)
+
+
+def _wrap(handler: Any, method: _Method) -> Any:
+    if handler.unary_unary or handler.stream_unary:
+        inner = handler.unary_unary or handler.stream_unary
+
+        async def unary(request: Any, context: Context) -> Any:
+            method.started.inc()
+            started = time.perf_counter()
+            try:
+                response = await inner(request, context)
+            except BaseException as exc:
+                method.finish(_code(context, exc), started)
+                raise
+            method.finish(_code(context, None), started)
+            return response
+
+        make = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
+        return make(unary, request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer)
+    inner_stream = handler.unary_stream or handler.stream_stream
+
+    async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+        method.started.inc()
+        started = time.perf_counter()
+        try:
+            async for item in inner_stream(request, context):
+                yield item
+        except BaseException as exc:
+            method.finish(_code(context, exc), started)
+            raise
+        method.finish(_code(context, None), started)
+
+    make_stream = (grpc.unary_stream_rpc_method_handler if handler.unary_stream
+                   else grpc.stream_stream_rpc_method_handler)
+    return make_stream(stream, request_deserializer=handler.request_deserializer,
+                       response_serializer=handler.response_serializer)

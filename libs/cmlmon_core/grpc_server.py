@@ -1,0 +1,149 @@
+"""The one way a service serves gRPC: its servicers, the standard health service, server reflection, the
+authentication interceptor, per-method metrics (cmlmon_core.grpc_metrics) and, when configured, TLS (mTLS
+with a client CA).
+
+Secure by default: with no GRPC_AUTH_FILE the service refuses to start unless GRPC_AUTH=none says that an
+open API is wanted (and then every start logs a warning)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from cmlmon_core import tracing
+from cmlmon_core.auth import AuthFileError, AuthInterceptor, OpenInterceptor, PolicyFile, Role
+from cmlmon_core.grpc_metrics import MetricsInterceptor
+from cmlmon_core.reflection import served_pool
+from cmlmon_core.settings import GrpcServerSettings
+from cmlmon_core.tls import ServerTls, TlsConfigError
+
+log = logging.getLogger(__name__)
+
+
+class GrpcConfigError(Exception):
+    """The gRPC security settings cannot be used; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class ServedService:
+    """A service to serve: its full name, how to add its servicer, and the role each method needs (a method
+    not listed needs admin)."""
+
+    name: str
+    add: Callable[[grpc.aio.Server], None]
+    roles: Mapping[str, Role]
+
+
+@dataclass(frozen=True)
+class GrpcSecurity:
+    policy: PolicyFile | None  # None: GRPC_AUTH=none
+    tls: ServerTls | None
+
+    @property
+    def summary(self) -> str:
+        auth = "no authentication" if self.policy is None else "bearer tokens"
+        if self.tls is None:
+            return f"{auth}, plaintext"
+        return f"{auth}, TLS" + (" with client certificates" if self.tls.client_ca_file else "")
+
+
+def grpc_security(settings: GrpcServerSettings) -> GrpcSecurity:
+    """Read the auth file and check the TLS files now, so that a mistake stops the start."""
+    s = settings
+    tls = None
+    if s.grpc_tls_cert_file or s.grpc_tls_key_file or s.grpc_tls_client_ca_file:
+        if not (s.grpc_tls_cert_file and s.grpc_tls_key_file):
+            raise GrpcConfigError("GRPC_TLS_CERT_FILE and GRPC_TLS_KEY_FILE are needed together "
+                                  "(GRPC_TLS_CLIENT_CA_FILE only with them)")
+        tls = ServerTls(s.grpc_tls_cert_file, s.grpc_tls_key_file, s.grpc_tls_client_ca_file)
+        try:
+            tls.credentials()
+        except TlsConfigError as exc:
+            raise GrpcConfigError(f"GRPC_TLS_*: {exc}") from None
+        except RuntimeError as exc:  # gRPC refuses a key that does not match its certificate, bad PEM
+            raise GrpcConfigError(f"GRPC_TLS_*: unusable certificate or key: {exc}") from None
+    if s.grpc_auth == "none":
+        return GrpcSecurity(None, tls)
+    if not s.grpc_auth_file:
+        raise GrpcConfigError("gRPC authentication is not configured: set GRPC_AUTH_FILE (hashed bearer tokens "
+                              "and/or client certificate subjects, each with a role) or GRPC_AUTH=none to serve "
+                              "the API to anyone who reaches the port")
+    try:
+        policy = PolicyFile(s.grpc_auth_file)
+    except AuthFileError as exc:
+        raise GrpcConfigError(f"GRPC_AUTH_FILE: {exc}") from None
+    if policy.current().empty:
+        raise GrpcConfigError(f"GRPC_AUTH_FILE: {s.grpc_auth_file} has no tokens and no certificates")
+    if policy.current().certificates and not s.grpc_tls_client_ca_file:
+        log.warning("GRPC_AUTH_FILE maps certificates but GRPC_TLS_CLIENT_CA_FILE is not set: "
+                    "no client certificate is asked for")
+    return GrpcSecurity(policy, tls)
+
+
+def grpc_security_or_exit(settings: GrpcServerSettings) -> GrpcSecurity:
+    try:
+        return grpc_security(settings)
+    except GrpcConfigError as exc:
+        print(f"invalid configuration: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+@dataclass
+class GrpcServer:
+    server: grpc.aio.Server
+    port: int
+    health: HealthServicer
+    probe: grpc.aio.Server | None = None  # the plaintext health-only server, when asked for
+
+    async def stop(self, grace: float) -> None:
+        """Health says NOT_SERVING first (probes stop sending), then calls get grace seconds to finish."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        if self.probe is not None:
+            await self.probe.stop(0)
+
+
+async def start_grpc_server(services: Sequence[ServedService], host: str, port: int, security: GrpcSecurity,
+                            *, health_port: int = 0) -> GrpcServer:
+    """Serve the services with health and reflection; every one of them reported SERVING. With health_port,
+    the same health service also alone in plaintext on that port (nothing else is reachable there)."""
+    if security.policy is None:
+        log.warning("GRPC_AUTH=none: the gRPC API serves anyone who reaches the port, without authentication")
+        interceptor: AuthInterceptor | OpenInterceptor = OpenInterceptor()
+    else:
+        required = {f"/{svc.name}/{method}": role for svc in services for method, role in svc.roles.items()}
+        interceptor = AuthInterceptor(security.policy.current, required)
+    # No SO_REUSEPORT: a second server on a taken port must fail to start, not silently share it.
+    # Metrics first, so that calls the auth interceptor refuses are counted (and, when tracing, traced) too.
+    interceptors = [MetricsInterceptor(), *tracing.server_interceptors(), interceptor]
+    server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
+    for svc in services:
+        svc.add(server)
+    health_servicer = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [svc.name for svc in services]
+    shown = (*names, health.SERVICE_NAME, reflection.SERVICE_NAME)
+    reflection.enable_server_reflection(shown, server, pool=served_pool(shown))  # the APIs only, no internals
+    address = f"{host}:{port}"
+    if security.tls is None:
+        bound = server.add_insecure_port(address)
+    else:
+        bound = server.add_secure_port(address, security.tls.credentials())
+    await server.start()
+    probe = None
+    if health_port:
+        probe = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, probe)
+        probe.add_insecure_port(f"{host}:{health_port}")
+        await probe.start()
+    for name in ("", *names):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("gRPC serving", extra={"port": bound, "security": security.summary, "health_port": health_port})
+    return GrpcServer(server, bound, health_servicer, probe)
