@@ -1,15 +1,21 @@
-"""Registry benchmark: GetWorker and ListWorkers (a page of 100 out of 10,000 workers) with 50 concurrent
-callers over loopback, next to a bare grpc.aio server answering messages of the same size, in the same run.
+"""Registry benchmark, on each worker store (BENCH_STORES, default "kv,mongodb"): GetWorker and ListWorkers (a page
+of 100 out of 10,000 workers) with 50 concurrent callers over loopback, next to a bare grpc.aio server answering
+messages of the same size, in the same run; then a metric history benchmark (GetWorkerMetrics).
 
-- A private nats-server; 10,000 workers written to KV `cml_workers` before `python -m registry` starts (it loads
-  them through its KV watch, as after a restart).
+- Per store, a private nats-server (and for mongodb a private secantusdb, the MongoDB-wire test server); 10,000
+  workers written to the store before `python -m registry` starts (it loads them through its KV watch or its
+  MongoDB listing + change stream, as after a restart).
 - The bare server is `python bench/registry.py --bare PORT`: the same service and message types, every answer a
   prebuilt message (a Worker of the same size for GetWorker, 100 of them for ListWorkers), no work at all.
 - Each phase: 50 asyncio callers on one channel for BENCH_SECONDS after a warm-up; throughput and client-side
   latency p50/p99. Targets: GetWorker >= 50 % of the bare server's throughput; ListWorkers p99 <= 20 ms;
   registry RSS with 10,000 workers <= 200 MB.
-- Last, one MetricSample per worker is published and the time until the registry's durable consumer has applied
-  them all gives samples per second (each one a KV read and compare-and-set).
+- Then samples are published (one per worker; at most 1,000 on mongodb, whose test server is a Python process)
+  and the time until the registry's durable consumer has applied them all gives samples per second (each one a
+  read and compare-and-set in the store).
+- History: BENCH_HISTORY_WORKERS (1,000; 0 skips it) workers with BENCH_HISTORY_SAMPLES (1,440: a day, one a
+  minute) samples each in CML_METRICS; GetWorkerMetrics over one worker's day, raw and with a 300 s step, called
+  in-process 100 times in a row: p50/p99 (target p99 <= 50 ms).
 
 Run: .venv/bin/python bench/registry.py  (ends with one JSON line). BENCH_SECONDS, BENCH_WORKERS change the
 phase length and the fleet; BENCH_PROFILE=<file> runs the registry under cProfile. BENCH_SECURE=1 serves the
@@ -19,6 +25,7 @@ the same plaintext bare server: the ratio then includes what TLS and authenticat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -33,6 +40,9 @@ from typing import Any
 
 import grpc
 import nats
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+from pymongo import AsyncMongoClient
 
 from cml.monitor.v1 import events_pb2, worker_pb2
 from cml.monitor.v1 import registry_service_pb2 as rs
@@ -43,9 +53,23 @@ from cmlmon_core.grpc_client import GrpcTarget
 from cmlmon_core.messages import encode
 from cmlmon_core.tls import ClientTls
 from cmlmon_core.topology import ensure_topology
-from cmlmon_dev.servers import NatsServer, free_port, wait_for_port
+from cmlmon_dev.servers import MongoServer, NatsServer, free_port, wait_for_port
+
+# Run as a script, this file's folder comes first on sys.path and its name hides the registry package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.modules.pop("registry", None)
+from registry.adapters import documents  # noqa: E402
+from registry.adapters.history import JetStreamMetricHistory  # noqa: E402
+from registry.adapters.repository import Stored  # noqa: E402
+from registry.bootstrap import bootstrap  # noqa: E402
+from registry.service.history import get_worker_metrics  # noqa: E402
+from registry.settings import RegistrySettings  # noqa: E402
 
 WORKERS = int(os.environ.get("BENCH_WORKERS", "10000"))
+STORES = [s for s in os.environ.get("BENCH_STORES", "kv,mongodb").split(",") if s]
+HISTORY_WORKERS = int(os.environ.get("BENCH_HISTORY_WORKERS", "1000"))  # 0 skips the history benchmark
+HISTORY_SAMPLES = int(os.environ.get("BENCH_HISTORY_SAMPLES", "1440"))  # per worker: a day, one a minute
+HISTORY_CALLS = 100
 CALLERS = 50
 PAGE = 100
 SECONDS = float(os.environ.get("BENCH_SECONDS", "6"))
@@ -234,14 +258,35 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 async def main() -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-registry-"))
-    with NatsServer(tmp / "js", log_file=tmp / "nats.log") as server:
+    result: dict[str, Any] = {"bench": "registry", "secure": SECURE, "workers": WORKERS, "callers": CALLERS,
+                              "page_size": PAGE, "seconds": SECONDS, "stores": {}}
+    for store in STORES:
+        print(f"== worker store: {store}")
+        result["stores"][store] = await bench_store(store, tmp / store)
+    if HISTORY_WORKERS:
+        print("== metric history")
+        result["history"] = await bench_history(tmp / "history")
+    return result
+
+
+async def bench_store(store: str, tmp: Path) -> dict[str, Any]:
+    """GetWorker, ListWorkers and samples/s of a registry on one worker store (its own NATS, its own MongoDB)."""
+    await asyncio.to_thread(tmp.mkdir, parents=True)
+    with contextlib.ExitStack() as servers:
+        server = servers.enter_context(NatsServer(tmp / "js", log_file=tmp / "nats.log"))
+        env = {**os.environ, "NATS_URL": server.url, "METRICS_PORT": "0", "GRPC_HOST": "127.0.0.1",
+               "LOG_LEVEL": "WARNING", "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "bench",
+               "AWS_SECRET_ACCESS_KEY": "bench", "WORKER_STORE": store}
         t0 = time.perf_counter()
-        ids = await seed(server.url)
-        print(f"seeded {WORKERS} workers into KV in {time.perf_counter() - t0:.1f}s")
+        if store == "mongodb":
+            mongo = servers.enter_context(MongoServer(tmp / "mongodb", log_file=tmp / "secantusd.log"))
+            env |= {"MONGODB_URI": mongo.uri, "MONGODB_DATABASE": "bench"}
+            ids = await seed_mongodb(mongo.uri)
+        else:
+            ids = await seed(server.url)
+        print(f"seeded {WORKERS} workers into {store} in {time.perf_counter() - t0:.1f}s")
         port, bare_port = free_port(), free_port()
-        env = {**os.environ, "NATS_URL": server.url, "GRPC_PORT": str(port), "METRICS_PORT": "0",
-               "GRPC_HOST": "127.0.0.1", "LOG_LEVEL": "WARNING", "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
-               "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
+        env["GRPC_PORT"] = str(port)
         grpc_env, registry_target = security(tmp, port)
         env.update(grpc_env)
         t0 = time.perf_counter()
@@ -249,7 +294,7 @@ async def main() -> dict[str, Any]:
         registry = spawn([*profile, "-m", "registry"], env, tmp / "registry.log")
         bare = spawn([__file__, "--bare", str(bare_port)], env, tmp / "bare.log")
         try:
-            await asyncio.to_thread(wait_for_port, port, 120)
+            await asyncio.to_thread(wait_for_port, port, 300)
             ready = time.perf_counter() - t0
             await asyncio.to_thread(wait_for_port, bare_port, 60)
             print(f"registry serving {WORKERS} workers {ready:.1f}s after start")
@@ -262,14 +307,88 @@ async def main() -> dict[str, Any]:
                 baseline[kind] = await bench_phase(GrpcTarget(f"127.0.0.1:{bare_port}"), bare.pid, kind, ids,
                                                    tokens)
             memory = rss_mb(registry.pid)
-            samples = await samples_per_second(server.url, ids)
-            print(f"samples: {samples:.0f}/s applied (one per worker, each a KV compare-and-set)")
+            samples = await samples_per_second(server.url, ids if store == "kv" else ids[:1000])
+            print(f"samples: {samples:.0f}/s applied (one per worker, each a read and compare-and-set in {store})")
         finally:
             stop(registry)
             stop(bare)
     result = report(target, baseline, memory, ready)
     result["samples_applied_per_s"] = round(samples, 1)
     return result
+
+
+async def seed_mongodb(uri: str) -> list[str]:
+    """The same fleet as seed(), as the MongoDB store's documents (no outbox)."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
+    try:
+        docs = []
+        for n in range(WORKERS):
+            w = make_worker(n)
+            docs.append(documents.encode_worker(w, None, version=1))
+        for i in range(0, len(docs), 1000):
+            await client["bench"]["workers"].insert_many(docs[i:i + 1000], ordered=False)
+    finally:
+        await client.close()
+    return [str(d["_id"]) for d in docs]
+
+
+async def bench_history(tmp: Path) -> dict[str, Any]:
+    """GetWorkerMetrics over one day of one worker's samples (one a minute) among HISTORY_WORKERS workers that
+    all have a day of samples: the read must not pay for the others. p50/p99 of sequential calls."""
+    await asyncio.to_thread(tmp.mkdir, parents=True)
+    with NatsServer(tmp / "js", log_file=tmp / "nats.log") as server:
+        nc = await nats.connect(server.url)
+        js = nc.jetstream()
+        await ensure_topology(js)
+        now = int(time.time())
+        t0 = time.perf_counter()
+        pending = []
+        for minute in range(HISTORY_SAMPLES):  # minute by minute, as the collectors would have published them
+            for n in range(HISTORY_WORKERS):
+                sample = events_pb2.MetricSample(worker_id=f"w-{n:020x}", region="us-east-1", instance_id=f"i-{n:017x}",
+                                                 status=worker_pb2.WORKER_STATUS_RUNNING,
+                                                 cpu_utilization=random.uniform(0, 100), memory_utilization=50.0)
+                sample.observe_time.FromSeconds(now - 86_400 + minute * 60)
+                data, headers = encode(sample)
+                pending.append(js.publish(subjects.metric("us-east-1", sample.worker_id), data, headers=headers))
+                if len(pending) == 2000:
+                    await asyncio.gather(*pending)
+                    pending = []
+        await asyncio.gather(*pending)
+        stored = HISTORY_SAMPLES * HISTORY_WORKERS
+        print(f"published {stored} samples ({HISTORY_WORKERS} workers x {HISTORY_SAMPLES}) in "
+              f"{time.perf_counter() - t0:.1f}s")
+        settings = RegistrySettings(nats_url=server.url, aws_endpoint_url="http://127.0.0.1:9", worker_store="kv")
+        registry = (await bootstrap(settings, js, ec2=NoEc2(), history=JetStreamMetricHistory(nc))).registry
+        target = make_worker(HISTORY_WORKERS // 2)
+        target.region = "us-east-1"
+        registry.view.apply(Stored(target, 1))
+        start = Timestamp(seconds=now - 86_400)
+        raw = rs.GetWorkerMetricsRequest(worker_id=target.id, start_time=start, page_size=HISTORY_SAMPLES)
+        stepped = rs.GetWorkerMetricsRequest(worker_id=target.id, start_time=start, step=Duration(seconds=300))
+        figures = {}
+        for name, req, expect in (("raw", raw, HISTORY_SAMPLES), ("step_300s", stepped, HISTORY_SAMPLES // 5)):
+            latencies = []
+            for _ in range(HISTORY_CALLS):
+                t = time.perf_counter()
+                got = await get_worker_metrics(registry, req)
+                latencies.append(time.perf_counter() - t)
+                assert len(got.samples or got.buckets) == expect and not got.next_page_token, len(got.samples)
+            latencies.sort()
+            figures[name] = {"p50_ms": round(latencies[len(latencies) // 2] * 1000, 2),
+                             "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 2), "calls": HISTORY_CALLS}
+            print(f"history {name}: {expect} points from {stored} stored samples: p50 {figures[name]['p50_ms']} ms "
+                  f"p99 {figures[name]['p99_ms']} ms (target p99 <= 50 ms)")
+        await nc.drain()
+    return {"workers": HISTORY_WORKERS, "samples_per_worker": HISTORY_SAMPLES, **figures,
+            "targets_met": {"p99_le_50ms": all(f["p99_ms"] <= 50 for f in figures.values())}}
+
+
+class NoEc2:
+    """The history benchmark never calls EC2."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"EC2 called: {name}")
 
 
 async def samples_per_second(nats_url: str, ids: list[str]) -> float:
@@ -312,8 +431,6 @@ def report(target: dict[str, dict[str, float]], baseline: dict[str, dict[str, fl
           f"ListWorkers p99 {target['list']['p99_ms']:.1f} ms (target <= 20); registry RSS {memory} MB "
           f"with {WORKERS} workers (target <= 200)")
     return {
-        "bench": "registry", "secure": SECURE, "workers": WORKERS, "callers": CALLERS, "page_size": PAGE,
-        "seconds": SECONDS,
         "get": target["get"], "bare_get": baseline["get"], "get_ratio": round(get_ratio, 3),
         "list": target["list"], "bare_list": baseline["list"], "list_ratio": round(list_ratio, 3),
         "registry_rss_mb": memory, "registry_ready_s": round(ready, 2),

@@ -1,5 +1,6 @@
-"""Session-wide real servers: one nats-server (JetStream store in a temp dir) and one moto server, both on
-free loopback ports. Tests isolate themselves by unique ids, never by restarting the servers."""
+"""Session-wide real servers: one nats-server (JetStream store in a temp dir), one moto server and, for the
+tests that ask for it, one MongoDB-wire server (secantusdb), all on free loopback ports. Tests isolate
+themselves by unique ids, never by restarting the servers."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import nats
 import pytest
@@ -14,7 +16,9 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from cmlmon_core.topology import ensure_topology
-from cmlmon_dev.servers import MotoServer, NatsServer
+from cmlmon_dev.servers import MongoServer, MotoServer, NatsServer
+from registry.adapters.mongo import MongoWorkerRepository
+from registry.adapters.repository import KvWorkerRepository, WorkerRepository
 
 # Fake credentials for moto; set before anything creates an AWS client.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
@@ -35,6 +39,14 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer
 @pytest.fixture(scope="session")
 def nats_url(nats_server: NatsServer) -> str:
     return nats_server.url
+
+
+@pytest.fixture(scope="session")
+def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MongoServer]:
+    """A MongoDB-wire server (secantusdb), started only by the tests that ask for it."""
+    store = tmp_path_factory.mktemp("mongodb")
+    with MongoServer(store / "data", log_file=store / "secantusd.log") as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -68,3 +80,38 @@ async def js(nc: Client) -> JetStreamContext:
 def uid() -> str:
     """A short unique id for names, so tests sharing the servers never collide."""
     return uuid.uuid4().hex[:10]
+
+
+class Store:
+    """One worker store for a test: its settings for a registry, and repositories on it (each with a client of
+    its own, as replicas have). A MongoDB store gets a database of its own per test."""
+
+    def __init__(self, kind: str, js: JetStreamContext, mongodb_uri: str, database: str) -> None:
+        self.kind = kind
+        self._js = js
+        self.settings: dict[str, Any] = {"worker_store": kind}
+        if kind == "mongodb":
+            self.settings |= {"mongodb_uri": mongodb_uri, "mongodb_database": database}
+        self._opened: list[MongoWorkerRepository] = []
+
+    async def open(self) -> WorkerRepository:
+        if self.kind == "kv":
+            return await KvWorkerRepository.open(self._js)
+        repo = await MongoWorkerRepository.open(self.settings["mongodb_uri"], self.settings["mongodb_database"])
+        self._opened.append(repo)
+        return repo
+
+    async def close(self) -> None:
+        for repo in self._opened:
+            await repo.close()
+
+
+@pytest.fixture(params=["kv", "mongodb"])
+async def store(request: pytest.FixtureRequest, js: JetStreamContext, uid: str) -> AsyncIterator[Store]:
+    """Each test using it runs on both worker stores: the store contract."""
+    uri = request.getfixturevalue("mongo_server").uri if request.param == "mongodb" else ""
+    opened = Store(request.param, js, uri, f"t-{uid}")
+    try:
+        yield opened
+    finally:
+        await opened.close()

@@ -24,6 +24,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    query: str = ""  # the raw query string, without "?"
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -59,7 +60,7 @@ class WebhookReceiver:
         return [r for r in self.received if worker_id in r.body.decode(errors="replace")]
 
     async def _handle(self, request: web.Request) -> web.Response:
-        item = Received(request.path, dict(request.headers), await request.read())
+        item = Received(request.path, dict(request.headers), await request.read(), request.query_string)
         if self.gate is not None:
             self.waiting += 1
             await self.gate.wait()

@@ -40,7 +40,7 @@ from cmlmon_dev import local_auth
 from cmlmon_dev.demo import read_manifest
 from cmlmon_dev.preflight import preflight
 from cmlmon_dev.receiver import Received, WebhookReceiver
-from cmlmon_dev.servers import NatsCluster, NatsServer
+from cmlmon_dev.servers import MongoServer, NatsCluster, NatsServer
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_ERROR = 2  # found before anything started
@@ -70,6 +70,8 @@ class RunSettings(BaseSettings):
     run_state_dir: Path = Field(default=ROOT / ".run", description="NATS store and demo files (git-ignored)")
     stop_grace_seconds: float = 10.0
     aws_check_timeout_seconds: float = Field(default=10.0, gt=0, description="RUN_AWS=real credential check")
+    worker_store: Literal["kv", "mongodb"] = "kv"
+    mongodb_port: int = Field(default=27017, description="WORKER_STORE=mongodb without MONGODB_URI: secantusdb's port")
 
 
 def _die_with_parent() -> None:
@@ -248,6 +250,9 @@ class Run:
         common = {"NATS_URL": nats_url, **aws, **auth.env}
         if not s.nats_url and s.nats_nodes > 1:
             common["NATS_STREAM_REPLICAS"] = os.environ.get("NATS_STREAM_REPLICAS", str(s.nats_nodes))
+        if s.worker_store == "mongodb" and not os.environ.get("MONGODB_URI"):
+            common["MONGODB_URI"] = await self.start_mongodb()
+            self.lines.append(f"MongoDB (secantusdb)  {common['MONGODB_URI']}")
         await sup.spawn("registry", [sup.python, "-m", "registry"], sup.env(
             **common, GRPC_PORT=s.registry_grpc_port, METRICS_PORT=s.registry_metrics_port))
         for i in range(s.collector_replicas):
@@ -292,6 +297,17 @@ class Run:
             await self.sup.spawn(f"nats-{i + 1}", node.argv(), self.sup.env(), infrastructure=True)
         await asyncio.to_thread(cluster.wait_ready, 60.0, cluster.nodes)
         return cluster.url
+
+    async def start_mongodb(self) -> str:
+        """A MongoDB-wire server for the registry's store (secantusdb: a dev tool, GPL, never shipped), empty like
+        the simulated AWS."""
+        store = self.s.run_state_dir / "mongodb"
+        if self.s.run_aws == "simulated":
+            shutil.rmtree(store, ignore_errors=True)
+        mongo = MongoServer(store, self.s.mongodb_port)
+        await self.sup.spawn("mongodb", mongo.argv(), self.sup.env(), infrastructure=True)
+        await wait_port(self.s.mongodb_port)
+        return mongo.uri
 
     async def start_aws(self) -> dict[str, str | int]:
         s, sup = self.s, self.sup

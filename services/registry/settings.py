@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
 from cmlmon_core.settings import AwsSettings, CommonSettings, GrpcServerSettings, secret
 
@@ -22,3 +24,23 @@ class RegistrySettings(CommonSettings, AwsSettings, GrpcServerSettings):
         default=30.0, gt=0, description="how often unconfirmed lifecycle events are looked for and re-published"
     )
     registry_metrics_batch: int = Field(default=256, ge=1, le=10_000, description="samples fetched per pull")
+    worker_store: Literal["kv", "mongodb"] = Field(
+        default="kv", description="where workers are kept: NATS KV cml_workers, or a MongoDB collection")
+    mongodb_database: str = Field(default="cmlmon", pattern=r"^[A-Za-z0-9_-]{1,63}$",
+                                  description="database of the workers collection (WORKER_STORE=mongodb)")
+    mongodb_server_selection_seconds: float = Field(
+        default=5.0, gt=0, le=120, description="how long a call waits for an unreachable MongoDB before failing")
+    # Last: its validator reads worker_store. A secret: it may carry a password, so it is never echoed.
+    mongodb_uri: SecretStr = Field(default=SecretStr(""), validate_default=True, json_schema_extra={"secret": True},
+                                   description="mongodb:// or mongodb+srv:// URI (WORKER_STORE=mongodb); or "
+                                               "MONGODB_URI_FILE")
+
+    @field_validator("mongodb_uri")
+    @classmethod
+    def _mongodb_uri(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
+        uri = value.get_secret_value()
+        if info.data.get("worker_store") == "mongodb" and not uri:
+            raise ValueError("required when WORKER_STORE=mongodb")
+        if uri and not uri.startswith(("mongodb://", "mongodb+srv://")):
+            raise ValueError("must start with mongodb:// or mongodb+srv://")
+        return value

@@ -27,6 +27,16 @@ PORT_SETTINGS = ("NATS_PORT", "AWS_SIM_PORT", "REGISTRY_GRPC_PORT", "NOTIFIER_GR
                  "COLLECTOR_METRICS_PORT", "NOTIFIER_METRICS_PORT", "DEMO_WEBHOOK_PORT")
 
 
+def distinct_ports() -> dict[str, int]:
+    """A free port per setting, none of them equal to another or to a second collector's (+10): free ports
+    picked one at a time can coincide, which make run (rightly) refuses as a port chosen twice."""
+    while True:
+        ports = {name: free_port() for name in PORT_SETTINGS}
+        used = [*ports.values(), ports["COLLECTOR_METRICS_PORT"] + 10]
+        if len(set(used)) == len(used):
+            return ports
+
+
 def port_busy(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
@@ -70,7 +80,7 @@ class MakeRun:
 
     def __init__(self, tmp_path: Path, **settings: str | None) -> None:
         """settings override the environment; None removes a variable."""
-        self.ports = {name: free_port() for name in PORT_SETTINGS}
+        self.ports = distinct_ports()
         env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "AWS_ENDPOINT_URL")}
         env.update({k: str(v) for k, v in self.ports.items()})
         env["WORKER_METRICS_POLL_INTERVAL"] = "5"

@@ -50,7 +50,9 @@ def worker_from_proto(worker: worker_pb2.Worker) -> WorkerRef:
     return WorkerRef(
         worker_id=worker.id, name=worker.name, instance_id=worker.instance_id, region=worker.region,
         tags=dict(worker.tags), status=worker.status,
-        poll_interval_seconds=worker.poll_interval_seconds,
+        poll_interval_seconds=worker.poll_interval_seconds, instance_type=worker.instance_type,
+        requested_status=worker.requested_status, requested_at=ts_seconds(worker.requested_time),
+        state_reason=worker.state_reason,
     )
 
 
@@ -93,3 +95,8 @@ def view_from_proto(msg: alert_pb2.Alert) -> AlertView:
         summary=msg.summary, start_time=ts_seconds(msg.start_time), end_time=ts_seconds(msg.end_time),
         silenced=msg.silenced,
     )
+
+
+def view_from_state(state: AlertState) -> AlertView:
+    """A firing alert as it stands in the state store (for re-sending it; no transition id)."""
+    return view_from_proto(alert_to_proto(state, firing=True))

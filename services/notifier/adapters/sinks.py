@@ -6,8 +6,9 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import httpx
 
@@ -31,11 +32,13 @@ class SinkSpec:
     """One configured sink (from the environment or the YAML file)."""
 
     name: str
-    kind: str  # log | webhook | slack | pagerduty | alertmanager
+    kind: str  # log | webhook | slack | pagerduty | opsgenie | alertmanager
     url: str = ""
-    secret: str = ""
-    routing_key: str = ""
+    secret: str = field(default="", repr=False)
+    routing_key: str = field(default="", repr=False)
+    api_key: str = field(default="", repr=False)  # Opsgenie's GenieKey
     timeout_seconds: float = 5.0
+    resend_seconds: float = 60.0  # Alertmanager: how often a firing alert is re-sent
 
 
 class LogSink:
@@ -65,7 +68,9 @@ class HttpSink:
         self._request = request
 
     async def send(self, alert: AlertView) -> None:
-        url, body, headers = self._request(self.spec, alert)
+        await self.post(*self._request(self.spec, alert))
+
+    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> None:
         headers = {"Content-Type": "application/json", "User-Agent": "cmlmon-notifier/0.1", **headers}
         try:
             response = await self._client.post(url, content=body, headers=headers, timeout=self.spec.timeout_seconds)
@@ -111,15 +116,33 @@ def pagerduty_request(spec: SinkSpec, alert: AlertView) -> tuple[str, bytes, dic
     return spec.url, _json(payloads.pagerduty_body(alert, spec.routing_key)), {}
 
 
-ALERTMANAGER_FIRING_TTL_SECONDS = 24 * 3600.0
+def opsgenie_request(spec: SinkSpec, alert: AlertView) -> tuple[str, bytes, dict[str, str]]:
+    """Create on firing, close by alias on resolution (Opsgenie Alert API v2; both answer 202)."""
+    base = spec.url.rstrip("/") + "/v2/alerts"
+    headers = {"Authorization": f"GenieKey {spec.api_key}"}
+    if alert.status == "firing":
+        return base, _json(payloads.opsgenie_create_body(alert)), headers
+    url = f"{base}/{quote(alert.alert_id, safe='')}/close?identifierType=alias"
+    return url, _json(payloads.opsgenie_close_body(alert)), headers
+
+
+# Like Prometheus: a firing alert's endsAt lies this many re-send periods ahead, so one or two lost re-sends do
+# not resolve it, and a notifier that stopped re-sending lets it resolve within a few periods.
+ALERTMANAGER_ENDS_AFTER_PERIODS = 4
 
 
 def alertmanager_request(spec: SinkSpec, alert: AlertView) -> tuple[str, bytes, dict[str, str]]:
+    return alertmanager_batch(spec, [alert], time.time())
+
+
+def alertmanager_batch(spec: SinkSpec, alerts: list[AlertView], now: float) -> tuple[str, bytes, dict[str, str]]:
     url = spec.url.rstrip("/") + "/api/v2/alerts"
-    return url, _json(payloads.alertmanager_body(alert, ALERTMANAGER_FIRING_TTL_SECONDS, time.time())), {}
+    ttl = ALERTMANAGER_ENDS_AFTER_PERIODS * spec.resend_seconds
+    return url, _json([a for alert in alerts for a in payloads.alertmanager_body(alert, ttl, now)]), {}
 
 
 _REQUESTS: dict[str, Request] = {"webhook": webhook_request, "slack": slack_request, "pagerduty": pagerduty_request,
+                                 "opsgenie": opsgenie_request,
                                  "alertmanager": alertmanager_request}
 
 
@@ -127,3 +150,17 @@ def build_sink(spec: SinkSpec, client: httpx.AsyncClient) -> Sink:
     if spec.kind == "log":
         return LogSink(spec.name)
     return HttpSink(spec, client, _REQUESTS[spec.kind])
+
+
+class AlertmanagerResend:
+    """Re-sends firing alerts to one Alertmanager, many per POST (Alertmanager takes a list)."""
+
+    def __init__(self, spec: SinkSpec, client: httpx.AsyncClient, batch: int = 200) -> None:
+        self.spec = spec
+        self._sink = HttpSink(spec, client, alertmanager_request)
+        self._batch = batch
+
+    async def resend(self, alerts: list[AlertView]) -> None:
+        now = time.time()
+        for i in range(0, len(alerts), self._batch):
+            await self._sink.post(*alertmanager_batch(self.spec, alerts[i:i + self._batch], now))

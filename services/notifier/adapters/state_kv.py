@@ -1,6 +1,7 @@
 """Alert state and silences in the JetStream KV bucket cml_alerts.
 
-Keys: "<worker_id>.<rule>" for alert state (JSON of AlertState), "_silences.<id>" for silences. Every replica
+Keys: "<worker_id>.<rule>" for alert state (JSON of AlertState), "_silences.<id>" for silences, "_leases.<name>"
+for the leases of adapters/lease.py (not cached here). Every replica
 keeps a cache fed by a watch on the whole bucket, so evaluation reads locally; writes are compare-and-set on
 the revision the cache holds, and a conflict refreshes that key from the server."""
 
@@ -23,6 +24,7 @@ from notifier.errors import SilenceNotFound, StateConflict, StoreUnavailable
 
 log = logging.getLogger(__name__)
 SILENCE_PREFIX = "_silences."
+LEASE_PREFIX = "_leases."
 
 
 class AlertStore(Protocol):
@@ -71,6 +73,8 @@ class KvAlertStore:
                 await self._watcher.stop()
 
     def _apply(self, key: str, value: bytes | None, revision: int, operation: str | None) -> None:
+        if key.startswith(LEASE_PREFIX):
+            return
         deleted = operation in (KV_DEL, KV_PURGE) or not value
         if key.startswith(SILENCE_PREFIX):
             sid = key.removeprefix(SILENCE_PREFIX)

@@ -22,6 +22,7 @@ class Rule(StrEnum):
     UNEXPECTED_STOP = "unexpected_stop"
     UNEXPECTED_TERMINATION = "unexpected_termination"
     SILENT = "silent"
+    STUCK_TRANSITION = "stuck_transition"
 
 
 class Severity(StrEnum):
@@ -37,6 +38,7 @@ SEVERITIES: dict[Rule, Severity] = {
     Rule.UNEXPECTED_STOP: Severity.CRITICAL,
     Rule.UNEXPECTED_TERMINATION: Severity.CRITICAL,
     Rule.SILENT: Severity.WARNING,
+    Rule.STUCK_TRANSITION: Severity.WARNING,
 }
 
 METRICS: dict[Rule, str] = {Rule.CPU_HIGH: "cpu", Rule.MEMORY_HIGH: "memory"}  # webhook "metric" field
@@ -64,6 +66,11 @@ class WorkerRef:
     tags: dict[str, str] = field(default_factory=dict)
     status: worker_pb2.WorkerStatus = worker_pb2.WORKER_STATUS_UNSPECIFIED
     poll_interval_seconds: int = 0
+    instance_type: str = ""
+    # Desired state: what the registry was last asked to make of the worker, and when.
+    requested_status: worker_pb2.WorkerStatus = worker_pb2.WORKER_STATUS_UNSPECIFIED
+    requested_at: float | None = None
+    state_reason: str = ""  # EC2's reason for the last state change, when it gave one
 
 
 @dataclass(frozen=True, slots=True)

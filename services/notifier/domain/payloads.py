@@ -102,9 +102,41 @@ def pagerduty_body(alert: AlertView, routing_key: str) -> dict[str, Any]:
     return body
 
 
+# Opsgenie priorities run P1 (highest) to P5; the three severities take the top, middle and bottom.
+_OPSGENIE_PRIORITY = {"critical": "P1", "warning": "P3", "info": "P5"}
+
+
+def opsgenie_create_body(alert: AlertView) -> dict[str, Any]:
+    """Opsgenie Alert API v2 create request. The alias is the alert id, so the close finds the same alert and
+    a repeated create is deduplicated by Opsgenie. Field limits are Opsgenie's (message 130, details 8000)."""
+    who = alert.worker_name or alert.worker_id
+    details = {"worker_id": alert.worker_id, "worker_name": alert.worker_name, "instance_id": alert.instance_id,
+               "region": alert.region, "rule": alert.rule, "severity": alert.severity,
+               "starts_at": iso(alert.start_time) or ""}
+    if alert.value is not None:
+        details["value"] = f"{alert.value:g}"
+    if alert.threshold is not None:
+        details["threshold"] = f"{alert.threshold:g}"
+    return {
+        "message": f"[{alert.severity.upper()}] {alert.rule} on {who}"[:130],
+        "alias": alert.alert_id,
+        "description": (alert.summary or f"{alert.rule} on {who}")[:15000],
+        "priority": _OPSGENIE_PRIORITY.get(alert.severity, "P3"),
+        "source": "cmlmon",
+        "entity": (alert.instance_id or alert.worker_id)[:512],
+        "tags": [t for t in ("cmlmon", alert.rule, alert.severity, alert.region) if t],
+        "details": {k: v for k, v in details.items() if v},
+    }
+
+
+def opsgenie_close_body(alert: AlertView) -> dict[str, Any]:
+    """Opsgenie Alert API v2 close request (the alias goes in the URL)."""
+    return {"source": "cmlmon", "note": f"resolved at {iso(alert.end_time) or 'an unknown time'}"}
+
+
 def alertmanager_body(alert: AlertView, firing_ttl_seconds: float, now: float) -> list[dict[str, Any]]:
-    """Alertmanager v2 postable alert. A firing alert gets endsAt = now + ttl (it is re-sent only on
-    transitions, so the ttl must outlast them); a resolved one ends at its end time."""
+    """Alertmanager v2 postable alert. A firing alert gets endsAt = now + ttl (it is re-sent well within the
+    ttl while it fires); a resolved one ends at its end time."""
     labels = {"alertname": alert.rule, "worker_id": alert.worker_id, "severity": alert.severity,
               "instance_id": alert.instance_id, "region": alert.region, "worker_name": alert.worker_name,
               "service": "cmlmon"}

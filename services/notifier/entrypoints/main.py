@@ -54,6 +54,8 @@ async def serve(settings: NotifierSettings, stop: asyncio.Event, ready: asyncio.
                     tg.create_task(app.worker_events.run(stop))
                     tg.create_task(app.samples.run(stop))
                     tg.create_task(app.sweeper.run(stop))
+                    for resender in app.resenders:
+                        tg.create_task(resender.run(stop))
                     for sink in app.sinks.values():
                         tg.create_task(sink.run(stop, grace=settings.shutdown_grace_seconds))
             finally:

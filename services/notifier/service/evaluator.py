@@ -78,6 +78,9 @@ class Directory:
     def get(self, worker_id: str) -> WorkerRef | None:
         return self._workers.get(worker_id)
 
+    def workers(self) -> list[WorkerRef]:
+        return list(self._workers.values())
+
     def running(self) -> list[WorkerRef]:
         return [w for w in self._workers.values() if w.status == RUNNING]
 
@@ -119,6 +122,9 @@ class Evaluator:
 
     def firing_count(self) -> int:
         return sum(1 for s in self._store.states() if s.phase is Phase.FIRING)
+
+    def is_firing(self, worker_id: str, rule: Rule) -> bool:
+        return self._firing(worker_id, rule)
 
     def _firing(self, worker_id: str, rule: Rule) -> bool:
         state, _ = self._store.cached(alert_key(worker_id, rule))

@@ -4,14 +4,16 @@ Both are safe to run on every replica at once: each change is a compare-and-set 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 
+from cmlmon_core.lifecycle import stopped_within
 from notifier import metrics
 from notifier.adapters.last_sample import LastSampleSource
 from notifier.domain import rules
+from notifier.domain.model import Rule
+from notifier.domain.transitions import StuckPolicy, is_stuck, stuck_summary
 from notifier.errors import NotifierError
 from notifier.service.evaluator import Evaluator
 
@@ -21,8 +23,9 @@ log = logging.getLogger(__name__)
 class Sweeper:
     def __init__(self, evaluator: Evaluator, last_samples: LastSampleSource, *, default_interval: float,
                  silent_intervals: float, period: float, wake: asyncio.Event | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 stuck: StuckPolicy | None = None, clock: Callable[[], float] = time.time) -> None:
         self._evaluator = evaluator
+        self._stuck = stuck or StuckPolicy()
         self._last = last_samples
         self._default_interval = default_interval
         self._intervals = silent_intervals
@@ -43,16 +46,13 @@ class Sweeper:
             except Exception:  # a bug here must not stop evaluation and delivery (the TaskGroup would)
                 log.exception("sweep crashed; next one retries")
             self._wake.clear()
-            waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED), self._period)
-            for w in waiters:
-                w.cancel()
+            await stopped_within(stop, self._period, wake=self._wake)
 
     async def sweep_once(self) -> None:
         await self._evaluator.publish_outbox()
         await self._evaluator.redeliver_unsilenced()
         await self.find_silent()
+        await self.find_stuck()
         metrics.FIRING.set(self._evaluator.firing_count())
 
     async def find_silent(self) -> None:
@@ -70,3 +70,16 @@ class Sweeper:
                 directory.last_sample[worker.worker_id] = max(last, local or 0.0)
             if rules.is_silent(last, since, now, interval, self._intervals):
                 await self._evaluator.mark_silent(worker, now, now - (last or since))
+
+    async def find_stuck(self) -> None:
+        """Fire stuck_transition for workers EC2 has not brought where they were asked to be in time; resolve
+        it once they get there (or are asked for something else, or are gone)."""
+        now = self._clock()
+        evaluator = self._evaluator
+        for worker in evaluator.directory.workers():
+            if is_stuck(worker, now, self._stuck):
+                summary = stuck_summary(worker, rules.worker_label(worker), now)
+                await evaluator.apply(worker, Rule.STUCK_TRANSITION, lambda s, m=summary: rules.fire_now(s, now, m))  # type: ignore[misc]
+            elif evaluator.is_firing(worker.worker_id, Rule.STUCK_TRANSITION):
+                await evaluator.apply(worker, Rule.STUCK_TRANSITION, lambda s: rules.resolve(s, now),
+                                      only_if_firing=True)

@@ -52,6 +52,7 @@ class Instance:
     ami_id: str = ""
     tags: dict[str, str] = field(default_factory=dict)
     detailed_monitoring: bool = False
+    state_reason: str = ""  # EC2's StateReason of the last state change, when it gives one
 
 
 class Ec2(Protocol):
@@ -71,7 +72,16 @@ def _instance(raw: dict[str, Any]) -> Instance:
         ami_id=raw.get("ImageId", ""),
         tags={t["Key"]: t.get("Value", "") for t in raw.get("Tags", [])},
         detailed_monitoring=raw.get("Monitoring", {}).get("State") == "enabled",
+        state_reason=_state_reason(raw.get("StateReason") or {}),
     )
+
+
+def _state_reason(reason: dict[str, Any]) -> str:
+    """EC2's Message usually starts with the Code ("Client.UserInitiatedShutdown: User initiated shutdown")."""
+    code, message = str(reason.get("Code", "")), str(reason.get("Message", ""))
+    if code and not message.startswith(code):
+        return f"{code}: {message}" if message else code
+    return message
 
 
 def _wrap(exc: Exception, action: str) -> Exception:

@@ -116,9 +116,17 @@ def was_requested(worker: worker_pb2.Worker, new_status: Status) -> bool:
     return new_status in _PATH_TO.get(worker.requested_status, frozenset())
 
 
-def apply_sample(worker: worker_pb2.Worker, sample: events_pb2.MetricSample, grace_seconds: float) -> Change | None:
+def leaves_requested_path(worker: worker_pb2.Worker, sample: events_pb2.MetricSample) -> bool:
+    """The sample moves a worker that was asked for a status off the way there (a start that fell back to
+    stopped): EC2's reason for it is worth asking for."""
+    return bool(worker.requested_status and sample.status and sample.status != worker.status
+                and sample.instance_id == worker.instance_id and not was_requested(worker, sample.status))
+
+
+def apply_sample(worker: worker_pb2.Worker, sample: events_pb2.MetricSample, grace_seconds: float,
+                 state_reason: str = "") -> Change | None:
     """The worker after an observation, or None when the sample changes nothing we keep (stale, foreign,
-    or about a terminated worker)."""
+    or about a terminated worker). A status change records state_reason (EC2's, when it was asked for)."""
     if worker.status == TERMINATED or sample.instance_id != worker.instance_id:
         return None
     if worker.HasField("last_seen_time") and _ts(sample.observe_time) < _ts(worker.last_seen_time):
@@ -133,8 +141,10 @@ def apply_sample(worker: worker_pb2.Worker, sample: events_pb2.MetricSample, gra
             new.status = TERMINATED
     else:
         new.ClearField("missing_since_time")
-        if sample.status:  # UNSPECIFIED: an EC2 state the collector does not know; keep the status we have
+        # UNSPECIFIED: an EC2 state the collector does not know; keep the status we have.
+        if sample.status and sample.status != new.status:
             new.status = sample.status
+            new.state_reason = state_reason
         new.system_status_check = sample.system_status_check
         new.instance_status_check = sample.instance_status_check
         _copy_optional(new, sample, "cpu_utilization")

@@ -14,13 +14,17 @@ from registry.errors import InvalidArgument
 _MAC_BYTES = 16
 
 
-def filter_digest(req: rs.ListWorkersRequest) -> bytes:
-    """What a page token is bound to: every field but page_size and page_token."""
-    key = rs.ListWorkersRequest()
-    key.CopyFrom(req)
+PagedRequest = rs.ListWorkersRequest | rs.GetWorkerMetricsRequest
+
+
+def filter_digest(req: PagedRequest) -> bytes:
+    """What a page token is bound to: the request type and every field but page_size and page_token."""
+    key = type(req)()
+    key.CopyFrom(req)  # type: ignore[arg-type]
     key.page_size = 0
     key.page_token = ""
-    return hashlib.sha256(key.SerializeToString(deterministic=True)).digest()[:8]
+    kind = b"" if isinstance(req, rs.ListWorkersRequest) else req.DESCRIPTOR.full_name.encode()
+    return hashlib.sha256(kind + key.SerializeToString(deterministic=True)).digest()[:8]
 
 
 class PageTokens:
@@ -29,12 +33,12 @@ class PageTokens:
             raise ValueError("page token secret must not be empty")
         self._secret = secret
 
-    def issue(self, last_id: str, req: rs.ListWorkersRequest) -> str:
+    def issue(self, last_id: str, req: PagedRequest) -> str:
         body = filter_digest(req) + last_id.encode()
         mac = hmac.new(self._secret, body, hashlib.sha256).digest()[:_MAC_BYTES]
         return base64.urlsafe_b64encode(mac + body).decode().rstrip("=")
 
-    def read(self, token: str, req: rs.ListWorkersRequest) -> str:
+    def read(self, token: str, req: PagedRequest) -> str:
         """The last id the token stands for; InvalidArgument when forged, corrupted or for other filters."""
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))

@@ -31,6 +31,7 @@ from registry.errors import (
     Unavailable,
 )
 from registry.service.handlers import Registry
+from registry.service.history import get_worker_metrics
 from registry.service.listing import list_workers
 from registry.service.view import WatchClosed, WatchOverflow
 
@@ -56,7 +57,7 @@ R = TypeVar("R")
 SERVICE_NAME = rs.DESCRIPTOR.services_by_name["WorkerRegistryService"].full_name
 # The role each method needs (viewer < operator < admin): launching and terminating instances cost money.
 ROLES: dict[str, Role] = {
-    "GetWorker": Role.VIEWER, "ListWorkers": Role.VIEWER, "WatchWorkers": Role.VIEWER,
+    "GetWorker": Role.VIEWER, "ListWorkers": Role.VIEWER, "WatchWorkers": Role.VIEWER, "GetWorkerMetrics": Role.VIEWER,
     "StartWorker": Role.OPERATOR, "StopWorker": Role.OPERATOR, "ImportWorker": Role.OPERATOR,
     "CreateWorker": Role.ADMIN, "TerminateWorker": Role.ADMIN,
 }
@@ -161,6 +162,11 @@ class WorkerRegistryServicer:
     @rpc
     async def ListWorkers(self, request: rs.ListWorkersRequest, context: Any) -> bytes:
         return await list_workers(self._registry, request)
+
+    @rpc
+    async def GetWorkerMetrics(self, request: rs.GetWorkerMetricsRequest, context: Any
+                               ) -> rs.GetWorkerMetricsResponse:
+        return await get_worker_metrics(self._registry, request)
 
     @rpc
     async def StartWorker(self, request: rs.StartWorkerRequest, context: Any) -> rs.StartWorkerResponse:

@@ -5,17 +5,17 @@ finish in-flight samples and drain NATS."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from prometheus_client import REGISTRY
 
 from cmlmon_core import nats_conn, telemetry
 from cmlmon_core.grpc_server import GrpcSecurity, grpc_security, grpc_security_or_exit, start_grpc_server
-from cmlmon_core.lifecycle import run_until_stopped, stop_on_signals
+from cmlmon_core.lifecycle import run_until_stopped, stop_on_signals, stopped_within
 from cmlmon_core.logs import configure_logging
 from cmlmon_core.settings import load_settings
 from cmlmon_core.topology import TopologyOptions, ensure_topology
+from registry.adapters.history import JetStreamMetricHistory
 from registry.bootstrap import bootstrap
 from registry.entrypoints.fleet_metrics import FleetCollector
 from registry.entrypoints.grpc_api import served
@@ -37,19 +37,22 @@ async def sweep_outbox(registry: Registry, stop: asyncio.Event, every: float) ->
         except Exception as exc:  # retried at the next sweep
             log.warning("outbox sweep failed", extra={"error": repr(exc)})
         older_than = every
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), every)
+        await stopped_within(stop, every)
 
 
 async def run(settings: RegistrySettings, stop: asyncio.Event, ready: asyncio.Event | None = None, *,
               on_saved: SavedHook | None = None, security: GrpcSecurity | None = None) -> None:
     """Serve until stop is set; ready is set once gRPC serves (until then there is nothing in flight).
-    on_saved is a test hook (see Registry): production passes none."""
+    on_saved is a test hook (see Registry): production passes none.
+
+    gRPC is served only once the store answers and the worker view is loaded: until then (MongoDB unreachable,
+    retried with back-off) the port is closed, so clients get UNAVAILABLE and the health check fails."""
     security = security or grpc_security(settings)
     async with nats_conn.connect(settings, "registry") as nc:
         js = nc.jetstream()
         await ensure_topology(js, TopologyOptions.from_settings(settings))
-        wiring = await bootstrap(settings, js, on_saved=on_saved)
+        # waits while MongoDB is unreachable; run_until_stopped cancels it
+        wiring = await bootstrap(settings, js, history=JetStreamMetricHistory(nc), on_saved=on_saved)
         registry = wiring.registry
         fleet: FleetCollector | None = FleetCollector(registry.view)
         try:
@@ -77,8 +80,7 @@ async def run(settings: RegistrySettings, stop: asyncio.Event, ready: asyncio.Ev
         finally:
             if fleet is not None:
                 REGISTRY.unregister(fleet)
-            if wiring.aws is not None:
-                await wiring.aws.__aexit__(None, None, None)
+            await wiring.aclose()
     log.info("registry stopped")
 
 

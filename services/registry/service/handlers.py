@@ -15,12 +15,21 @@ from datetime import UTC, datetime
 
 from cml.monitor.v1 import events_pb2, registry_service_pb2, worker_pb2
 from registry.adapters.ec2 import Ec2, Instance, LaunchSpec
+from registry.adapters.history import MetricHistory
 from registry.adapters.publisher import EventPublisher
 from registry.adapters.repository import Stored, WorkerRepository
 from registry.domain import model, validation
 from registry.domain.model import Change
 from registry.domain.paging import PageTokens
-from registry.errors import Aborted, AlreadyExists, Conflict, FailedPrecondition, NotFound, Unavailable
+from registry.errors import (
+    Aborted,
+    AlreadyExists,
+    Conflict,
+    FailedPrecondition,
+    NotFound,
+    RegistryError,
+    Unavailable,
+)
 from registry.service.view import WorkerView
 
 log = logging.getLogger(__name__)
@@ -60,6 +69,7 @@ class Registry:
         self.options = options or RegistryOptions()
         self._on_saved = on_saved
         self.page_tokens: PageTokens | None = None  # set at start-up, once the shared key is known
+        self.history: MetricHistory | None = None  # CML_METRICS, for GetWorkerMetrics; set by bootstrap
         self._create_locks: dict[str, tuple[asyncio.Lock, int]] = {}  # worker id -> lock, callers using it
 
     # --- reads -------------------------------------------------------------------------------------------
@@ -125,6 +135,7 @@ class Registry:
         worker.ami_id = req.ami_id
         worker.poll_interval_seconds = req.poll_interval_seconds
         worker.requested_status = model.RUNNING
+        worker.requested_time.FromDatetime(_now())
         await self._claim(req.region, instance.instance_id, worker_id, create_only=True)
         return await self._insert(worker, events_pb2.WORKER_EVENT_TYPE_CREATED, principal)
 
@@ -220,6 +231,9 @@ class Registry:
                 return await self._settle(stored)
         except model.TransitionRefused as exc:
             raise FailedPrecondition(str(exc)) from exc
+        asked = _now()
+        # EC2 refusing the call (capacity, permissions) raises here: the caller is told, and what was last asked
+        # of the worker stays as it was. No retry here: capacity returns on EC2's time, the caller decides.
         new_status = await call(stored.worker.region, stored.worker.instance_id) or stored.worker.status
 
         def decide(worker: worker_pb2.Worker) -> Change | None:
@@ -229,6 +243,8 @@ class Registry:
             new.CopyFrom(worker)
             new.status = new_status
             new.requested_status = target
+            new.requested_time.FromDatetime(asked)
+            new.ClearField("state_reason")  # EC2's reason for an earlier change says nothing about this one
             kind: model.EventType = event_type
             if target == model.TERMINATED and new_status != model.TERMINATED:
                 kind = events_pb2.WORKER_EVENT_TYPE_STATUS_CHANGED  # "terminated" is sent once, when it is
@@ -243,11 +259,24 @@ class Registry:
         grace = self.options.missing_grace_seconds
         if not validation.WORKER_ID.fullmatch(sample.worker_id):
             return False
+        known = self.view.get(sample.worker_id)
+        reason = ""
+        if known is not None and model.leaves_requested_path(known.worker, sample):
+            reason = await self._state_reason(sample.region, sample.instance_id)
         try:
-            await self.mutate(sample.worker_id, lambda w: model.apply_sample(w, sample, grace))
+            await self.mutate(sample.worker_id, lambda w: model.apply_sample(w, sample, grace, reason))
         except NotFound:
             return False
         return True
+
+    async def _state_reason(self, region: str, instance_id: str) -> str:
+        """EC2's StateReason of the instance; empty when EC2 cannot be asked now (the sample still applies)."""
+        try:
+            instance = await self.ec2.describe(region, instance_id)
+        except RegistryError as exc:
+            log.warning("state reason not read", extra={"instance_id": instance_id, "error": repr(exc)})
+            return ""
+        return instance.state_reason if instance is not None else ""
 
     # --- the write path -----------------------------------------------------------------------------------
 

@@ -4,17 +4,18 @@ event, exactly once."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 import pytest
 from nats.js import JetStreamContext
 
-from cml.monitor.internal.v1 import outbox_pb2
-from cml.monitor.v1 import events_pb2, registry_service_pb2_grpc, worker_pb2
+from cml.monitor.v1 import events_pb2, registry_service_pb2_grpc
 from cml.monitor.v1 import registry_service_pb2 as rs
 from cmlmon_dev.servers import free_port, wait_for_port
+from registry.adapters.repository import WorkerRepository
 from registry.domain.model import created_worker_id
+from tests.conftest import Store
 from tests.e2e.conftest import ServiceProcess
 from tests.e2e.registry import crashing_registry
 from tests.e2e.registry.conftest import AMI
@@ -27,9 +28,18 @@ async def count_events(js: JetStreamContext, worker_id: str) -> int:
     return sum((info.state.subjects or {}).values())
 
 
+@pytest.fixture
+async def saved(store: Store) -> AsyncIterator[WorkerRepository]:
+    """The worker store the registry processes use, read directly."""
+    yield await store.open()
+
+
 async def test_event_saved_before_a_crash_is_published_once_after_restart(
-        launch: Callable[..., ServiceProcess], js: JetStreamContext, uid: str) -> None:
-    start = launch
+        launch: Callable[..., ServiceProcess], js: JetStreamContext, uid: str, store: Store,
+        saved: WorkerRepository) -> None:
+    def start(port: int, module: str = "registry") -> ServiceProcess:
+        return launch(port, module, **{k.upper(): str(v) for k, v in store.settings.items()})
+
     port = free_port()
     doomed = start(port, crashing_registry.__name__)
     await asyncio.to_thread(wait_for_port, port, 60)
@@ -43,10 +53,8 @@ async def test_event_saved_before_a_crash_is_published_once_after_restart(
     assert await asyncio.to_thread(doomed.process.wait, 30) == crashing_registry.EXIT_CODE
 
     worker_id = created_worker_id(request.request_id)
-    saved = await (await js.key_value("cml_workers")).get(worker_id)
-    outbox = outbox_pb2.WorkerOutbox.FromString(saved.value or b"")
-    assert outbox.HasField("pending_event")  # the state is saved, the event is not yet published
-    assert worker_pb2.Worker.FromString(saved.value or b"").id == worker_id
+    before = await saved.get(worker_id)
+    assert before is not None and before.pending is not None  # the state is saved, the event is not yet published
     assert await count_events(js, worker_id) == 0
 
     port = free_port()
@@ -62,8 +70,8 @@ async def test_event_saved_before_a_crash_is_published_once_after_restart(
         assert again.id == worker_id
     msg = await js.get_last_msg("CML_WORKERS", f"cml.workers.{worker_id}.created")
     event = events_pb2.WorkerEvent.FromString(msg.data or b"")
-    assert event.event_id == outbox.pending_event.event_id and (msg.headers or {})["Nats-Msg-Id"] == event.event_id
+    assert event.event_id == before.pending.event_id and (msg.headers or {})["Nats-Msg-Id"] == event.event_id
     assert healed.stop() == 0
     assert await count_events(js, worker_id) == 1
-    cleared = await (await js.key_value("cml_workers")).get(worker_id)
-    assert not outbox_pb2.WorkerOutbox.FromString(cleared.value or b"").HasField("pending_event")
+    cleared = await saved.get(worker_id)
+    assert cleared is not None and cleared.pending is None

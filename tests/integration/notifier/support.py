@@ -18,7 +18,7 @@ from nats.js import JetStreamContext
 from cml.monitor.v1 import events_pb2, worker_pb2
 from cmlmon_core import subjects
 from cmlmon_core.messages import encode
-from cmlmon_dev.receiver import WebhookReceiver
+from cmlmon_dev.receiver import Received, WebhookReceiver
 from notifier.entrypoints.main import serve
 from notifier.settings import NotifierSettings
 from tests.support import eventually as eventually  # re-exported: the notifier tests import it from here
@@ -34,6 +34,12 @@ async def receiving(receiver: WebhookReceiver | None = None) -> AsyncIterator[We
     receiver.path = receiver.path or HOOK_PATH
     async with receiver:
         yield receiver
+
+
+def about(requests: list[Received], worker_id: str) -> list[Received]:
+    """The requests about one worker, by body or by path (an Opsgenie close names the alert only in its path).
+    A test's notifier also hears of earlier tests' workers: their lifecycle events stay in CML_WORKERS."""
+    return [r for r in requests if worker_id in r.path or worker_id in r.body.decode(errors="replace")]
 
 
 def notifier_settings(nats_url: str, uid: str, **overrides: Any) -> NotifierSettings:

@@ -1,12 +1,15 @@
-"""A real Alertmanager (Debian's prometheus-alertmanager) shows the alert, then its resolution; Slack and
-PagerDuty Events v2 payloads reach a receiver standing in for those services."""
+"""A real Alertmanager (Debian's prometheus-alertmanager) shows the alert, then its resolution; it keeps a firing
+alert active past its resolve_timeout while the notifier re-sends it, and resolves it soon after the notifier
+stops. Slack and PagerDuty Events v2 payloads reach a receiver standing in for those services."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +28,9 @@ from tests.integration.notifier.support import (
 )
 
 pytestmark = pytest.mark.integration
-CONFIG = "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n"
+RESOLVE_TIMEOUT = 2.0  # Alertmanager's own: an alert not re-sent within it would be resolved (were endsAt unset)
+CONFIG = f"global:\n  resolve_timeout: {RESOLVE_TIMEOUT:g}s\n" \
+    "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n"
 
 
 @pytest.fixture
@@ -61,9 +66,8 @@ def am_alerts(base: str, worker_id: str) -> list[dict[str, Any]]:
     return alerts
 
 
-def ends_later_than(alert: dict[str, Any], seconds: float) -> bool:
-    ends = datetime.fromisoformat(alert["endsAt"].replace("Z", "+00:00"))
-    return (ends - datetime.now(UTC)).total_seconds() > seconds
+def ends_at(alert: dict[str, Any]) -> float:
+    return datetime.fromisoformat(alert["endsAt"].replace("Z", "+00:00")).timestamp()
 
 
 async def test_alertmanager_slack_and_pagerduty(alertmanager: str, js: JetStreamContext, nats_url: str,
@@ -78,11 +82,12 @@ async def test_alertmanager_slack_and_pagerduty(alertmanager: str, js: JetStream
             assert shown[0]["labels"]["alertname"] == "cpu_high"
             assert shown[0]["labels"]["severity"] == "warning"
             assert shown[0]["labels"]["instance_id"] == worker.instance_id
-            assert shown[0]["status"]["state"] == "active" and ends_later_than(shown[0], 3600)
+            # endsAt: four re-send periods (the default, 60 s) ahead, not a day
+            assert shown[0]["status"]["state"] == "active" and 200 < ends_at(shown[0]) - time.time() <= 240
             assert "98" in shown[0]["annotations"]["summary"]
             await publish_sample(js, worker, cpu=3.0)
             # Alertmanager lists only unresolved alerts: once endsAt has passed the alert leaves the list
-            # (with a 24 h endsAt on firing, it would stay there if the resolution never arrived).
+            # (with a 4 min endsAt on firing, it would stay there minutes if the resolution never arrived).
             await eventually(lambda: not am_alerts(alertmanager, worker.id), timeout=30)
             await eventually(lambda: len(pagerduty.for_worker(worker.id)) == 2)
             await eventually(lambda: len(slack.for_worker(worker.id)) == 2)
@@ -92,3 +97,27 @@ async def test_alertmanager_slack_and_pagerduty(alertmanager: str, js: JetStream
     assert trigger["routing_key"] == "R0UT1NG" and trigger["payload"]["source"] == worker.instance_id
     texts = [r.json()["text"] for r in slack.for_worker(worker.id)]
     assert "FIRING" in texts[0] and "RESOLVED" in texts[1]
+
+
+async def test_firing_alert_is_re_sent_and_resolves_after_the_notifier_stops(alertmanager: str, js: JetStreamContext,
+                                                                             nats_url: str, uid: str) -> None:
+    period = 1.5  # endsAt 6 s ahead, re-sent every 1.5 s
+    worker = make_worker(f"rs-{uid}")
+    settings = notifier_settings(nats_url, uid, alertmanager_url=alertmanager, alertmanager_resend_seconds=period)
+    async with running_notifier(settings):
+        await publish_sample(js, worker, cpu=98.0)
+        [first] = await eventually(lambda: am_alerts(alertmanager, worker.id))
+        first_end = ends_at(first)
+        assert first_end - time.time() <= 4 * period + 1
+        # Past the first endsAt (and many times resolve_timeout) the alert is still active: it was re-sent,
+        # and every re-send moved endsAt on.
+        await asyncio.sleep(first_end + period - time.time())
+        [later] = am_alerts(alertmanager, worker.id)
+        assert later["status"]["state"] == "active" and ends_at(later) > first_end + period
+        assert time.time() - datetime.fromisoformat(later["startsAt"].replace("Z", "+00:00")).timestamp() > (
+            2 * RESOLVE_TIMEOUT)
+    stopped = time.time()
+    # No resolution was sent (the CPU is still high): Alertmanager resolves it by the last endsAt, within a few
+    # re-send periods of the notifier stopping.
+    await eventually(lambda: not am_alerts(alertmanager, worker.id), timeout=4 * period + 15)
+    assert time.time() - stopped >= 1.0  # the stop itself resolved nothing: the last endsAt did

@@ -3,6 +3,7 @@ back from a real webhook receiver."""
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -132,3 +133,36 @@ async def test_trace_context_flows_from_sample_to_alert(js: JetStreamContext, nc
         await eventually(lambda: alerts)
     await sub.unsubscribe()
     assert trace_id in (alerts[0].headers or {}).get("traceparent", "")
+
+
+async def test_stuck_transition_fires_past_the_family_time_and_resolves_when_there(js: JetStreamContext,
+                                                                                   nats_url: str, uid: str) -> None:
+    stuck = make_worker(f"st-{uid}", status=STOPPED)
+    stuck.instance_type = "c5.large"
+    stuck.requested_status = RUNNING
+    stuck.requested_time.FromSeconds(int(time.time()) - 30)  # asked 30 s ago: past c5's 5 s, within metal's hour
+    stuck.state_reason = "Server.InsufficientInstanceCapacity: Insufficient capacity."
+    metal = worker_pb2.Worker()
+    metal.CopyFrom(stuck)
+    metal.id, metal.instance_type = f"sm-{uid}", "c5.metal"
+    async with receiving() as receiver:
+        settings = notifier_settings(nats_url, uid, worker_notification_webhooks=receiver.url,
+                                     stuck_transition_seconds=5, stuck_transition_overrides="metal=3600")
+        async with running_notifier(settings):
+            await publish_event(js, metal, "started", events_pb2.WORKER_EVENT_TYPE_STARTED)
+            await publish_event(js, stuck, "started", events_pb2.WORKER_EVENT_TYPE_STARTED)
+            [fired] = await eventually(lambda: receiver.for_worker(stuck.id))
+            body = fired.json()
+            assert (body["rule"], body["status"], body["severity"]) == ("stuck_transition", "firing", "warning")
+            assert "asked to be running" in body["summary"] and "still has it stopped" in body["summary"]
+            assert body["summary"].endswith("(AWS: Server.InsufficientInstanceCapacity: Insufficient capacity.)")
+            stuck.status = RUNNING
+            await publish_event(js, stuck, "status_changed", events_pb2.WORKER_EVENT_TYPE_STATUS_CHANGED,
+                                previous=STOPPED)
+            await eventually(lambda: len(receiver.for_worker(stuck.id)) == 2)
+            # the same sweeps looked at the metal worker, asked as long ago: within its time, nothing
+            await drained(js, "CML_ALERTS", f"notifier-{uid}-sink-{url_sink_name('webhook', receiver.url)}")
+            assert not receiver.for_worker(metal.id)
+            metal.status = TERMINATED  # or, past metal's time, it would be stuck in every later test's notifier
+            await publish_event(js, metal, "terminated", events_pb2.WORKER_EVENT_TYPE_TERMINATED, previous=STOPPED)
+    assert seen(receiver, stuck.id) == [("stuck_transition", "firing"), ("stuck_transition", "resolved")]

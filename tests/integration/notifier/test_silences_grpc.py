@@ -17,6 +17,7 @@ from cmlmon_core.topology import ALERTS_STREAM, METRICS_STREAM
 from cmlmon_dev.servers import free_port
 from notifier.sink_config import url_sink_name
 from tests.integration.notifier.support import (
+    about,
     drained,
     eventually,
     make_worker,
@@ -91,3 +92,33 @@ async def test_silence_holds_delivery_until_it_ends(js: JetStreamContext, nats_u
             names = [s.name async for r in responses for s in r.list_services_response.service]
             assert "cml.monitor.v1.AlertService" in names
         assert len(receiver.for_worker(other.id)) == 1
+
+
+async def test_resolution_reaches_the_incident_tools_despite_a_silence_begun_after_the_firing(
+        js: JetStreamContext, nats_url: str, uid: str) -> None:
+    worker = make_worker(f"rz-{uid}")
+    port = free_port()
+    async with receiving() as pagerduty, receiving() as opsgenie:
+        settings = notifier_settings(nats_url, uid, grpc_port=port, pagerduty_routing_key="R0UT1NG",
+                                     pagerduty_url=pagerduty.url, opsgenie_api_key="genie-key",
+                                     opsgenie_url=opsgenie.url)
+        async with running_notifier(settings), grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = alert_pb2_grpc.AlertServiceStub(channel)
+            await publish_sample(js, worker, cpu=99.0)
+            await eventually(lambda: pagerduty.for_worker(worker.id) and about(opsgenie.received, worker.id))
+            await stub.CreateSilence(alert_pb2.CreateSilenceRequest(
+                worker_id=worker.id, end_time=at(600), comment="maintenance began after the page"))
+            # the CPU alert resolves while the silence holds; a memory alert fires under it (and is held back)
+            await publish_sample(js, worker, cpu=5.0, memory=99.0)
+            await eventually(lambda: len(pagerduty.for_worker(worker.id)) == 2, timeout=30)
+            await eventually(lambda: len(about(opsgenie.received, worker.id)) == 2, timeout=30)
+            await drained(js, ALERTS_STREAM, f"notifier-{uid}-sink-pagerduty")
+            await drained(js, ALERTS_STREAM, f"notifier-{uid}-sink-opsgenie")
+            alerts = await stub.ListAlerts(alert_pb2.ListAlertsRequest(worker_id=worker.id))
+            assert [(a.rule, a.silenced) for a in alerts.alerts] == [("memory_high", True)]
+    pages = [r.json() for r in pagerduty.for_worker(worker.id)]
+    assert [(p["event_action"], p["dedup_key"]) for p in pages] == [
+        ("trigger", f"cmlmon/{worker.id}.cpu_high"), ("resolve", f"cmlmon/{worker.id}.cpu_high")]
+    create, close = about(opsgenie.received, worker.id)
+    assert create.json()["alias"] == f"{worker.id}.cpu_high"
+    assert close.path.endswith(f"/v2/alerts/{worker.id}.cpu_high/close")

@@ -11,6 +11,7 @@ from dataclasses import replace
 import pytest
 from nats.js import JetStreamContext
 
+from notifier.adapters.lease import KvLease
 from notifier.adapters.state_kv import KvAlertStore
 from notifier.domain.model import AlertState, Phase
 from notifier.errors import StateConflict
@@ -77,3 +78,21 @@ async def _wait_cleared(kv: object, key: str) -> bytes:
 
     value: bytes = await eventually(cleared, timeout=10)
     return value
+
+
+async def test_one_replica_holds_a_lease_until_it_expires_or_is_released(js: JetStreamContext, uid: str) -> None:
+    now = [1000.0]
+    a = KvLease(js, f"test-{uid}", "replica-a", ttl=10.0, clock=lambda: now[0])
+    b = KvLease(js, f"test-{uid}", "replica-b", ttl=10.0, clock=lambda: now[0])
+    assert await a.hold() and not await b.hold()
+    now[0] += 8
+    assert await a.hold() and not await b.hold()  # renewed: until is 1018 now
+    now[0] += 9
+    assert not await b.hold()
+    now[0] += 2  # a stopped renewing: expired
+    assert await b.hold() and not await a.hold()
+    await b.release()
+    assert await a.hold()
+    await a.release()
+    assert await b.hold()
+    await b.release()

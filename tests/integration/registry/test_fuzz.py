@@ -27,6 +27,7 @@ INTERESTING = ["", "us-east-1", "eu-west-1", "us-gov-west-1", "i-0123456789abcde
                "sg-12345678", "key", "name.with_dots-1", "a" * 65, "*", ">", "a.b", "..", "cmlmon:worker-id",
                "aws:x", "Name", "\x00", "é", "1", "-1", "99999999999999999999"]
 LIVE_IDS: list[str] = []
+TIMES = {"google.protobuf.Timestamp", "google.protobuf.Duration"}
 
 
 def text() -> st.SearchStrategy[str]:
@@ -47,6 +48,11 @@ def scalar(field: FieldDescriptor) -> st.SearchStrategy[Any]:
     if t == FieldDescriptor.TYPE_ENUM:
         values = [v.number for v in field.enum_type.values]  # type: ignore[union-attr]
         return st.one_of(st.sampled_from(values), st.integers(-3, 1000))
+    if t == FieldDescriptor.TYPE_MESSAGE and field.message_type is not None and field.message_type.full_name in TIMES:
+        return st.fixed_dictionaries({}, optional={  # Timestamp and Duration: out of range values included
+            "seconds": st.one_of(st.sampled_from([0, 1, 60, 1_700_000_000, -1, 253_402_300_800]),
+                                 st.integers(-(2**63), 2**63 - 1)),
+            "nanos": st.one_of(st.sampled_from([0, 1, 999_999_999, -1]), st.integers(-(2**31), 2**31 - 1))})
     raise AssertionError(f"no strategy for {field.full_name}")
 
 

@@ -55,6 +55,8 @@ async def test_stop_start_terminate_move_through_intermediate_statuses(
 
     stopping = (await stub.StopWorker(rs.StopWorkerRequest(id=worker.id))).worker
     assert stopping.status == W.WORKER_STATUS_STOPPING and stopping.requested_status == W.WORKER_STATUS_STOPPED
+    assert worker.requested_status == W.WORKER_STATUS_RUNNING and worker.HasField("requested_time")  # the create
+    assert stopping.requested_time.ToNanoseconds() > worker.requested_time.ToNanoseconds()
     stopped_event = (await eventually(lambda: tap.of(worker.id, E.WORKER_EVENT_TYPE_STOPPED)))[0]
     assert stopped_event.requested and stopped_event.previous_status == W.WORKER_STATUS_RUNNING
     assert await code_of(stub.StartWorker(rs.StartWorkerRequest(id=worker.id))) == grpc.StatusCode.FAILED_PRECONDITION

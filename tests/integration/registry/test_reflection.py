@@ -58,7 +58,7 @@ def test_reflection_alone_is_enough_to_use_every_rpc(channel: grpc.Channel, uid:
     assert "grpc.reflection.v1alpha.ServerReflection" in services
     methods = {m.name for m in client.pool.FindServiceByName(SERVICE).methods}
     assert methods == {"CreateWorker", "ImportWorker", "GetWorker", "ListWorkers", "StartWorker", "StopWorker",
-                       "TerminateWorker", "WatchWorkers"}
+                       "TerminateWorker", "WatchWorkers", "GetWorkerMetrics"}
     worker_fields = {f.name for f in client.pool.FindMessageTypeByName("cml.monitor.v1.Worker").fields}
     assert {"id", "name", "region", "instance_id", "status", "etag"} <= worker_fields
 
@@ -75,6 +75,9 @@ def test_reflection_alone_is_enough_to_use_every_rpc(channel: grpc.Channel, uid:
     listed = client.call(SERVICE, "ListWorkers", {"tags": {"test": uid}, "statuses": ["WORKER_STATUS_PENDING",
                                                                                         "WORKER_STATUS_RUNNING"]})
     assert [w["id"] for w in listed["workers"]] == [worker_id]
+    history = client.call(SERVICE, "GetWorkerMetrics", {"workerId": worker_id, "startTime": "2020-01-01T00:00:00Z",
+                                                        "step": "300s"})
+    assert "nextPageToken" not in history  # a new worker's history: one page, nothing or a few buckets
     watched = client.call(SERVICE, "WatchWorkers", {"region": "us-east-1"})
     assert watched["initial"] is True and "worker" in watched
     stopped = client.call(SERVICE, "StopWorker", {"id": worker_id})["worker"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from notifier.domain.payloads import AlertView
 from notifier.domain.retry import RetryPolicy
@@ -80,11 +81,15 @@ def test_sinks_from_environment_and_yaml(tmp_path: Path) -> None:
         "  - {name: ops, type: webhook, url: 'https://example.com/h', secret: whsec_AAAA}\n"
         "  - {type: pagerduty, routing_key: RK}\n"
         "  - {name: am, type: alertmanager, url: 'http://127.0.0.1:9093'}\n"
+        "  - {name: genie-eu, type: opsgenie, api_key: K2, region: eu}\n"
     )
     settings = NotifierSettings(worker_notification_webhooks="http://a/x?token=1, http://b/y",
                                 webhook_secret="whsec_AAAA", slack_webhook_url="https://hooks.slack.com/x",
-                                notifier_sinks_file=str(sinks_file))
+                                notifier_sinks_file=str(sinks_file), opsgenie_api_key=SecretStr("K1"))
     specs = {s.name: s for s in sink_specs(settings)}
+    assert (specs["opsgenie"].url, specs["opsgenie"].api_key) == ("https://api.opsgenie.com", "K1")
+    assert (specs["genie-eu"].url, specs["genie-eu"].api_key) == ("https://api.eu.opsgenie.com", "K2")
+    assert "K1" not in repr(specs["opsgenie"]) and "K1" not in repr(settings)
     assert specs["log"].kind == "log"
     assert specs[url_sink_name("webhook", "http://a/x?token=1")].secret == "whsec_AAAA"
     assert "token" not in url_sink_name("webhook", "http://a/x?token=1")
@@ -95,7 +100,9 @@ def test_sinks_from_environment_and_yaml(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("content", [
     "sinks: {a: 1}", "sinks:\n  - {type: carrier-pigeon}", "sinks:\n  - {type: webhook, url: ftp://x}",
-    "sinks:\n  - {type: pagerduty}", "sinks:\n  - {type: webhook, url: 'http://x', secret: nope}",
+    "sinks:\n  - {type: pagerduty}", "sinks:\n  - {type: opsgenie}",
+    "sinks:\n  - {type: opsgenie, api_key: k, region: mars}",
+    "sinks:\n  - {type: webhook, url: 'http://x', secret: nope}",
     "sinks:\n  - {name: 'bad name', type: log}", "sinks:\n  - {name: log, type: log}",
 ])
 def test_bad_sinks_file_is_refused(tmp_path: Path, content: str) -> None:

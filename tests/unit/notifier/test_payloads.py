@@ -101,3 +101,15 @@ async def test_log_sink_writes_one_readable_line_per_transition(caplog: pytest.L
         "ALERT FIRING warning cpu_high on cml-1 (i-0abc) value=97.5 threshold=90: hot",
         "ALERT RESOLVED warning cpu_high on cml-1 (i-0abc) value=40.0 threshold=90: cooled down",
     ]
+
+
+def test_opsgenie_create_uses_the_alert_id_as_alias_and_priority_from_severity() -> None:
+    body = payloads.opsgenie_create_body(FIRING)
+    assert body["alias"] == "w1.cpu_high" and body["priority"] == "P3"
+    assert body["message"] == "[WARNING] cpu_high on cml-1" and body["description"] == "hot"
+    assert body["details"] == {"worker_id": "w1", "worker_name": "cml-1", "instance_id": "i-0abc",
+                               "region": "us-east-1", "rule": "cpu_high", "severity": "warning",
+                               "starts_at": "2023-11-14T22:13:20Z", "value": "97.5", "threshold": "90"}
+    assert [payloads.opsgenie_create_body(_with(FIRING, severity=s))["priority"]
+            for s in ("critical", "warning", "info")] == ["P1", "P3", "P5"]
+    assert len(payloads.opsgenie_create_body(_with(FIRING, worker_name="x" * 300))["message"]) == 130

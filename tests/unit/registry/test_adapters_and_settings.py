@@ -3,7 +3,9 @@ from __future__ import annotations
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
+from cmlmon_core.settings import load_settings
 from registry.adapters.ec2 import AwsEc2, LaunchSpec, _wrap
+from registry.adapters.mongo import hosts_of
 from registry.errors import Ec2Error, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from registry.settings import RegistrySettings
 from tests.unit.registry.fakes import RefusingClients, client_error
@@ -42,3 +44,27 @@ def test_settings_defaults_and_names(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:4566")
     configured = RegistrySettings()
     assert configured.grpc_port == 6000 and configured.aws_endpoint_url == "http://127.0.0.1:4566"
+
+
+def test_mongodb_store_needs_a_uri_and_never_echoes_it(monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("WORKER_STORE", "mongodb")
+    monkeypatch.delenv("MONGODB_URI", raising=False)
+    with pytest.raises(SystemExit):
+        load_settings(RegistrySettings)
+    assert "MONGODB_URI: Value error, required when WORKER_STORE=mongodb" in capsys.readouterr().err
+    monkeypatch.setenv("MONGODB_URI", "http://admin:hunter2@db:27017")
+    with pytest.raises(SystemExit):
+        load_settings(RegistrySettings)
+    err = capsys.readouterr().err
+    assert "MONGODB_URI" in err and "hunter2" not in err
+    monkeypatch.setenv("MONGODB_URI", "mongodb://admin:hunter2@db1:27017,db2:27017/?replicaSet=rs0")
+    settings = load_settings(RegistrySettings)
+    assert "hunter2" not in repr(settings) and settings.worker_store == "mongodb"
+    assert hosts_of(settings.mongodb_uri.get_secret_value()) == "db1:27017,db2:27017"
+
+
+def test_the_kv_store_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WORKER_STORE", raising=False)
+    monkeypatch.delenv("MONGODB_URI", raising=False)
+    assert RegistrySettings().worker_store == "kv"

@@ -115,3 +115,19 @@ def test_ids_and_tokens_are_deterministic_per_request() -> None:
     assert model.created_worker_id("a") == model.created_worker_id("a") != model.created_worker_id("b")
     assert len(model.client_token("x" * 500)) <= 64
     assert model.imported_worker_id() != model.imported_worker_id()
+
+
+def test_ec2s_reason_is_asked_for_when_a_worker_leaves_the_way_it_was_asked_for() -> None:
+    starting = worker(W.WORKER_STATUS_PENDING, requested=W.WORKER_STATUS_RUNNING)
+    assert model.leaves_requested_path(starting, sample(10, W.WORKER_STATUS_STOPPED))
+    assert not model.leaves_requested_path(starting, sample(10, W.WORKER_STATUS_RUNNING))  # got there
+    assert not model.leaves_requested_path(starting, sample(10, W.WORKER_STATUS_PENDING))  # no change
+    assert not model.leaves_requested_path(starting, sample(10))  # a status the collector could not map
+    assert not model.leaves_requested_path(worker(W.WORKER_STATUS_RUNNING), sample(10, W.WORKER_STATUS_STOPPED))
+    change = model.apply_sample(starting, sample(10, W.WORKER_STATUS_STOPPED), 300,
+                                "Server.InsufficientInstanceCapacity: Insufficient capacity.")
+    assert change is not None and change.worker.state_reason.startswith("Server.InsufficientInstanceCapacity")
+    later = model.apply_sample(change.worker, sample(20, W.WORKER_STATUS_STOPPED, cpu_utilization=1.0), 300)
+    assert later is not None and later.worker.state_reason == change.worker.state_reason  # no change: kept
+    back = model.apply_sample(later.worker, sample(30, W.WORKER_STATUS_PENDING), 300)
+    assert back is not None and back.worker.state_reason == ""  # a later change without a reason clears it
