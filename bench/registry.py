@@ -258,8 +258,8 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 async def main() -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-registry-"))
-    result: dict[str, Any] = {"bench": "registry", "workers": WORKERS, "callers": CALLERS, "page_size": PAGE,
-                              "seconds": SECONDS, "stores": {}}
+    result: dict[str, Any] = {"bench": "registry", "secure": SECURE, "workers": WORKERS, "callers": CALLERS,
+                              "page_size": PAGE, "seconds": SECONDS, "stores": {}}
     for store in STORES:
         print(f"== worker store: {store}")
         result["stores"][store] = await bench_store(store, tmp / store)
@@ -431,7 +431,6 @@ def report(target: dict[str, dict[str, float]], baseline: dict[str, dict[str, fl
           f"ListWorkers p99 {target['list']['p99_ms']:.1f} ms (target <= 20); registry RSS {memory} MB "
           f"with {WORKERS} workers (target <= 200)")
     return {
-        "secure": SECURE,
         "get": target["get"], "bare_get": baseline["get"], "get_ratio": round(get_ratio, 3),
         "list": target["list"], "bare_list": baseline["list"], "list_ratio": round(list_ratio, 3),
         "registry_rss_mb": memory, "registry_ready_s": round(ready, 2),

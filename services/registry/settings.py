@@ -31,8 +31,9 @@ class RegistrySettings(CommonSettings, AwsSettings, GrpcServerSettings):
     mongodb_server_selection_seconds: float = Field(
         default=5.0, gt=0, le=120, description="how long a call waits for an unreachable MongoDB before failing")
     # Last: its validator reads worker_store. A secret: it may carry a password, so it is never echoed.
-    mongodb_uri: SecretStr = Field(default=SecretStr(""), validate_default=True,
-                                   description="mongodb:// or mongodb+srv:// URI (WORKER_STORE=mongodb)")
+    mongodb_uri: SecretStr = Field(default=SecretStr(""), validate_default=True, json_schema_extra={"secret": True},
+                                   description="mongodb:// or mongodb+srv:// URI (WORKER_STORE=mongodb); or "
+                                               "MONGODB_URI_FILE")
 
     @field_validator("mongodb_uri")
     @classmethod

@@ -134,3 +134,12 @@ def test_nats_security_settings_become_connect_options(tmp_path: Path, monkeypat
                                            nats_inbox_prefix="_INBOX.registry"))
     assert opts == {"user": "registry", "password": "pw-from-file", "user_credentials": "/c.creds",
                     "inbox_prefix": "_INBOX.registry"}
+
+
+def test_the_mongodb_uri_is_a_secret_with_a_file_variant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from registry.settings import RegistrySettings
+
+    (tmp_path / "uri").write_text("mongodb://app:pw-in-file@db:27017/\n")
+    monkeypatch.setenv("MONGODB_URI_FILE", str(tmp_path / "uri"))
+    settings = RegistrySettings(worker_store="mongodb")
+    assert settings.mongodb_uri.get_secret_value() == "mongodb://app:pw-in-file@db:27017/"

@@ -123,6 +123,10 @@ async def test_calls_need_a_known_token_and_a_high_enough_role(
 
         with caplog.at_level(logging.INFO):
             worker = (await stub.ImportWorker(importing, metadata=bearer("operator"))).worker
+            try:  # a read: any viewer may ask for a worker's history
+                await stub.GetWorkerMetrics(rs.GetWorkerMetricsRequest(worker_id=worker.id), metadata=bearer("viewer"))
+            except grpc.aio.AioRpcError as exc:
+                assert exc.code() not in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
             await stub.StopWorker(rs.StopWorkerRequest(id=worker.id), metadata=bearer("operator"))
             denied = await failure(stub.TerminateWorker(rs.TerminateWorkerRequest(id=worker.id),
                                                         metadata=bearer("operator")))
