@@ -1,5 +1,5 @@
-"""Process lifecycle: a stop event set by SIGINT/SIGTERM, running a service until it stops, and the identity
-of this replica."""
+"""Process lifecycle: a stop event set by SIGINT/SIGTERM, waiting that a stop cuts short, running a service
+until it stops, and the identity of this replica."""
 
 from __future__ import annotations
 
@@ -22,6 +22,22 @@ def stop_on_signals() -> asyncio.Event:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     return stop
+
+
+async def stopped_within(stop: asyncio.Event, seconds: float, *, wake: asyncio.Event | None = None) -> bool:
+    """Wait up to `seconds`, ending early when `stop` (or `wake`, if given) is set; True when stop is set.
+
+    Every long-running loop waits through this, so a stop never waits out a back-off or a period. No waiter is
+    left behind, however the wait ends (a leftover waiter per call would pile up in a loop)."""
+    waiters = {asyncio.ensure_future(stop.wait())}
+    if wake is not None:
+        waiters.add(asyncio.ensure_future(wake.wait()))
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+    return stop.is_set()
 
 
 def replica_id(configured: str = "") -> str:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from cmlmon_core.lifecycle import stopped_within
 from collector import telemetry
 from collector.adapters.registry import WorkerDirectory
-from collector.entrypoints.stopping import stopped_within
 from collector.errors import CollectorError
 from collector.service.schedules import ScheduleKeeper
 

@@ -9,31 +9,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from nats.aio.msg import Msg
-from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from cml.monitor.v1 import events_pb2
 from cmlmon_core import messages, subjects
+from cmlmon_core.consuming import ACK, TERM, Durable, PullConsumer, PullOptions, retry, settle
+from cmlmon_core.lifecycle import stopped_within
 from cmlmon_core.telemetry import extract_trace, tracer
 from cmlmon_core.topology import POLLS_STREAM
 from collector import telemetry
 from collector.adapters.publisher import SamplePublisher
 from collector.codec import sample_from_observation, target_from_tick
 from collector.domain.model import Observation, Target
-from collector.entrypoints.stopping import stopped_within
 from collector.service.poll import Poller
 
 log = logging.getLogger(__name__)
 
 DURABLE = "collector-ticks"
-_MIN_FETCH_TIMEOUT = 0.05
 DEADLINE_SHARE_OF_ACK_WAIT = 0.8
 
 
@@ -47,13 +45,12 @@ class TickOptions:
     shutdown_grace_seconds: float = 5.0
 
 
-def consumer_config(opts: TickOptions) -> ConsumerConfig:
-    return ConsumerConfig(
-        durable_name=DURABLE, description="collector: poll ticks, shared by every replica",
-        filter_subject=subjects.POLL_TICKS_ALL, deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
-        ack_policy=AckPolicy.EXPLICIT, ack_wait=opts.ack_wait_seconds, max_ack_pending=max(opts.max_in_flight, 1),
-        max_deliver=-1,
-    )
+def ticks_durable(opts: TickOptions) -> Durable:
+    return Durable(stream=POLLS_STREAM, name=DURABLE, filter_subject=subjects.POLL_TICKS_ALL, update_config=True,
+                   config=ConsumerConfig(
+                       description="collector: poll ticks, shared by every replica",
+                       deliver_policy=DeliverPolicy.LAST_PER_SUBJECT, ack_policy=AckPolicy.EXPLICIT,
+                       ack_wait=opts.ack_wait_seconds, max_ack_pending=max(opts.max_in_flight, 1), max_deliver=-1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +63,6 @@ class Delivery:
 class TickConsumer:
     def __init__(self, js: JetStreamContext, poller: Poller, publisher: SamplePublisher,
                  collector_id: str, opts: TickOptions) -> None:
-        self._js = js
         self._poller = poller
         self._publisher = publisher
         self._collector_id = collector_id
@@ -75,57 +71,28 @@ class TickConsumer:
         self._in_flight = 0
         self._room = asyncio.Event()
         self._room.set()
-        self.consuming = asyncio.Event()  # set while bound to the durable: the readiness probe reads it
+        self._consumer = PullConsumer(js, ticks_durable(opts), PullOptions(batch=self._room_left,
+                                                                           gather_seconds=opts.gather_seconds))
+        self.consuming = self._consumer.consuming  # the readiness probe reads it
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self._js.add_consumer(POLLS_STREAM, consumer_config(self._opts))
-        psub = await self._js.pull_subscribe_bind(durable=DURABLE, stream=POLLS_STREAM)
+        async def handle_batch(msgs: list[Msg]) -> None:
+            await self._dispatch(msgs)
+            await self._wait_for_room(stop)
+
         log.info("consuming poll ticks", extra={"durable": DURABLE, "collector_id": self._collector_id})
-        self.consuming.set()
         try:
-            while not stop.is_set():
-                await self._wait_for_room(stop)
-                if stop.is_set():
-                    break
-                msgs = await self._gather(psub, stop)
-                if msgs:
-                    await self._dispatch(msgs)
+            await self._consumer.run(handle_batch, stop)
         finally:
-            self.consuming.clear()
             await self._finish_in_flight()
-            await psub.unsubscribe()
+
+    def _room_left(self) -> int:
+        return min(self._opts.fetch_batch, self._opts.max_in_flight - self._in_flight)
 
     async def _wait_for_room(self, stop: asyncio.Event) -> None:
         while self._in_flight >= self._opts.max_in_flight and not stop.is_set():
             self._room.clear()
-            waiters = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._room.wait())}
-            try:
-                await asyncio.wait(waiters, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for waiter in waiters:  # both: a room waiter left behind would pile up, one a second
-                    waiter.cancel()
-
-    async def _gather(self, psub: JetStreamContext.PullSubscription, stop: asyncio.Event) -> list[Msg]:
-        """Block up to a second for the first ticks, then keep taking ticks for the gathering window."""
-        want = max(1, min(self._opts.fetch_batch, self._opts.max_in_flight - self._in_flight))
-        try:
-            msgs = await psub.fetch(batch=want, timeout=1.0)
-        except TimeoutError:
-            return []
-        except NatsError as exc:
-            log.warning("fetching ticks failed", extra={"error": repr(exc)})
-            await stopped_within(stop, 1.0)
-            return []
-        deadline = time.monotonic() + self._opts.gather_seconds
-        while len(msgs) < want and not stop.is_set():
-            left = deadline - time.monotonic()
-            if left < _MIN_FETCH_TIMEOUT:
-                break
-            try:
-                msgs.extend(await psub.fetch(batch=want - len(msgs), timeout=left))
-            except (TimeoutError, NatsError):
-                break
-        return msgs
+            await stopped_within(stop, 1.0, wake=self._room)
 
     async def _dispatch(self, msgs: Sequence[Msg]) -> None:
         by_region: dict[str, list[Delivery]] = {}
@@ -147,7 +114,7 @@ class TickConsumer:
         except (messages.UndecodableMessage, ValueError) as exc:
             telemetry.TICKS.labels("terminated").inc()
             log.error("undecodable tick terminated", extra={"subject": msg.subject, "error": str(exc)})
-            await msg.term()
+            await settle(msg, TERM)
             return None
         meta = msg.metadata
         if meta.num_delivered > 1:
@@ -203,12 +170,12 @@ class TickConsumer:
                 await self._nak([d], delay=self._opts.nak_delay_seconds)
             else:
                 telemetry.POLL_LAG.observe(max(0.0, (now - d.msg.metadata.timestamp).total_seconds()))
-                await _settle(d.msg.ack())
+                await settle(d.msg, ACK)
                 telemetry.TICKS.labels("acked").inc()
 
     async def _nak(self, deliveries: Sequence[Delivery], delay: float | None) -> None:
         for d in deliveries:
-            await _settle(d.msg.nak(delay=delay) if delay else d.msg.nak())
+            await settle(d.msg, retry(delay))
             telemetry.TICKS.labels("naked").inc()
 
     async def _finish_in_flight(self) -> None:
@@ -223,9 +190,3 @@ class TickConsumer:
             await asyncio.wait(pending)
             log.info("in-flight polls cancelled and nak'ed", extra={"tasks": len(pending)})
 
-
-async def _settle(call: Awaitable[None]) -> None:
-    try:
-        await call
-    except (NatsError, TimeoutError) as exc:  # lost ack/nak: the tick is redelivered after AckWait
-        log.warning("settling a tick failed", extra={"error": repr(exc)})

@@ -10,15 +10,14 @@ import asyncio
 import logging
 
 from nats.aio.msg import Msg
-from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from cml.monitor.v1 import events_pb2
 from cmlmon_core import messages, subjects
+from cmlmon_core.consuming import ACK_CONFIRMED, TERM, Durable, PullConsumer, PullOptions, Verdict, each, retry
 from cmlmon_core.topology import WORKERS_STREAM
 from collector import telemetry
-from collector.entrypoints.stopping import stopped_within
 from collector.errors import CollectorError
 from collector.service.schedules import ScheduleKeeper
 
@@ -27,62 +26,39 @@ log = logging.getLogger(__name__)
 DURABLE = "collector"
 
 
-def consumer_config(ack_wait: float = 10.0) -> ConsumerConfig:
-    return ConsumerConfig(
-        durable_name=DURABLE, description="collector: worker events keep the poll schedules",
-        filter_subject=subjects.WORKERS_ALL, deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.EXPLICIT,
-        ack_wait=ack_wait, max_ack_pending=1,
-    )
+def worker_events_durable(ack_wait: float = 10.0) -> Durable:
+    return Durable(stream=WORKERS_STREAM, name=DURABLE, filter_subject=subjects.WORKERS_ALL, update_config=True,
+                   config=ConsumerConfig(description="collector: worker events keep the poll schedules",
+                                         deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.EXPLICIT,
+                                         ack_wait=ack_wait, max_ack_pending=1))
 
 
 class WorkerEventConsumer:
     def __init__(self, js: JetStreamContext, keeper: ScheduleKeeper, retry_delay: float = 2.0) -> None:
-        self._js = js
         self._keeper = keeper
         self._retry_delay = retry_delay
-        self.consuming = asyncio.Event()  # set while bound to the durable: the readiness probe reads it
+        self._consumer = PullConsumer(js, worker_events_durable(), PullOptions(batch=1, retry_seconds=retry_delay))
+        self.consuming = self._consumer.consuming  # the readiness probe reads it
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self._js.add_consumer(WORKERS_STREAM, consumer_config())
-        psub = await self._js.pull_subscribe_bind(durable=DURABLE, stream=WORKERS_STREAM)
-        log.info("consuming worker events", extra={"durable": DURABLE})
-        self.consuming.set()
-        while not stop.is_set():
-            try:
-                msgs = await psub.fetch(batch=1, timeout=1.0)
-            except TimeoutError:
-                continue
-            except NatsError as exc:
-                log.warning("fetching worker events failed", extra={"error": repr(exc)})
-                await stopped_within(stop, self._retry_delay)
-                continue
-            for msg in msgs:
-                try:
-                    await self.handle(msg)
-                except (NatsError, TimeoutError) as exc:  # the ack was lost: the event comes again, harmlessly
-                    log.warning("acknowledging a worker event failed", extra={"error": repr(exc)})
-        self.consuming.clear()
-        await psub.unsubscribe()
+        await self._consumer.run(each(self.handle, self._retry_delay), stop)
 
-    async def handle(self, msg: Msg) -> None:
+    async def handle(self, msg: Msg) -> Verdict:
         try:
             event = messages.decode(events_pb2.WorkerEvent, msg.data, msg.headers)
         except messages.UndecodableMessage as exc:
             telemetry.WORKER_EVENTS.labels("undecodable").inc()
             log.error("undecodable worker event terminated", extra={"subject": msg.subject, "error": str(exc)})
-            await msg.term()
-            return
+            return TERM
         try:
             change = await self._keeper.apply_event(event)
         except ValueError as exc:  # a worker id or region that cannot be a subject token: retrying won't help
             telemetry.WORKER_EVENTS.labels("invalid").inc()
             log.error("worker event refused", extra={"subject": msg.subject, "error": str(exc)})
-            await msg.term()
-            return
+            return TERM
         except CollectorError as exc:
             telemetry.WORKER_EVENTS.labels("failed").inc()
             log.warning("worker event not applied; retrying", extra={"subject": msg.subject, "error": str(exc)})
-            await msg.nak(delay=self._retry_delay)
-            return
+            return retry(self._retry_delay)
         telemetry.WORKER_EVENTS.labels(change).inc()
-        await msg.ack_sync()
+        return ACK_CONFIRMED  # with one event in flight, the next fetch waits on this ack reaching the server

@@ -4,11 +4,11 @@ Both are safe to run on every replica at once: each change is a compare-and-set 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 
+from cmlmon_core.lifecycle import stopped_within
 from notifier import metrics
 from notifier.adapters.last_sample import LastSampleSource
 from notifier.domain import rules
@@ -43,11 +43,7 @@ class Sweeper:
             except Exception:  # a bug here must not stop evaluation and delivery (the TaskGroup would)
                 log.exception("sweep crashed; next one retries")
             self._wake.clear()
-            waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED), self._period)
-            for w in waiters:
-                w.cancel()
+            await stopped_within(stop, self._period, wake=self._wake)
 
     async def sweep_once(self) -> None:
         await self._evaluator.publish_outbox()

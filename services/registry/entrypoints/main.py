@@ -5,7 +5,6 @@ finish in-flight samples and drain NATS."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import grpc
@@ -16,7 +15,7 @@ from prometheus_client import REGISTRY
 
 from cml.monitor.v1 import registry_service_pb2
 from cmlmon_core import nats_conn, telemetry
-from cmlmon_core.lifecycle import run_until_stopped, stop_on_signals
+from cmlmon_core.lifecycle import run_until_stopped, stop_on_signals, stopped_within
 from cmlmon_core.logs import configure_logging
 from cmlmon_core.reflection import served_pool
 from cmlmon_core.settings import load_settings
@@ -56,8 +55,7 @@ async def sweep_outbox(registry: Registry, stop: asyncio.Event, every: float) ->
         except Exception as exc:  # retried at the next sweep
             log.warning("outbox sweep failed", extra={"error": repr(exc)})
         older_than = every
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), every)
+        await stopped_within(stop, every)
 
 
 async def run(settings: RegistrySettings, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:

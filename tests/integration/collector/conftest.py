@@ -4,6 +4,8 @@ helpers to make moto instances, CloudWatch datapoints and worker events."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -14,6 +16,7 @@ import boto3
 import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from cml.monitor.v1 import events_pb2, worker_pb2
 from cmlmon_core import messages, subjects
@@ -140,5 +143,38 @@ async def watch(nc: Client) -> AsyncIterator[SampleWatch]:
     sub = await nc.subscribe(subjects.METRICS_ALL, cb=on_msg)
     try:
         yield w
+    finally:
+        await sub.unsubscribe()
+
+
+class Advisories:
+    """What the server says it did with one durable's messages (its MSG_TERMINATED, MSG_NAKED, ... advisories),
+    evidence that no other process in the test session can fake."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, dict[str, Any]]] = []
+
+    def about(self, kind: str, stream_seq: int | None) -> list[dict[str, Any]]:
+        return [a for k, a in self.seen if k == kind and a.get("stream_seq") == stream_seq]
+
+    async def subjects(self, kind: str, js: JetStreamContext, stream: str) -> set[str]:
+        """The subjects of the messages an advisory of this kind was about, of those still in the stream."""
+        found = set()
+        for seq in {a["stream_seq"] for k, a in self.seen if k == kind}:
+            with contextlib.suppress(NotFoundError):
+                found.add((await js.get_msg(stream, seq)).subject or "")
+        return found
+
+
+@contextlib.asynccontextmanager
+async def advisories(nc: Client, stream: str, durable: str) -> AsyncIterator[Advisories]:
+    seen = Advisories()
+
+    async def on_msg(msg: Any) -> None:
+        seen.seen.append((msg.subject.split(".")[4], json.loads(msg.data)))  # $JS.EVENT.ADVISORY.CONSUMER.<kind>
+
+    sub = await nc.subscribe(f"$JS.EVENT.ADVISORY.CONSUMER.*.{stream}.{durable}", cb=on_msg)
+    try:
+        yield seen
     finally:
         await sub.unsubscribe()

@@ -19,7 +19,6 @@ from cml.monitor.v1 import registry_service_pb2, registry_service_pb2_grpc, work
 from cmlmon_core import subjects
 from cmlmon_core.topology import POLLS_STREAM, ensure_topology
 from cmlmon_dev.servers import NatsServer, free_port
-from collector import telemetry
 from collector.adapters.registry import GrpcRegistry
 from collector.adapters.schedules import JetStreamSchedules
 from collector.bootstrap import aws_clients
@@ -28,6 +27,7 @@ from collector.entrypoints.reconciler import Reconciler
 from collector.entrypoints.ticks import DURABLE as TICKS_DURABLE
 from collector.service.schedules import ScheduleKeeper
 from tests.integration.collector.conftest import (
+    advisories,
     collector_settings,
     launch,
     publish_event,
@@ -157,19 +157,21 @@ async def test_stop_naks_the_in_flight_batch(own_nats: NatsServer, own_js: tuple
     settings = collector_settings(own_nats.url, aws_endpoint, shutdown_grace_seconds=0.5, tick_ack_wait_seconds=300,
                                   worker_metrics_poll_interval=600)
     slow = SlowEc2()
-    naked = telemetry.TICKS.labels("naked")._value.get()
-    async with aws_clients(settings) as clients:
+    tick_subject = subjects.poll_tick(REGION, f"w-{uid}")
+    async with aws_clients(settings) as clients, advisories(nc, POLLS_STREAM, TICKS_DURABLE) as told:
         running = start_collector(settings, nc, js, clients, ec2=slow)
         await publish_event(js, worker(uid, REGION, instance_id), "created")
         await asyncio.wait_for(slow.started.wait(), 30)
+        tick = await js.get_last_msg(POLLS_STREAM, tick_subject)
+        assert not told.about("MSG_NAKED", tick.seq)
         running.stop.set()
         await asyncio.wait_for(asyncio.gather(*running.tasks), 30)
-    assert telemetry.TICKS.labels("naked")._value.get() > naked
+        await eventually(lambda: told.about("MSG_NAKED", tick.seq), timeout=10)
     # Another replica gets the tick at once, not after the 300 s AckWait.
     psub = await js.pull_subscribe_bind(durable=TICKS_DURABLE, stream=POLLS_STREAM)
     try:
         (msg,) = await psub.fetch(1, timeout=10)
-        assert msg.subject == subjects.poll_tick(REGION, f"w-{uid}")
+        assert msg.subject == tick_subject
         assert msg.metadata.num_delivered >= 2
         await msg.ack()
     finally:
@@ -180,17 +182,19 @@ async def test_a_hung_region_is_given_up_before_ack_wait_and_naked(
         own_nats: NatsServer, own_js: tuple[Client, JetStreamContext], aws_endpoint: str, uid: str) -> None:
     nc, js = own_js
     (instance_id,) = launch(aws_endpoint, REGION)
-    settings = collector_settings(own_nats.url, aws_endpoint, tick_ack_wait_seconds=5, tick_nak_delay_seconds=0.5)
+    # A long interval: a newer tick would replace the one in flight (the server then reports it deleted).
+    settings = collector_settings(own_nats.url, aws_endpoint, tick_ack_wait_seconds=5, tick_nak_delay_seconds=0.5,
+                                  worker_metrics_poll_interval=600)
     slow = SlowEc2()
-    naked = telemetry.TICKS.labels("naked")._value.get()
-    async with aws_clients(settings) as clients:
+    async with aws_clients(settings) as clients, advisories(nc, POLLS_STREAM, TICKS_DURABLE) as told:
         running = start_collector(settings, nc, js, clients, ec2=slow)
         try:
             await publish_event(js, worker(uid, REGION, instance_id), "created")
-            deadline = asyncio.get_running_loop().time() + 30
-            while telemetry.TICKS.labels("naked")._value.get() == naked:
-                assert asyncio.get_running_loop().time() < deadline, "the hung poll was never given up"
-                await asyncio.sleep(0.1)
+            await asyncio.wait_for(slow.started.wait(), 30)
+            tick = await js.get_last_msg(POLLS_STREAM, subjects.poll_tick(REGION, f"w-{uid}"))
+            # Given up and nak'ed at its first delivery, before the server would hand it out again (AckWait).
+            (naked,) = await eventually(lambda: told.about("MSG_NAKED", tick.seq), timeout=30)
+            assert naked["deliveries"] == 1
             assert all(not t.done() for t in running.tasks)  # the replica carries on
         finally:
             running.stop.set()

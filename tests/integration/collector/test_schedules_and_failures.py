@@ -15,14 +15,15 @@ from nats.js.errors import NotFoundError
 from cml.monitor.v1 import worker_pb2
 from cmlmon_core import subjects
 from cmlmon_core.topology import POLLS_STREAM
-from collector import telemetry
 from collector.adapters.aws import AwsPoller
 from collector.bootstrap import aws_clients, retry_policy
+from collector.entrypoints.ticks import DURABLE as TICKS_DURABLE
 from collector.errors import AwsError
 from tests.integration.collector.conftest import (
     INTERVAL,
     RunningCollector,
     SampleWatch,
+    advisories,
     collector_settings,
     ec2_client,
     launch,
@@ -97,18 +98,22 @@ async def test_unknown_instance_is_reported_alone_and_stopped_instance_has_no_me
 
 
 async def test_undecodable_tick_is_terminated_and_the_consumer_carries_on(
-        js: JetStreamContext, aws_endpoint: str, collector: RunningCollector, watch: SampleWatch, uid: str) -> None:
-    before = telemetry.TICKS.labels("terminated")._value.get()
-    await js.publish(subjects.poll_tick(REGION, f"junk-{uid}"), b"\xff\xff\xff",
-                     headers={"Content-Type": "application/protobuf; proto=cml.monitor.v1.PollTick"})
-    (instance_id,) = launch(aws_endpoint, REGION)
-    w = worker(uid, REGION, instance_id)
-    await publish_event(js, w, "created")
-    try:
-        await watch.wait_for(lambda s: s.worker_id == w.id)
-        assert telemetry.TICKS.labels("terminated")._value.get() > before
-    finally:
-        await publish_event(js, w, "terminated")
+        nc: Client, js: JetStreamContext, aws_endpoint: str, collector: RunningCollector, watch: SampleWatch,
+        uid: str) -> None:
+    async with advisories(nc, POLLS_STREAM, TICKS_DURABLE) as told:
+        junk = await js.publish(subjects.poll_tick(REGION, f"junk-{uid}"), b"\xff\xff\xff",
+                                headers={"Content-Type": "application/protobuf; proto=cml.monitor.v1.PollTick"})
+        (instance_id,) = launch(aws_endpoint, REGION)
+        w = worker(uid, REGION, instance_id)
+        await publish_event(js, w, "created")
+        try:
+            await watch.wait_for(lambda s: s.worker_id == w.id)
+            (terminated,) = await eventually(lambda: told.about("MSG_TERMINATED", junk.seq))
+            assert terminated["deliveries"] == 1  # at its first delivery: never retried
+            assert "reason" not in terminated  # by the consumer, not deleted by the stream
+            assert not told.about("MSG_NAKED", junk.seq)
+        finally:
+            await publish_event(js, w, "terminated")
 
 
 class FailingRegion:
@@ -131,14 +136,17 @@ async def test_a_failing_region_is_naked_and_redelivered_while_others_are_polled
         nc: Client, js: JetStreamContext, nats_url: str, aws_endpoint: str, watch: SampleWatch, uid: str,
         bad_region: str) -> None:
     settings = collector_settings(nats_url, aws_endpoint, service_instance_id=f"failing-{uid}")
-    async with aws_clients(settings) as clients:
+    async with aws_clients(settings) as clients, advisories(nc, POLLS_STREAM, TICKS_DURABLE) as told:
         real = AwsPoller(clients, retry_policy(settings), 4)
         failing = FailingRegion(real, bad_region)
         running = start_collector(settings, nc, js, clients, ec2=failing, metrics=real)
         (ok_instance,) = launch(aws_endpoint, REGION)
         (bad_instance,) = launch(aws_endpoint, bad_region)
         good, bad = worker(f"{uid}-ok", REGION, ok_instance), worker(f"{uid}-bad", bad_region, bad_instance)
-        naked_before = telemetry.TICKS.labels("naked")._value.get()
+        good_tick, bad_tick = subjects.poll_tick(REGION, good.id), subjects.poll_tick(bad_region, bad.id)
+
+        async def bad_tick_naked() -> bool:
+            return bad_tick in await told.subjects("MSG_NAKED", js, POLLS_STREAM)
         try:
             await publish_event(js, bad, "created")
             await publish_event(js, good, "created")
@@ -153,7 +161,8 @@ async def test_a_failing_region_is_naked_and_redelivered_while_others_are_polled
             async def retried() -> bool:
                 return failing.calls >= 2
             await eventually(retried, timeout=30)
-            assert telemetry.TICKS.labels("naked")._value.get() > naked_before
+            await eventually(bad_tick_naked, timeout=30)
+            assert good_tick not in await told.subjects("MSG_NAKED", js, POLLS_STREAM)
             assert not any(s.worker_id == bad.id for s in watch.samples if s.collector_id == f"failing-{uid}")
         finally:
             await publish_event(js, bad, "terminated")

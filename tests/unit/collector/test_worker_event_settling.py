@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from cml.monitor.v1 import events_pb2
-from cmlmon_core import messages
+from cmlmon_core import consuming, messages
 from collector.domain.model import Target
 from collector.entrypoints.worker_events import WorkerEventConsumer
 from collector.errors import ScheduleError
@@ -42,7 +42,7 @@ def msg_of(e: events_pb2.WorkerEvent) -> FakeMsg:
 async def settle(msg: FakeMsg, store: FakeStore | None = None) -> list[tuple[str, float | None]]:
     none: Any = None
     consumer = WorkerEventConsumer(none, ScheduleKeeper(store or FakeStore(), default_interval=60), retry_delay=2.5)
-    await consumer.handle(msg)  # type: ignore[arg-type]
+    await consuming.settle(msg, await consumer.handle(msg))  # type: ignore[arg-type]
     return msg.settled
 
 

@@ -1,5 +1,6 @@
-"""settle(): every outcome of handling one message becomes an ack, a nak or a term, and none of them, nor a
-failed acknowledgement, escapes into the consumer loop (which would stop the whole notifier)."""
+"""outcome() and the shared settling: every outcome of handling one message becomes an ack, a nak or a term,
+and none of them, nor a failed acknowledgement, escapes into the consumer loop (which would stop the whole
+notifier)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from collections.abc import Awaitable, Callable
 import pytest
 from nats.errors import ConnectionClosedError
 
+from cmlmon_core.consuming import judge, settle
 from cmlmon_core.messages import UndecodableMessage
-from notifier.entrypoints.consumers import RETRY_DELAY, settle
+from notifier.entrypoints.consumers import RETRY_DELAY, outcome
 from notifier.errors import StoreUnavailable
 
 
@@ -42,6 +44,12 @@ def raising(exc: Exception | None) -> Callable[[], Awaitable[None]]:
     return handle
 
 
+async def handle_and_settle(msg: FakeMsg, exc: Exception | None) -> None:
+    """What the notifier's consumers do with one message whose handling ends with exc."""
+    verdict = await judge(lambda m: outcome(m, "CML_METRICS", raising(exc)), msg, RETRY_DELAY)  # type: ignore[arg-type]
+    await settle(msg, verdict)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(("exc", "reply"), [
     (None, ("ack", None)),
     (UndecodableMessage("junk"), ("term", None)),
@@ -50,12 +58,12 @@ def raising(exc: Exception | None) -> Callable[[], Awaitable[None]]:
 ])
 async def test_each_outcome_is_one_reply(exc: Exception | None, reply: tuple[str, float | None]) -> None:
     msg = FakeMsg()
-    await settle(msg, "CML_METRICS", raising(exc))  # type: ignore[arg-type]
+    await handle_and_settle(msg, exc)
     assert msg.replies == [reply]
 
 
 @pytest.mark.parametrize("exc", [None, UndecodableMessage("junk"), StoreUnavailable("kv down"), KeyError("bug")])
 async def test_a_failed_reply_does_not_escape(exc: Exception | None) -> None:
     msg = FakeMsg(fail_reply=True)
-    await settle(msg, "CML_METRICS", raising(exc))  # type: ignore[arg-type]
+    await handle_and_settle(msg, exc)
     assert len(msg.replies) == 1

@@ -1,0 +1,247 @@
+"""The one way this project consumes JetStream: a durable pull consumer.
+
+A consumer states what it subscribes to (a `Durable`) and what it does with a batch of messages; `PullConsumer`
+does the rest: create or bind the durable (asking again while the server is busy or away), fetch until stop (a
+fetch that finds nothing raises either nats' TimeoutError or the bare asyncio one), back off after a failed
+fetch without delaying a stop, keep a batch handler's bug from ending the consumer, report the durable's backlog
+(gauges cmlmon_consumer_pending and cmlmon_consumer_ack_pending), and unsubscribe on the way out.
+
+Settling is `settle(msg, verdict)`: ack, nak (with a delay) or term. A lost acknowledgement (connection gone,
+timeout) is only logged: the server hands the message out again after AckWait, which every handler here
+tolerates. `kept_alive` reports long handling in progress so AckWait does not run out meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.errors import NoRespondersError
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig
+from nats.js.errors import ServiceUnavailableError
+from prometheus_client import Gauge
+
+from cmlmon_core.lifecycle import stopped_within
+
+log = logging.getLogger(__name__)
+
+PENDING = Gauge("cmlmon_consumer_pending", "messages of the stream the durable has not delivered yet",
+                ["stream", "durable"])
+ACK_PENDING = Gauge("cmlmon_consumer_ack_pending", "messages the durable delivered that are not acknowledged yet",
+                    ["stream", "durable"])
+
+BatchHandler = Callable[[list[Msg]], Awaitable[None]]
+
+_UNAVAILABLE = (TimeoutError, NoRespondersError, ServiceUnavailableError)
+BACKLOG_REFRESH_SECONDS = 15.0
+_MIN_FETCH_TIMEOUT = 0.05  # a gathering fetch with less time left than this is not worth a round trip
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """How a handled message is settled."""
+
+    kind: Literal["ack", "nak", "term"]
+    delay: float | None = None  # nak: redeliver after this many seconds (None: at once)
+    confirm: bool = False  # ack: wait for the server to confirm it
+
+
+ACK = Verdict("ack")
+ACK_CONFIRMED = Verdict("ack", confirm=True)
+TERM = Verdict("term")  # never deliver it again: it can never be handled
+
+
+def retry(delay: float | None = None) -> Verdict:
+    """Hand the message back, to be delivered again after `delay` seconds (at once when None)."""
+    return Verdict("nak", delay)
+
+
+async def settle(msg: Msg, verdict: Verdict) -> None:
+    """Ack, nak or term msg; a failure to do so is logged, never raised (the message comes back after AckWait)."""
+    try:
+        if verdict.kind == "ack":
+            await (msg.ack_sync() if verdict.confirm else msg.ack())
+        elif verdict.kind == "nak":
+            await msg.nak(delay=verdict.delay)
+        else:
+            await msg.term()
+    except (NatsError, TimeoutError) as exc:
+        log.warning("settling a message failed", extra={"subject": msg.subject, "settle": verdict.kind,
+                                                         "error": repr(exc)})
+
+
+async def _report_in_progress(msgs: Sequence[Msg], every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        for msg in msgs:
+            try:
+                await msg.in_progress()
+            except (NatsError, TimeoutError) as exc:
+                log.warning("reporting progress failed", extra={"subject": msg.subject, "error": repr(exc)})
+
+
+@contextlib.asynccontextmanager
+async def kept_alive(msgs: Sequence[Msg], every: float) -> AsyncIterator[None]:
+    """While the body runs, tell the server every `every` seconds that msgs are still being worked on; keep
+    `every` well under AckWait, or the server hands them out again and they are handled twice."""
+    task = asyncio.create_task(_report_in_progress(list(msgs), every))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def judge(handle: Callable[[Msg], Awaitable[Verdict]], msg: Msg, retry_delay: float) -> Verdict:
+    """handle(msg)'s verdict. A handler that raises instead of giving one has a bug: that is logged, and the
+    message is retried after retry_delay (the consumer carries on)."""
+    try:
+        return await handle(msg)
+    except Exception:
+        log.exception("handling crashed; will be redelivered", extra={"subject": msg.subject})
+        return retry(retry_delay)
+
+
+def each(handle: Callable[[Msg], Awaitable[Verdict]], retry_delay: float) -> BatchHandler:
+    """A batch handler that judges and settles its messages one after the other, in order."""
+    async def handle_batch(msgs: list[Msg]) -> None:
+        for msg in msgs:
+            await settle(msg, await judge(handle, msg, retry_delay))
+    return handle_batch
+
+
+@dataclass(frozen=True, slots=True)
+class Durable:
+    """What a consumer subscribes to: a durable consumer of `stream`, filtered to `filter_subject`.
+
+    `config` holds the rest (ack policy, AckWait, max_ack_pending, deliver policy); its name and filter are
+    set from the fields above. With `update_config`, an existing durable is brought to this config (for
+    settings that must follow the service); without, the first config stays (for a start position, which
+    the server would refuse to change)."""
+
+    stream: str
+    name: str
+    filter_subject: str
+    config: ConsumerConfig
+    update_config: bool = False
+
+    def consumer_config(self) -> ConsumerConfig:
+        return dataclasses.replace(self.config, durable_name=self.name, filter_subject=self.filter_subject)
+
+
+@dataclass(frozen=True, slots=True)
+class PullOptions:
+    batch: int | Callable[[], int] = 256  # messages per fetch; a callable is asked before every fetch
+    fetch_timeout: float = 1.0  # also how soon an idle consumer notices a stop
+    gather_seconds: float = 0.0  # after the first messages, keep fetching this long to fill the batch
+    retry_seconds: float = 1.0  # back-off after a failed fetch or subscribe
+    backlog_seconds: float = BACKLOG_REFRESH_SECONDS  # how often the backlog gauges are refreshed
+
+
+class PullConsumer:
+    def __init__(self, js: JetStreamContext, durable: Durable, options: PullOptions | None = None) -> None:
+        self._js = js
+        self.durable = durable
+        self._opts = options or PullOptions()
+        self._sub: JetStreamContext.PullSubscription | None = None
+        self.consuming = asyncio.Event()  # set while run is bound to the durable (readiness probes read it)
+
+    async def subscribe(self) -> JetStreamContext.PullSubscription:
+        """Create (or bind to) the durable; idempotent. Call it early when nothing may be missed before run."""
+        if self._sub is None:
+            d = self.durable
+            if d.update_config:
+                await self._js.add_consumer(d.stream, d.consumer_config())
+                self._sub = await self._js.pull_subscribe_bind(durable=d.name, stream=d.stream)
+            else:
+                self._sub = await self._js.pull_subscribe(d.filter_subject, durable=d.name, stream=d.stream,
+                                                          config=d.consumer_config())
+        return self._sub
+
+    async def run(self, handle_batch: BatchHandler, stop: asyncio.Event) -> None:
+        """Fetch and handle batches until stop is set; the batch in hand is handled first."""
+        extra = {"stream": self.durable.stream, "durable": self.durable.name}
+        while True:
+            try:
+                sub = await self.subscribe()
+                break
+            except _UNAVAILABLE as exc:  # a busy or restarting server; a refused config still fails the start
+                log.warning("subscribing failed; retrying", extra={**extra, "error": repr(exc)})
+                if await stopped_within(stop, self._opts.retry_seconds):
+                    return
+        log.info("consuming", extra=extra)
+        self.consuming.set()
+        backlog = asyncio.create_task(self._report_backlog(sub, stop))
+        try:
+            while not stop.is_set():
+                msgs = await self.fetch(sub, stop)
+                if not msgs:
+                    continue
+                try:
+                    await handle_batch(msgs)
+                except Exception:  # a bug in one batch must not end the consumer: its messages come back
+                    log.exception("handling a batch failed", extra=extra)
+        finally:
+            self.consuming.clear()
+            backlog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await backlog
+            # a pull subscription left to the connection's drain keeps it waiting for its whole timeout
+            try:
+                await sub.unsubscribe()
+            except NatsError as exc:
+                log.debug("unsubscribe failed", extra={**extra, "error": repr(exc)})
+            self._sub = None
+
+    async def fetch(self, sub: JetStreamContext.PullSubscription, stop: asyncio.Event) -> list[Msg]:
+        """Block up to fetch_timeout for the first messages, then keep taking them for the gathering window
+        (messages that arrive spread out still make one batch); [] when there was nothing or fetching failed."""
+        want = self._batch_size()
+        try:
+            msgs = await sub.fetch(want, timeout=self._opts.fetch_timeout)
+        except TimeoutError:  # nats' own TimeoutError is one too
+            return []
+        except Exception as exc:  # connection trouble: the client reconnects; keep asking, unless stopping
+            if not stop.is_set():
+                log.warning("fetching failed", extra={"stream": self.durable.stream, "durable": self.durable.name,
+                                                      "error": repr(exc)})
+                await stopped_within(stop, self._opts.retry_seconds)
+            return []
+        deadline = time.monotonic() + self._opts.gather_seconds
+        while len(msgs) < want and not stop.is_set():
+            left = deadline - time.monotonic()
+            if left < _MIN_FETCH_TIMEOUT:
+                break
+            try:
+                msgs.extend(await sub.fetch(want - len(msgs), timeout=left))
+            except (TimeoutError, NatsError):
+                break
+        return msgs
+
+    def _batch_size(self) -> int:
+        batch = self._opts.batch
+        return max(1, batch() if callable(batch) else batch)
+
+    async def _report_backlog(self, sub: JetStreamContext.PullSubscription, stop: asyncio.Event) -> None:
+        """Refresh the backlog gauges from the durable's info every backlog_seconds; a failure is only logged."""
+        labels = (self.durable.stream, self.durable.name)
+        while True:
+            try:
+                info = await sub.consumer_info()
+            except Exception as exc:  # a gauge is not worth stopping for; the next refresh may work
+                log.warning("reading the durable's backlog failed", extra={
+                    "stream": labels[0], "durable": labels[1], "error": repr(exc)})
+            else:
+                PENDING.labels(*labels).set(info.num_pending or 0)
+                ACK_PENDING.labels(*labels).set(info.num_ack_pending or 0)
+            if await stopped_within(stop, self._opts.backlog_seconds):
+                return
