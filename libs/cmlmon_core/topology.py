@@ -23,8 +23,10 @@ POLLS_STREAM = "CML_POLLS"
 METRICS_STREAM = "CML_METRICS"
 ALERTS_STREAM = "CML_ALERTS"
 DEADLETTER_STREAM = "CML_DEADLETTER"
+AUTOPILOT_STREAM = "CML_AUTOPILOT"
 WORKERS_BUCKET = "cml_workers"
 ALERTS_BUCKET = "cml_alerts"
+AUTOPILOT_BUCKET = "cml_autopilot"
 
 _STREAM_NAME_IN_USE = 10058
 
@@ -83,6 +85,14 @@ def stream_configs(opts: TopologyOptions) -> list[StreamConfig]:
             duplicate_window=opts.duplicate_window_seconds,
             **common,  # type: ignore[arg-type]
         ),
+        StreamConfig(
+            name=AUTOPILOT_STREAM,
+            description="autopilot decisions and actions, dry-run included",
+            subjects=[subjects.AUTOPILOT_ALL],
+            max_age=opts.alerts_max_age_seconds,
+            duplicate_window=opts.duplicate_window_seconds,
+            **common,  # type: ignore[arg-type]
+        ),
     ]
 
 
@@ -91,6 +101,8 @@ def bucket_configs(opts: TopologyOptions) -> list[KeyValueConfig]:
         KeyValueConfig(bucket=WORKERS_BUCKET, description="registry worker state", history=1,
                        storage=StorageType.FILE, replicas=opts.replicas),
         KeyValueConfig(bucket=ALERTS_BUCKET, description="notifier alert state", history=1,
+                       storage=StorageType.FILE, replicas=opts.replicas),
+        KeyValueConfig(bucket=AUTOPILOT_BUCKET, description="autopilot state per worker", history=1,
                        storage=StorageType.FILE, replicas=opts.replicas),
     ]
 
