@@ -55,7 +55,7 @@ def bootstrap(settings: AutopilotSettings, js: JetStreamContext, store: StateSto
         probe = HttpCmlProbe(http, Credentials(settings.cml_username, settings.cml_password.get_secret_value()),
                              timeout=settings.cml_probe_timeout_seconds, concurrency=settings.cml_probe_concurrency)
     pilot = Pilot(registry, probe, store, publisher or JetStreamDecisionPublisher(js), policy(settings),
-                  prices(settings))
+                  prices(settings), settings.offhours_schedule)
     # AckWait covers a probe of the worker's controller twice plus the registry calls.
     ack_wait = 2 * settings.cml_probe_timeout_seconds + 2 * settings.registry_timeout_seconds + 10
     return SampleConsumer(js, pilot, samples_durable(settings.autopilot_consumer_name, ack_wait))

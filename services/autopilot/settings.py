@@ -7,8 +7,9 @@ import ssl
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
+from autopilot.domain.offhours import parse as parse_schedule
 from cmlmon_core.settings import CommonSettings
 
 
@@ -30,6 +31,9 @@ class AutopilotSettings(CommonSettings):
     idle_for_seconds: float = Field(default=7200.0, gt=0, description="quiet this long to count as idle")
     prices_file: str = Field(default="", description="YAML/JSON mapping instance type -> USD per hour")
 
+    offhours_schedule: str = Field(default="", description="e.g. 'Mon-Fri 08:00-19:00 Europe/Berlin'; tag "
+                                   "cmlmon:offhours overrides it per worker ('off' opts out)")
+
     # CML controllers: the address is the worker's `cml:url` tag.
     cml_username: str = "admin"
     cml_password: SecretStr = SecretStr("")
@@ -40,6 +44,13 @@ class AutopilotSettings(CommonSettings):
     cml_probe_concurrency: int = Field(default=8, ge=1, le=256)
 
     autopilot_consumer_name: str = Field(default="autopilot", pattern=r"^[A-Za-z0-9_-]+$")
+
+    @field_validator("offhours_schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        if value:
+            parse_schedule(value)  # raises ValueError naming the bad part
+        return value
 
     @model_validator(mode="after")
     def _files(self) -> AutopilotSettings:

@@ -1,5 +1,5 @@
-"""The registry as the autopilot calls it: GetWorker and StopWorker over gRPC, with the autopilot's own token as
-`authorization: Bearer` metadata; gRPC errors become RegistryCallFailed (or None for NOT_FOUND) here."""
+"""The registry as the autopilot calls it: GetWorker, StopWorker and StartWorker over gRPC, with the autopilot's
+own token as `authorization: Bearer` metadata; gRPC errors become RegistryCallFailed (or None for NOT_FOUND)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from cml.monitor.v1 import worker_pb2
 class RegistryPort(Protocol):
     async def get_worker(self, worker_id: str) -> worker_pb2.Worker | None: ...
     async def stop_worker(self, worker_id: str) -> worker_pb2.Worker: ...
+    async def start_worker(self, worker_id: str) -> worker_pb2.Worker: ...
 
 
 class GrpcRegistry:
@@ -40,4 +41,12 @@ class GrpcRegistry:
                                                 timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:
             raise RegistryCallFailed(f"StopWorker {worker_id}: {exc.code().name}: {exc.details()}") from exc
+        return reply.worker
+
+    async def start_worker(self, worker_id: str) -> worker_pb2.Worker:
+        try:
+            reply = await self._stub.StartWorker(rs.StartWorkerRequest(id=worker_id), metadata=self._metadata,
+                                                 timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise RegistryCallFailed(f"StartWorker {worker_id}: {exc.code().name}: {exc.details()}") from exc
         return reply.worker

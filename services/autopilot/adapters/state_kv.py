@@ -18,8 +18,8 @@ from autopilot.domain.idle import IdleState
 from autopilot.errors import AutopilotError
 from cmlmon_core.topology import AUTOPILOT_BUCKET
 
-_TIMES = ("warned_at", "stop_requested_at", "stopped_since", "accounted_until")
-_FLAGS = ("idle_notified", "dry_run_notified", "skipped_notified")
+_TIMES = ("warned_at", "stop_requested_at", "stopped_since", "accounted_until", "schedule_handled")
+_FLAGS = ("idle_notified", "dry_run_notified", "skipped_notified", "schedule_waiting")
 
 
 class StateConflict(AutopilotError):
@@ -53,7 +53,8 @@ def from_json(data: bytes) -> PilotState:
         idle_notified=bool(doc.get("idle_notified")), dry_run_notified=bool(doc.get("dry_run_notified")),
         skipped_notified=bool(doc.get("skipped_notified")), warned_at=_parse(doc.get("warned_at")),
         stop_requested_at=_parse(doc.get("stop_requested_at")), stopped_since=_parse(doc.get("stopped_since")),
-        accounted_until=_parse(doc.get("accounted_until")))
+        accounted_until=_parse(doc.get("accounted_until")), schedule_handled=_parse(doc.get("schedule_handled")),
+        schedule_waiting=bool(doc.get("schedule_waiting")))
 
 
 class KvStateStore:

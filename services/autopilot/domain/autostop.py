@@ -13,9 +13,11 @@ from datetime import datetime
 from typing import Literal
 
 from autopilot.domain.idle import IdlePolicy, IdleState, Observation, idle_seconds, is_idle, observe
+from autopilot.domain.offhours import Schedule, step
 
 Mode = Literal["off", "dry-run", "enforce"]
-ActionKind = Literal["idle", "would_stop", "warned", "cancelled", "stop", "skipped"]
+ActionKind = Literal["idle", "would_stop", "warned", "cancelled", "stop", "skipped",
+                     "scheduled_stop", "scheduled_start", "schedule_waiting"]
 
 NEVER_TAG = "cmlmon:autostop"
 NEVER_VALUE = "never"
@@ -40,6 +42,8 @@ class PilotState:
     stop_requested_at: datetime | None = None  # enforce: StopWorker asked for (once)
     stopped_since: datetime | None = None  # stopped by the autopilot and still stopped: savings accrue
     accounted_until: datetime | None = None  # savings counted up to here
+    schedule_handled: datetime | None = None  # the last scheduled change acted on (or found already true)
+    schedule_waiting: bool = False  # the `schedule_waiting` notice for the pending change was sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,10 +121,38 @@ def _why_busy(obs: Observation) -> str:
 def _while_not_running(state: PilotState, obs: Observation) -> Decision:
     """A stopped worker is not idle; if the autopilot stopped it, the time it stays stopped is counted."""
     fresh = PilotState(stop_requested_at=state.stop_requested_at, stopped_since=state.stopped_since,
-                       accounted_until=state.accounted_until, idle=IdleState(last_seen=obs.at))
+                       accounted_until=state.accounted_until, idle=IdleState(last_seen=obs.at),
+                       schedule_handled=state.schedule_handled, schedule_waiting=state.schedule_waiting)
     if state.stop_requested_at is None:
         return Decision(fresh, [])
     since = state.stopped_since or obs.at
     start = state.accounted_until or since
     seconds = max((obs.at - start).total_seconds(), 0.0)
     return Decision(replace(fresh, stopped_since=since, accounted_until=max(obs.at, start)), [], seconds)
+
+
+def follow_schedule(state: PilotState, schedule: Schedule | None, obs: Observation, *, running: bool,
+                    mode: Mode) -> Decision:
+    """The off-hours step for obs (see domain.offhours): a stop or start is claimed in the state (the change
+    it handles) before it is done, so replicas do it once; in dry-run it is only announced; off ignores
+    schedules. A stop waiting for a lab is announced once per scheduled change."""
+    if mode == "off":
+        return Decision(state, [])
+    nodes = obs.running_nodes if obs.has_controller else 0  # no controller: the clock alone decides
+    got = step(schedule, obs.at, running=running, running_nodes=nodes, handled=state.schedule_handled)
+    if got.act == "wait":
+        if state.schedule_waiting:
+            return Decision(state, [])
+        why = "controller did not answer" if nodes is None else f"{nodes} lab node(s) running"
+        return Decision(replace(state, schedule_waiting=True),
+                        [Action("schedule_waiting", f"off-hours stop waits: {why}")])
+    if got.change_at is None:
+        return Decision(state, [])
+    state = replace(state, schedule_handled=got.change_at, schedule_waiting=False)
+    if got.act is None:
+        return Decision(state, [])
+    kind: ActionKind = "scheduled_stop" if got.act == "stop" else "scheduled_start"
+    reason = f"off-hours schedule: {'closed' if got.act == 'stop' else 'opening'} since {got.change_at.isoformat()}"
+    if mode == "enforce" and got.act == "stop":
+        state = replace(state, stop_requested_at=obs.at, warned_at=None)  # counted as saved time too
+    return Decision(state, [Action(kind, reason)])

@@ -2,12 +2,13 @@
 under compare-and-set, then its actions done (a decision event and an alert for each; StopWorker for a stop).
 
 A stop is preceded by a fresh probe of the controller: a lab node started since the sample, or a controller
-that stopped answering, cancels it."""
+that stopped answering, cancels it. Off-hours schedules (tag `cmlmon:offhours` or OFFHOURS_SCHEDULE) are
+followed on the same samples, under the same mode."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -18,8 +19,10 @@ from autopilot.adapters.cml import Controller, ControllerProbe
 from autopilot.adapters.publisher import AUTOSTOP_RULE, IDLE_RULE, DecisionPublisher
 from autopilot.adapters.registry import RegistryPort
 from autopilot.adapters.state_kv import StateConflict, StateStore
-from autopilot.domain.autostop import Action, AutostopPolicy, Decision, PilotState, decide
+from autopilot.domain.autostop import Action, AutostopPolicy, Decision, PilotState, decide, follow_schedule
 from autopilot.domain.idle import IdleState, Observation
+from autopilot.domain.offhours import OFFHOURS_TAG, Schedule
+from autopilot.domain.offhours import parse as parse_schedule
 from autopilot.domain.prices import cost
 from autopilot.errors import AutopilotError, RegistryCallFailed
 from cml.monitor.v1 import alert_pb2, events_pb2, worker_pb2
@@ -30,7 +33,8 @@ CML_URL_TAG = "cml:url"
 CAS_ATTEMPTS = 8
 _SEVERITY = {"idle": alert_pb2.ALERT_SEVERITY_INFO, "would_stop": alert_pb2.ALERT_SEVERITY_INFO,
              "warned": alert_pb2.ALERT_SEVERITY_WARNING, "stopped": alert_pb2.ALERT_SEVERITY_INFO,
-             "stop_failed": alert_pb2.ALERT_SEVERITY_WARNING}
+             "stop_failed": alert_pb2.ALERT_SEVERITY_WARNING, "start_failed": alert_pb2.ALERT_SEVERITY_WARNING,
+             "schedule_waiting": alert_pb2.ALERT_SEVERITY_WARNING}
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,13 +46,15 @@ class Context:
 
 class Pilot:
     def __init__(self, registry: RegistryPort, probe: ControllerProbe, store: StateStore,
-                 publisher: DecisionPublisher, policy: AutostopPolicy, prices: Mapping[str, float]) -> None:
+                 publisher: DecisionPublisher, policy: AutostopPolicy, prices: Mapping[str, float],
+                 default_schedule: str = "") -> None:
         self._registry = registry
         self._probe = probe
         self._store = store
         self._publisher = publisher
         self.policy = policy
         self._prices = prices
+        self._default_schedule = default_schedule
 
     async def handle_sample(self, sample: events_pb2.MetricSample) -> None:
         """Raises AutopilotError when the sample must be handled again later."""
@@ -65,7 +71,9 @@ class Pilot:
                           running_nodes=controller.running_nodes if controller and controller.reachable else None,
                           has_controller=bool(url))
         ctx = Context(worker, obs, controller)
-        decision = await self._decide(ctx, running)
+        tags = dict(worker.tags)
+        decision = await self._decide(ctx, lambda state: decide(state, obs, running=running, tags=tags,
+                                                                 policy=self.policy))
         metrics.IDLE_SECONDS.labels(worker.id).set(
             (decision.state.idle.last_seen - decision.state.idle.idle_since).total_seconds()
             if decision.state.idle.idle_since and decision.state.idle.last_seen else 0)
@@ -76,11 +84,27 @@ class Pilot:
                 metrics.SAVED_USD.labels(worker.id).inc(saved)
         for action in decision.actions:
             await self._act(ctx, action)
+        schedule = self._schedule(worker)
+        if schedule is not None:
+            followed = await self._decide(ctx, lambda state: follow_schedule(state, schedule, obs, running=running,
+                                                                             mode=self.policy.mode))
+            for action in followed.actions:
+                await self._act(ctx, action)
 
-    async def _decide(self, ctx: Context, running: bool) -> Decision:
+    def _schedule(self, worker: worker_pb2.Worker) -> Schedule | None:
+        text = worker.tags.get(OFFHOURS_TAG) or self._default_schedule
+        if not text:
+            return None
+        try:
+            return parse_schedule(text)
+        except ValueError as exc:
+            log.warning("ignoring a bad off-hours schedule", extra={"worker_id": worker.id, "error": str(exc)})
+            return None
+
+    async def _decide(self, ctx: Context, rule: Callable[[PilotState], Decision]) -> Decision:
         for _ in range(CAS_ATTEMPTS):
             state, revision = await self._store.get(ctx.worker.id)
-            decision = decide(state, ctx.obs, running=running, tags=dict(ctx.worker.tags), policy=self.policy)
+            decision = rule(state)
             if decision.state == state:
                 return decision
             try:
@@ -91,7 +115,11 @@ class Pilot:
         raise AutopilotError(f"state of {ctx.worker.id} kept changing")
 
     async def _act(self, ctx: Context, action: Action) -> None:
-        if action.kind != "stop":
+        enforce = self.policy.mode == "enforce"
+        if action.kind == "scheduled_start" and enforce:
+            await self._start(ctx, action)
+            return
+        if action.kind != "stop" and not (action.kind == "scheduled_stop" and enforce):
             await self._announce(ctx, action.kind, action.reason, action.idle_seconds)
             return
         if ctx.obs.has_controller:
@@ -109,7 +137,17 @@ class Pilot:
             await self._reset(ctx.worker.id)
             await self._announce(ctx, "stop_failed", str(exc), action.idle_seconds)
             return
-        await self._announce(ctx, "stopped", action.reason, action.idle_seconds)
+        await self._announce(ctx, "stopped" if action.kind == "stop" else action.kind, action.reason,
+                             action.idle_seconds)
+
+    async def _start(self, ctx: Context, action: Action) -> None:
+        try:
+            await self._registry.start_worker(ctx.worker.id)
+        except RegistryCallFailed as exc:
+            log.warning("scheduled start failed", extra={"worker_id": ctx.worker.id, "error": str(exc)})
+            await self._announce(ctx, "start_failed", str(exc), 0.0)
+            return
+        await self._announce(ctx, action.kind, action.reason, 0.0)
 
     async def _reset(self, worker_id: str) -> None:
         """After a stop that did not happen: forget the idle run and the request, so it starts over."""

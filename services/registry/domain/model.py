@@ -44,7 +44,7 @@ OWNER_TAG = "cmlmon:worker-id"
 REQUEST_TAG = "cmlmon:request-token"
 RESERVED_TAG_PREFIXES = ("aws:", "cmlmon:")
 # Keys under the reserved prefix that people set on purpose: the autopilot reads them, the registry never writes.
-USER_TAGS = frozenset({"cmlmon:autostop"})
+USER_TAGS = frozenset({"cmlmon:autostop", "cmlmon:offhours"})
 
 
 def reserved_tag(key: str) -> bool:

@@ -59,9 +59,9 @@ class Fleet:
         return reply.worker
 
     async def sample(self, worker: worker_pb2.Worker, minute: float, cpu: float | None = 1.0,
-                     status: int = worker_pb2.WORKER_STATUS_RUNNING) -> None:
+                     status: int = worker_pb2.WORKER_STATUS_RUNNING, base: datetime = BASE) -> None:
         when = Timestamp()
-        when.FromDatetime(BASE + timedelta(minutes=minute))
+        when.FromDatetime(base + timedelta(minutes=minute))
         sample = events_pb2.MetricSample(worker_id=worker.id, region=REGION, instance_id=worker.instance_id,
                                          observe_time=when, status=status)  # type: ignore[arg-type]
         if cpu is not None:
@@ -69,9 +69,9 @@ class Fleet:
         data, headers = messages.encode(sample, msg_id=uuid.uuid4().hex)
         await self.js.publish(subjects.metric(REGION, worker.id), data, headers=headers)
 
-    async def handled(self, worker: worker_pb2.Worker, minute: float) -> PilotState:
+    async def handled(self, worker: worker_pb2.Worker, minute: float, base: datetime = BASE) -> PilotState:
         """Wait until the autopilot has handled the worker's sample of `minute` (and so every earlier one)."""
-        at = BASE + timedelta(minutes=minute)
+        at = base + timedelta(minutes=minute)
 
         async def state() -> PilotState | None:
             got, _ = await self.store.get(worker.id)

@@ -36,6 +36,9 @@ class CountingRegistry:
         self.stops.append(worker_id)
         return self.worker
 
+    async def start_worker(self, worker_id: str) -> worker_pb2.Worker:
+        raise AssertionError("nothing starts here")
+
 
 class NoController:
     async def probe(self, url: str) -> Controller:

@@ -92,3 +92,25 @@ def test_a_worker_stopped_by_someone_else_counts_nothing() -> None:
     _, _, seconds = play("enforce", [(Observation(T0 + timedelta(minutes=m), None, None, True), False)
                                      for m in range(0, 60, 10)])
     assert seconds == 0
+
+
+def test_schedule_stops_once_per_change_and_waits_for_labs() -> None:
+    from autopilot.domain.autostop import follow_schedule
+    from autopilot.domain.offhours import parse
+    schedule = parse("Mon-Fri 08:00-19:00 UTC")
+    closing = datetime(2026, 12, 2, 19, 0, tzinfo=UTC)
+    lab = Observation(closing + timedelta(minutes=1), 2.0, 1, True)
+    d = follow_schedule(PilotState(), schedule, lab, running=True, mode="enforce")
+    assert [a.kind for a in d.actions] == ["schedule_waiting"] and d.state.schedule_handled is None
+    d = follow_schedule(d.state, schedule, lab, running=True, mode="enforce")
+    assert d.actions == []  # said once
+    free = Observation(closing + timedelta(minutes=2), 2.0, 0, True)
+    d = follow_schedule(d.state, schedule, free, running=True, mode="enforce")
+    assert [a.kind for a in d.actions] == ["scheduled_stop"] and d.state.schedule_handled == closing
+    assert d.state.stop_requested_at == free.at
+    # started again by hand: left alone until the next scheduled change
+    later = Observation(closing + timedelta(hours=2), 30.0, 3, True)
+    assert follow_schedule(d.state, schedule, later, running=True, mode="enforce").actions == []
+    assert follow_schedule(PilotState(), schedule, free, running=True, mode="off").actions == []
+    dry = follow_schedule(PilotState(), schedule, free, running=True, mode="dry-run")
+    assert [a.kind for a in dry.actions] == ["scheduled_stop"] and dry.state.stop_requested_at is None

@@ -55,8 +55,8 @@ def test_bad_tags_are_refused(tags: dict[str, str]) -> None:
     assert field_of(validation.create, create(tags=tags)).startswith("tags")
 
 
-def test_the_autopilot_opt_out_tag_is_the_one_reserved_key_people_may_set() -> None:
-    validation.create(create(tags={"cmlmon:autostop": "never"}))
+def test_the_autopilot_tags_are_the_reserved_keys_people_may_set() -> None:
+    validation.create(create(tags={"cmlmon:autostop": "never", "cmlmon:offhours": "off"}))
     assert validation.importable_tags({"cmlmon:autostop": "never", "cmlmon:worker-id": "w"}) == {
         "cmlmon:autostop": "never"}
 
