@@ -1,7 +1,8 @@
 """`make run`: the whole system on one machine, each service in a process of its own as deployed.
 
 Starts nats-server with JetStream, the simulated AWS (moto, seeded with the demo fleet and a metrics
-generator), the registry, COLLECTOR_REPLICAS collectors and the notifier; imports the demo fleet; prints
+generator), the registry, COLLECTOR_REPLICAS collectors, the notifier and (simulated AWS only) the autopilot in
+dry-run with a CML controller stand-in for the idle demo worker; imports the demo fleet; prints
 where everything listens and every process's output, prefixed. Ctrl-C (or SIGTERM) stops every process it
 started: SIGTERM first, SIGKILL after a grace period; children also die with this process (PDEATHSIG).
 Every setting given in the environment is passed on to the services."""
@@ -27,11 +28,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from cml.monitor.v1 import registry_service_pb2 as reg_pb2
 from cml.monitor.v1 import registry_service_pb2_grpc as reg_grpc
 from cmlmon_core.settings import load_settings
+from cmlmon_dev.cml_sim import CmlController
 from cmlmon_dev.demo import read_manifest
 from cmlmon_dev.receiver import Received, WebhookReceiver
 from cmlmon_dev.servers import NatsServer, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
+IDLE_DEMO_WORKER = "cml-east-4"
 
 
 class RunSettings(BaseSettings):
@@ -50,6 +53,8 @@ class RunSettings(BaseSettings):
     notifier_metrics_port: int = 9103
     collector_replicas: int = Field(default=2, ge=1, le=9)
     demo_webhook_port: int = 9180
+    autopilot_metrics_port: int = 9104
+    demo_cml_port: int = 9190  # the CML controller stand-in of the idle demo worker
     worker_metrics_poll_interval: int = Field(default=10, ge=1)
     worker_notification_webhooks: str = ""
     demo_datapoint_every: float = 10.0
@@ -149,14 +154,16 @@ async def wait_serving(address: str, timeout: float = 60.0) -> None:
             await asyncio.sleep(0.3)
 
 
-async def import_demo_fleet(address: str, manifest: Path) -> int:
+async def import_demo_fleet(address: str, manifest: Path, cml_url: str = "") -> int:
+    """Import the demo fleet; the idle demo worker gets its CML controller stand-in's address (tag cml:url)."""
     fleet = read_manifest(manifest)
     async with grpc.aio.insecure_channel(address) as channel:
         stub = reg_grpc.WorkerRegistryServiceStub(channel)
         for w in fleet:
+            tags = {"cml:role": "worker", "cml:url": cml_url} if cml_url and w.name == IDLE_DEMO_WORKER else {}
             try:
-                await stub.ImportWorker(reg_pb2.ImportWorkerRequest(region=w.region, instance_id=w.instance_id),
-                                        timeout=20)
+                await stub.ImportWorker(reg_pb2.ImportWorkerRequest(region=w.region, instance_id=w.instance_id,
+                                                                    tags=tags), timeout=20)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
                     raise
@@ -187,6 +194,7 @@ async def run(s: RunSettings) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     receiver: WebhookReceiver | None = None
+    cml: CmlController | None = None
     lines: list[str] = []
     try:
         nats_url = s.nats_url
@@ -225,6 +233,18 @@ async def run(s: RunSettings) -> int:
         await sup.spawn("notifier", [sup.python, "-m", "notifier"], sup.env(
             **common, GRPC_PORT=s.notifier_grpc_port, METRICS_PORT=s.notifier_metrics_port,
             WORKER_NOTIFICATION_WEBHOOKS=webhooks))
+        if s.run_aws == "simulated":
+            # The idle demo worker's controller: one lab, nothing running. The autopilot watches the fleet in
+            # dry-run (AUTOSTOP_MODE, IDLE_FOR_SECONDS and the rest can be given to make run).
+            cml = await CmlController(port=s.demo_cml_port).start()
+            cml.add_lab("STOPPED", "STOPPED")
+            await sup.spawn("autopilot", [sup.python, "-m", "autopilot"], sup.env(
+                **common, METRICS_PORT=s.autopilot_metrics_port, REGISTRY_ADDRESS=f"127.0.0.1:{s.registry_grpc_port}",
+                CML_PASSWORD=cml.password, AUTOSTOP_MODE=os.environ.get("AUTOSTOP_MODE", "dry-run"),
+                IDLE_FOR_SECONDS=os.environ.get("IDLE_FOR_SECONDS", "60"),
+                AUTOSTOP_GRACE_SECONDS=os.environ.get("AUTOSTOP_GRACE_SECONDS", "30")))
+            lines += [f"autopilot metrics     http://127.0.0.1:{s.autopilot_metrics_port}/metrics  "
+                      f"({IDLE_DEMO_WORKER} is idle; its CML stand-in: {cml.url})"]
         lines += [f"registry gRPC         127.0.0.1:{s.registry_grpc_port}  (reflection: grpcurl -plaintext "
                   f"127.0.0.1:{s.registry_grpc_port} list)",
                   f"registry metrics      http://127.0.0.1:{s.registry_metrics_port}/metrics",
@@ -233,7 +253,8 @@ async def run(s: RunSettings) -> int:
         await wait_serving(f"127.0.0.1:{s.registry_grpc_port}")
         if s.run_aws == "simulated":
             await _wait_file(manifest, stop)
-            count = await import_demo_fleet(f"127.0.0.1:{s.registry_grpc_port}", manifest)
+            count = await import_demo_fleet(f"127.0.0.1:{s.registry_grpc_port}", manifest,
+                                            cml.url if cml is not None else "")
             lines.append(f"demo fleet            {count} workers imported; poll interval "
                          f"{s.worker_metrics_poll_interval}s")
         print("\n".join(["", "cmlmon is running:", *("  " + x for x in lines), "Ctrl-C stops everything.", ""]),
@@ -245,6 +266,8 @@ async def run(s: RunSettings) -> int:
         await sup.stop_all()
         if receiver is not None:
             await receiver.stop()
+        if cml is not None:
+            await cml.stop()
 
 
 async def _wait_file(path: Path, stop: asyncio.Event, timeout: float = 120.0) -> None:

@@ -51,7 +51,8 @@ def alive(pid: int) -> bool:
 def test_make_run_shows_alerts_and_stops_cleanly(tmp_path: Path) -> None:
     ports = {name: free_port() for name in (
         "NATS_PORT", "AWS_SIM_PORT", "REGISTRY_GRPC_PORT", "NOTIFIER_GRPC_PORT", "REGISTRY_METRICS_PORT",
-        "COLLECTOR_METRICS_PORT", "NOTIFIER_METRICS_PORT", "DEMO_WEBHOOK_PORT")}
+        "COLLECTOR_METRICS_PORT", "NOTIFIER_METRICS_PORT", "DEMO_WEBHOOK_PORT",
+        "AUTOPILOT_METRICS_PORT", "DEMO_CML_PORT")}
     env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "AWS_ENDPOINT_URL")}
     env.update({k: str(v) for k, v in ports.items()})
     env["WORKER_METRICS_POLL_INTERVAL"] = "5"

@@ -189,9 +189,16 @@ class Pilot:
 
 def _summary(w: worker_pb2.Worker, action: str, reason: str, idle_seconds: float, spent: float | None,
              mode: str) -> str:
-    hours = idle_seconds / 3600
     money = f", about ${spent:.2f}" if spent is not None else ""
-    return f"{action} ({mode}): {w.name or w.id} idle for {hours:.1f} h{money}; {reason}"
+    return f"{action} ({mode}): {w.name or w.id} idle for {_duration(idle_seconds)}{money}; {reason}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _export(worker_id: str, c: Controller) -> None:
