@@ -10,7 +10,6 @@ import httpx
 import yaml
 from nats.js import JetStreamContext
 
-from autopilot.adapters.cml import ControllerProbe, Credentials, HttpCmlProbe
 from autopilot.adapters.publisher import DecisionPublisher, JetStreamDecisionPublisher
 from autopilot.adapters.registry import GrpcRegistry, RegistryPort
 from autopilot.adapters.state_kv import StateStore
@@ -20,6 +19,7 @@ from autopilot.domain.prices import price_table
 from autopilot.entrypoints.samples import SampleConsumer, samples_durable
 from autopilot.service.pilot import Pilot
 from autopilot.settings import AutopilotSettings
+from cmlmon_core.cml import ControllerProbe, Credentials, HttpCmlProbe
 
 
 def policy(settings: AutopilotSettings) -> AutostopPolicy:

@@ -7,10 +7,6 @@ class AutopilotError(Exception):
     """Base of every error the autopilot raises on purpose."""
 
 
-class ControllerUnreachable(AutopilotError):
-    """The CML controller did not answer (connection, TLS, timeout) or refused our credentials."""
-
-
 class RegistryCallFailed(AutopilotError):
     """A call to the registry failed; the message names the gRPC status."""
 

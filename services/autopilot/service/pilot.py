@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from autopilot import metrics
-from autopilot.adapters.cml import Controller, ControllerProbe
 from autopilot.adapters.publisher import AUTOSTOP_RULE, IDLE_RULE, DecisionPublisher
 from autopilot.adapters.registry import RegistryPort
 from autopilot.adapters.state_kv import StateConflict, StateStore
@@ -26,6 +25,7 @@ from autopilot.domain.offhours import parse as parse_schedule
 from autopilot.domain.prices import cost
 from autopilot.errors import AutopilotError, RegistryCallFailed
 from cml.monitor.v1 import alert_pb2, events_pb2, worker_pb2
+from cmlmon_core.cml import Controller, ControllerProbe
 
 log = logging.getLogger(__name__)
 

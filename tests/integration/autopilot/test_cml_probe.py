@@ -9,8 +9,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from autopilot.adapters.cml import Credentials, HttpCmlProbe
-from autopilot.errors import ControllerUnreachable
+from cmlmon_core.cml import ControllerUnreachable, Credentials, HttpCmlProbe
 from cmlmon_dev.cml_sim import CmlController
 from cmlmon_dev.servers import free_port
 

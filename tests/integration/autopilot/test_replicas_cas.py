@@ -12,13 +12,13 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.js import JetStreamContext
 
-from autopilot.adapters.cml import Controller
 from autopilot.adapters.state_kv import KvStateStore
 from autopilot.domain.autostop import AutostopPolicy, PilotState
 from autopilot.domain.idle import IdlePolicy, IdleState
 from autopilot.domain.prices import price_table
 from autopilot.service.pilot import Pilot
 from cml.monitor.v1 import alert_pb2, events_pb2, worker_pb2
+from cmlmon_core.cml import Controller
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 12, 5, 22, 0, tzinfo=UTC)

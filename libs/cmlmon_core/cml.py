@@ -1,4 +1,5 @@
-"""CML controller probe over its REST API (/api/v0) with httpx.
+"""CML controller probe over its REST API (/api/v0) with httpx: the autopilot reads controllers with it, the
+registry removes a controller's licence registration with it before terminating the instance.
 
 Why httpx and not virl2-client: virl2-client is synchronous (every call would need a thread), builds the
 whole lab model (topology, links, interfaces) when it only needs counts, checks its own version against the
@@ -19,9 +20,11 @@ from typing import Any, Protocol
 
 import httpx
 
-from autopilot.errors import ControllerUnreachable
-
 log = logging.getLogger(__name__)
+
+class ControllerUnreachable(Exception):
+    """The CML controller did not answer (connection, TLS, timeout), refused our credentials or the request."""
+
 
 ACTIVE_NODE_STATES = frozenset({"STARTED", "QUEUED", "BOOTED"})  # virl2-client's Node.is_active
 REGISTERED = "COMPLETED"
