@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import secrets
+import ssl
 from dataclasses import dataclass
 
+import httpx
 from nats.js import JetStreamContext
 
 from cmlmon_core.aws import AwsClients
+from cmlmon_core.cml import Credentials, HttpCmlProbe
 from registry.adapters.ec2 import AwsEc2, Ec2
+from registry.adapters.licence import CmlLicenceReleaser
 from registry.adapters.publisher import EventPublisher, JetStreamEventPublisher
 from registry.adapters.repository import KvWorkerRepository, WorkerRepository
 from registry.domain.paging import PageTokens
@@ -21,6 +25,13 @@ from registry.settings import RegistrySettings
 class Wiring:
     registry: Registry
     aws: AwsClients | None
+    http: httpx.AsyncClient | None = None  # for CML controllers; closed with the service
+
+
+def cml_verify(settings: RegistrySettings) -> ssl.SSLContext | bool:
+    if settings.cml_ca_bundle:
+        return ssl.create_default_context(cafile=settings.cml_ca_bundle)
+    return settings.cml_tls_verify
 
 
 async def bootstrap(settings: RegistrySettings, js: JetStreamContext, *, repo: WorkerRepository | None = None,
@@ -35,4 +46,11 @@ async def bootstrap(settings: RegistrySettings, js: JetStreamContext, *, repo: W
                         RegistryOptions(missing_grace_seconds=settings.registry_missing_grace_seconds))
     secret = settings.registry_page_token_secret.encode() or await repo.shared_secret(secrets.token_bytes(32))
     registry.page_tokens = PageTokens(secret)
-    return Wiring(registry, aws)
+    http: httpx.AsyncClient | None = None
+    probe: HttpCmlProbe | None = None
+    if settings.cml_password.get_secret_value():
+        http = httpx.AsyncClient(verify=cml_verify(settings))
+        probe = HttpCmlProbe(http, Credentials(settings.cml_username, settings.cml_password.get_secret_value()),
+                             timeout=settings.cml_timeout_seconds)
+    registry.licences = CmlLicenceReleaser(probe, js)
+    return Wiring(registry, aws, http)

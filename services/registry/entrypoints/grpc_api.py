@@ -148,7 +148,8 @@ class WorkerRegistryServicer:
     @rpc
     async def TerminateWorker(self, request: rs.TerminateWorkerRequest, context: Any
                               ) -> rs.TerminateWorkerResponse:
-        return rs.TerminateWorkerResponse(worker=await self._registry.terminate_worker(request.id, request.etag))
+        return rs.TerminateWorkerResponse(worker=await self._registry.terminate_worker(request.id, request.etag,
+                                                                                   request.force))
 
     async def WatchWorkers(self, request: rs.WatchWorkersRequest, context: grpc.aio.ServicerContext[Any, Any]
                            ) -> AsyncIterator[rs.WatchWorkersResponse]:

@@ -96,6 +96,8 @@ async def run(settings: RegistrySettings, stop: asyncio.Event, ready: asyncio.Ev
                 REGISTRY.unregister(fleet)
             if wiring.aws is not None:
                 await wiring.aws.__aexit__(None, None, None)
+            if wiring.http is not None:
+                await wiring.http.aclose()
     log.info("registry stopped")
 
 
