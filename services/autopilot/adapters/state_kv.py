@@ -43,6 +43,7 @@ def to_json(state: PilotState) -> bytes:
     doc: dict[str, Any] = {"idle_since": _time(state.idle.idle_since), "last_seen": _time(state.idle.last_seen)}
     doc.update({name: _time(getattr(state, name)) for name in _TIMES})
     doc.update({name: getattr(state, name) for name in _FLAGS})
+    doc["controller_alerts"] = sorted(state.controller_alerts)
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
@@ -54,7 +55,8 @@ def from_json(data: bytes) -> PilotState:
         skipped_notified=bool(doc.get("skipped_notified")), warned_at=_parse(doc.get("warned_at")),
         stop_requested_at=_parse(doc.get("stop_requested_at")), stopped_since=_parse(doc.get("stopped_since")),
         accounted_until=_parse(doc.get("accounted_until")), schedule_handled=_parse(doc.get("schedule_handled")),
-        schedule_waiting=bool(doc.get("schedule_waiting")))
+        schedule_waiting=bool(doc.get("schedule_waiting")),
+        controller_alerts=frozenset(str(r) for r in doc.get("controller_alerts") or ()))
 
 
 class KvStateStore:

@@ -16,7 +16,7 @@ from autopilot.domain.idle import IdlePolicy, IdleState, Observation, idle_secon
 from autopilot.domain.offhours import Schedule, step
 
 Mode = Literal["off", "dry-run", "enforce"]
-ActionKind = Literal["idle", "would_stop", "warned", "cancelled", "stop", "skipped",
+ActionKind = Literal["idle", "busy", "would_stop", "warned", "cancelled", "stop", "skipped",
                      "scheduled_stop", "scheduled_start", "schedule_waiting"]
 
 NEVER_TAG = "cmlmon:autostop"
@@ -44,6 +44,7 @@ class PilotState:
     accounted_until: datetime | None = None  # savings counted up to here
     schedule_handled: datetime | None = None  # the last scheduled change acted on (or found already true)
     schedule_waiting: bool = False  # the `schedule_waiting` notice for the pending change was sent
+    controller_alerts: frozenset[str] = frozenset()  # controller rules firing (domain.controller)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +105,8 @@ def _not_idle(state: PilotState, obs: Observation) -> Decision:
     actions: list[Action] = []
     if state.warned_at is not None:
         actions.append(Action("cancelled", _why_busy(obs)))
+    if state.idle_notified:
+        actions.append(Action("busy", _why_busy(obs)))  # resolves the `idle` alert
     return Decision(replace(state, warned_at=None, idle_notified=False, dry_run_notified=False,
                             skipped_notified=False), actions)
 
@@ -122,7 +125,8 @@ def _while_not_running(state: PilotState, obs: Observation) -> Decision:
     """A stopped worker is not idle; if the autopilot stopped it, the time it stays stopped is counted."""
     fresh = PilotState(stop_requested_at=state.stop_requested_at, stopped_since=state.stopped_since,
                        accounted_until=state.accounted_until, idle=IdleState(last_seen=obs.at),
-                       schedule_handled=state.schedule_handled, schedule_waiting=state.schedule_waiting)
+                       schedule_handled=state.schedule_handled, schedule_waiting=state.schedule_waiting,
+                       controller_alerts=state.controller_alerts)
     if state.stop_requested_at is None:
         return Decision(fresh, [])
     since = state.stopped_since or obs.at

@@ -19,6 +19,7 @@ from autopilot.adapters.publisher import AUTOSTOP_RULE, IDLE_RULE, DecisionPubli
 from autopilot.adapters.registry import RegistryPort
 from autopilot.adapters.state_kv import StateConflict, StateStore
 from autopilot.domain.autostop import Action, AutostopPolicy, Decision, PilotState, decide, follow_schedule
+from autopilot.domain.controller import ControllerReading, Transition, controller_alerts
 from autopilot.domain.idle import IdleState, Observation
 from autopilot.domain.offhours import OFFHOURS_TAG, Schedule
 from autopilot.domain.offhours import parse as parse_schedule
@@ -66,13 +67,14 @@ class Pilot:
         controller = await self._probe.probe(url) if url and running else None
         if controller is not None:
             _export(worker.id, controller)
+            await self._controller_alerts(worker, controller, sample)
         at = sample.observe_time.ToDatetime(tzinfo=UTC) if sample.HasField("observe_time") else datetime.now(UTC)
         obs = Observation(at=at, cpu=sample.cpu_utilization if sample.HasField("cpu_utilization") else None,
                           running_nodes=controller.running_nodes if controller and controller.reachable else None,
                           has_controller=bool(url))
         ctx = Context(worker, obs, controller)
         tags = dict(worker.tags)
-        decision = await self._decide(ctx, lambda state: decide(state, obs, running=running, tags=tags,
+        decision = await self._decide(worker.id, lambda state: decide(state, obs, running=running, tags=tags,
                                                                  policy=self.policy))
         metrics.IDLE_SECONDS.labels(worker.id).set(
             (decision.state.idle.last_seen - decision.state.idle.idle_since).total_seconds()
@@ -86,10 +88,30 @@ class Pilot:
             await self._act(ctx, action)
         schedule = self._schedule(worker)
         if schedule is not None:
-            followed = await self._decide(ctx, lambda state: follow_schedule(state, schedule, obs, running=running,
-                                                                             mode=self.policy.mode))
+            followed = await self._decide(worker.id, lambda state: follow_schedule(
+                state, schedule, obs, running=running, mode=self.policy.mode))
             for action in followed.actions:
                 await self._act(ctx, action)
+
+    async def _controller_alerts(self, worker: worker_pb2.Worker, c: Controller,
+                                 sample: events_pb2.MetricSample) -> None:
+        reading = ControllerReading(c.reachable, c.healthy, c.in_compliance, c.error, c.authorization)
+        transitions: list[Transition] = []
+
+        def rule(state: PilotState) -> Decision:
+            firing, found = controller_alerts(state.controller_alerts, reading)
+            transitions[:] = found
+            return Decision(replace(state, controller_alerts=firing), [])
+        await self._decide(worker.id, rule)
+        for t in transitions:
+            stamp = sample.observe_time.ToMilliseconds()
+            await self._publisher.publish_alert(alert_pb2.Alert(
+                id=f"{worker.id}.{t.rule}", worker_id=worker.id, worker_name=worker.name,
+                instance_id=worker.instance_id, region=worker.region, rule=t.rule,
+                severity=alert_pb2.ALERT_SEVERITY_WARNING,
+                state=alert_pb2.ALERT_STATE_FIRING if t.state == "firing" else alert_pb2.ALERT_STATE_RESOLVED,
+                summary=f"{worker.name or worker.id}: {t.summary}", start_time=sample.observe_time,
+                transition_id=f"{worker.id}.{t.rule}.{stamp}.{t.state}"))
 
     def _schedule(self, worker: worker_pb2.Worker) -> Schedule | None:
         text = worker.tags.get(OFFHOURS_TAG) or self._default_schedule
@@ -101,18 +123,18 @@ class Pilot:
             log.warning("ignoring a bad off-hours schedule", extra={"worker_id": worker.id, "error": str(exc)})
             return None
 
-    async def _decide(self, ctx: Context, rule: Callable[[PilotState], Decision]) -> Decision:
+    async def _decide(self, worker_id: str, rule: Callable[[PilotState], Decision]) -> Decision:
         for _ in range(CAS_ATTEMPTS):
-            state, revision = await self._store.get(ctx.worker.id)
+            state, revision = await self._store.get(worker_id)
             decision = rule(state)
             if decision.state == state:
                 return decision
             try:
-                await self._store.put(ctx.worker.id, decision.state, revision)
+                await self._store.put(worker_id, decision.state, revision)
             except StateConflict:
                 continue  # another replica moved first: decide again on what it wrote
             return decision
-        raise AutopilotError(f"state of {ctx.worker.id} kept changing")
+        raise AutopilotError(f"state of {worker_id} kept changing")
 
     async def _act(self, ctx: Context, action: Action) -> None:
         enforce = self.policy.mode == "enforce"
@@ -177,10 +199,11 @@ class Pilot:
         if ctx.obs.running_nodes is not None:
             decision.running_nodes = ctx.obs.running_nodes
         summary = _summary(w, action, reason, idle_seconds, spent, self.policy.mode)
+        rule = IDLE_RULE if action in ("idle", "busy") else AUTOSTOP_RULE
+        state = alert_pb2.ALERT_STATE_RESOLVED if action == "busy" else alert_pb2.ALERT_STATE_FIRING
         alert = alert_pb2.Alert(
-            id=f"{w.id}.{IDLE_RULE if action == 'idle' else AUTOSTOP_RULE}", worker_id=w.id, worker_name=w.name,
-            instance_id=w.instance_id, region=w.region, rule=IDLE_RULE if action == "idle" else AUTOSTOP_RULE,
-            severity=_SEVERITY.get(action, alert_pb2.ALERT_SEVERITY_INFO), state=alert_pb2.ALERT_STATE_FIRING,
+            id=f"{w.id}.{rule}", worker_id=w.id, worker_name=w.name, instance_id=w.instance_id, region=w.region,
+            rule=rule, severity=_SEVERITY.get(action, alert_pb2.ALERT_SEVERITY_INFO), state=state,
             value=idle_seconds, summary=summary, start_time=when, transition_id=decision_id)
         await self._publisher.publish(decision, alert)
         metrics.DECISIONS.labels(action, self.policy.mode).inc()

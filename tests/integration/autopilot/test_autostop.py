@@ -51,7 +51,7 @@ async def test_a_lab_start_in_the_grace_period_cancels_the_stop(
         for minute in range(11, 20):
             await fleet.sample(worker, minute)
         state = await fleet.handled(worker, 19)
-    assert fleet.decisions.actions(worker.id) == ["idle", "warned", "cancelled"]
+    assert fleet.decisions.actions(worker.id) == ["idle", "warned", "cancelled", "busy"]
     assert state.stop_requested_at is None and state.idle.idle_since is None
     assert await fleet.ec2_state(worker) == "running"
 

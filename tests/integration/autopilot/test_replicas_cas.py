@@ -52,6 +52,9 @@ class Collected:
     async def publish(self, decision: events_pb2.AutopilotDecision, alert: alert_pb2.Alert) -> None:
         self.actions.append(decision.action)
 
+    async def publish_alert(self, alert: alert_pb2.Alert) -> None:
+        self.actions.append(alert.rule)
+
 
 class ReadTogether:
     """The real store; each replica's first read waits until both replicas have read."""

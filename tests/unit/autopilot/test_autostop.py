@@ -57,14 +57,14 @@ def test_enforce_warns_then_stops_once_after_the_grace_period() -> None:
 def test_a_lab_start_in_the_grace_period_cancels_the_stop() -> None:
     lab = (Observation(T0 + timedelta(minutes=12), 1.0, 3, True), True)
     _, actions, _ = play("enforce", [*quiet_run(11), lab, *[(quiet(m), True) for m in range(13, 20)]])
-    assert actions == [(10, "idle"), (10, "warned"), (12, "cancelled")]
+    assert actions == [(10, "idle"), (10, "warned"), (12, "cancelled"), (12, "busy")]
 
 
 def test_a_cpu_rise_or_an_unreachable_controller_cancels_too() -> None:
     for busy in (Observation(T0 + timedelta(minutes=12), 40.0, 0, True),
                  Observation(T0 + timedelta(minutes=12), 1.0, None, True)):
         _, actions, _ = play("enforce", [*quiet_run(11), (busy, True), (quiet(16), True)])
-        assert actions == [(10, "idle"), (10, "warned"), (12, "cancelled")]
+        assert actions == [(10, "idle"), (10, "warned"), (12, "cancelled"), (12, "busy")]
 
 
 def test_a_running_lab_node_blocks_every_mode() -> None:
@@ -114,3 +114,9 @@ def test_schedule_stops_once_per_change_and_waits_for_labs() -> None:
     assert follow_schedule(PilotState(), schedule, free, running=True, mode="off").actions == []
     dry = follow_schedule(PilotState(), schedule, free, running=True, mode="dry-run")
     assert [a.kind for a in dry.actions] == ["scheduled_stop"] and dry.state.stop_requested_at is None
+
+
+def test_the_idle_notice_is_resolved_when_the_worker_is_busy_again() -> None:
+    busy = (Observation(T0 + timedelta(minutes=20), 60.0, 0, True), True)
+    _, actions, _ = play("off", [*quiet_run(15), busy, (quiet(21), True)])
+    assert actions == [(10, "idle"), (20, "busy")]
