@@ -5,6 +5,7 @@ an idle worker once."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
 import pytest
 from nats.js import JetStreamContext
@@ -16,6 +17,10 @@ from tests.integration.autopilot.conftest import Fleet, autopilot_settings, runn
 from tests.support import eventually
 
 pytestmark = pytest.mark.integration
+
+
+def stopped(fleet: Fleet, worker_id: str) -> Callable[[], bool]:
+    return lambda: "stopped" in fleet.decisions.actions(worker_id)
 
 
 def durable() -> str:
@@ -100,6 +105,8 @@ async def test_two_replicas_stop_an_idle_worker_once(
                     await fleet.sample(worker, minute)
         for worker in workers:
             await fleet.handled(worker, 24)
+            # the state is written before its actions are done (maybe by the other replica): wait for the stop
+            await eventually(stopped(fleet, worker.id), timeout=30)
     for worker in workers:
         assert fleet.decisions.actions(worker.id) == ["idle", "warned", "stopped"], worker.id
         assert await fleet.ec2_state(worker) in ("stopping", "stopped")
