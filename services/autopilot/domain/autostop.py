@@ -20,6 +20,7 @@ ActionKind = Literal["idle", "busy", "would_stop", "warned", "cancelled", "stop"
                      "scheduled_stop", "scheduled_start", "schedule_waiting"]
 
 NEVER_TAG = "cmlmon:autostop"
+STOP_RETRY_SECONDS = 1800.0
 NEVER_VALUE = "never"
 
 
@@ -81,7 +82,7 @@ def decide(state: PilotState, obs: Observation, *, running: bool, tags: dict[str
     if not state.idle_notified:
         actions.append(Action("idle", "cpu below threshold and no running lab node", seconds))
         state = replace(state, idle_notified=True)
-    if policy.mode == "off" or state.stop_requested_at is not None:
+    if policy.mode == "off":
         return Decision(state, actions)
     if opted_out(tags):
         if not state.skipped_notified:
@@ -91,6 +92,8 @@ def decide(state: PilotState, obs: Observation, *, running: bool, tags: dict[str
         if not state.dry_run_notified:
             actions.append(Action("would_stop", "dry-run: idle long enough to be stopped", seconds))
         return Decision(replace(state, dry_run_notified=True), actions)
+    if state.stop_requested_at is not None:
+        return _stop_again_if_lost(state, obs, actions, seconds)
     if state.warned_at is None:
         actions.append(Action("warned", f"will be stopped in {policy.grace_seconds:.0f} s unless it is used",
                               seconds))
@@ -99,6 +102,17 @@ def decide(state: PilotState, obs: Observation, *, running: bool, tags: dict[str
         return Decision(state, actions)
     actions.append(Action("stop", "idle through the grace period", seconds))
     return Decision(replace(state, stop_requested_at=obs.at, warned_at=None), actions)
+
+
+def _stop_again_if_lost(state: PilotState, obs: Observation, actions: list[Action], seconds: float) -> Decision:
+    """A stop was asked for, yet the worker still runs, idle, a while later: the replica that claimed the stop
+    may have died before calling the registry (the claim is written first). Ask again, once per
+    STOP_RETRY_SECONDS (a metal instance takes 5-10 minutes to stop, and is not "running" meanwhile)."""
+    asked = state.stop_requested_at
+    if asked is None or (obs.at - asked).total_seconds() < STOP_RETRY_SECONDS:
+        return Decision(state, actions)
+    actions.append(Action("stop", "a stop asked for earlier did not happen", seconds))
+    return Decision(replace(state, stop_requested_at=obs.at), actions)
 
 
 def _not_idle(state: PilotState, obs: Observation) -> Decision:

@@ -49,7 +49,7 @@ def test_dry_run_says_once_what_it_would_do() -> None:
 
 
 def test_enforce_warns_then_stops_once_after_the_grace_period() -> None:
-    state, actions, _ = play("enforce", quiet_run(60))
+    state, actions, _ = play("enforce", quiet_run(44))  # until STOP_RETRY_SECONDS after the stop
     assert actions == [(10, "idle"), (10, "warned"), (15, "stop")]
     assert state.stop_requested_at == quiet(15).at
 
@@ -120,3 +120,12 @@ def test_the_idle_notice_is_resolved_when_the_worker_is_busy_again() -> None:
     busy = (Observation(T0 + timedelta(minutes=20), 60.0, 0, True), True)
     _, actions, _ = play("off", [*quiet_run(15), busy, (quiet(21), True)])
     assert actions == [(10, "idle"), (20, "busy")]
+
+
+def test_a_stop_that_did_not_happen_is_asked_again_after_a_while() -> None:
+    # the stop was claimed at minute 15, but the worker still runs idle: the claiming replica died before the call
+    state, actions, _ = play("enforce", quiet_run(44))
+    assert actions == [(10, "idle"), (10, "warned"), (15, "stop")]
+    state, actions, _ = play("enforce", [(quiet(m), True) for m in range(45, 80)], state=state)
+    assert actions == [(45, "stop"), (75, "stop")]
+    assert state.stop_requested_at == quiet(75).at
