@@ -10,6 +10,7 @@ import httpx
 import yaml
 from nats.js import JetStreamContext
 
+from autopilot.adapters.addresses import PrivateIpAddresses, TagAddresses
 from autopilot.adapters.publisher import DecisionPublisher, JetStreamDecisionPublisher
 from autopilot.adapters.registry import GrpcRegistry, RegistryPort
 from autopilot.adapters.state_kv import StateStore
@@ -19,6 +20,7 @@ from autopilot.domain.prices import price_table
 from autopilot.entrypoints.samples import SampleConsumer, samples_durable
 from autopilot.service.pilot import Pilot
 from autopilot.settings import AutopilotSettings
+from cmlmon_core.aws import ClientSource
 from cmlmon_core.cml import ControllerProbe, Credentials, HttpCmlProbe
 
 
@@ -45,7 +47,7 @@ def prices(settings: AutopilotSettings) -> dict[str, float]:
 def bootstrap(settings: AutopilotSettings, js: JetStreamContext, store: StateStore, *,
               channel: grpc.aio.Channel | None = None, http: httpx.AsyncClient | None = None,
               registry: RegistryPort | None = None, probe: ControllerProbe | None = None,
-              publisher: DecisionPublisher | None = None) -> SampleConsumer:
+              publisher: DecisionPublisher | None = None, aws: ClientSource | None = None) -> SampleConsumer:
     if registry is None:
         assert channel is not None, "a registry channel or a registry port"
         registry = GrpcRegistry(channel, settings.registry_token.get_secret_value(),
@@ -55,7 +57,8 @@ def bootstrap(settings: AutopilotSettings, js: JetStreamContext, store: StateSto
         probe = HttpCmlProbe(http, Credentials(settings.cml_username, settings.cml_password.get_secret_value()),
                              timeout=settings.cml_probe_timeout_seconds, concurrency=settings.cml_probe_concurrency)
     pilot = Pilot(registry, probe, store, publisher or JetStreamDecisionPublisher(js), policy(settings),
-                  prices(settings), settings.offhours_schedule)
+                  prices(settings), settings.offhours_schedule,
+                  PrivateIpAddresses(aws) if settings.cml_url_from_private_ip and aws is not None else TagAddresses())
     # AckWait covers a probe of the worker's controller twice plus the registry calls.
     ack_wait = 2 * settings.cml_probe_timeout_seconds + 2 * settings.registry_timeout_seconds + 10
     return SampleConsumer(js, pilot, samples_durable(settings.autopilot_consumer_name, ack_wait))

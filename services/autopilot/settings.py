@@ -10,10 +10,10 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from autopilot.domain.offhours import parse as parse_schedule
-from cmlmon_core.settings import CommonSettings
+from cmlmon_core.settings import AwsSettings, CommonSettings
 
 
-class AutopilotSettings(CommonSettings):
+class AutopilotSettings(CommonSettings, AwsSettings):
     """Everything the autopilot reads from the environment, loaded once at start-up."""
 
     metrics_port: int = Field(default=9104, ge=0, le=65535, description="Prometheus /metrics port; 0 disables")
@@ -35,6 +35,8 @@ class AutopilotSettings(CommonSettings):
                                    "cmlmon:offhours overrides it per worker ('off' opts out)")
 
     # CML controllers: the address is the worker's `cml:url` tag.
+    cml_url_from_private_ip: bool = Field(default=False, description="without a cml:url tag, probe "
+                                          "https://<the instance's private IP> (needs ec2:DescribeInstances)")
     cml_username: str = "admin"
     cml_password: SecretStr = SecretStr("")
     cml_password_file: str = ""

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from autopilot import metrics
+from autopilot.adapters.addresses import CML_URL_TAG, ControllerAddresses, TagAddresses
 from autopilot.adapters.publisher import AUTOSTOP_RULE, IDLE_RULE, DecisionPublisher
 from autopilot.adapters.registry import RegistryPort
 from autopilot.adapters.state_kv import StateConflict, StateStore
@@ -30,7 +31,6 @@ from cmlmon_core.cml import Controller, ControllerProbe
 
 log = logging.getLogger(__name__)
 
-CML_URL_TAG = "cml:url"
 CAS_ATTEMPTS = 8
 _SEVERITY = {"idle": alert_pb2.ALERT_SEVERITY_INFO, "would_stop": alert_pb2.ALERT_SEVERITY_INFO,
              "warned": alert_pb2.ALERT_SEVERITY_WARNING, "stopped": alert_pb2.ALERT_SEVERITY_INFO,
@@ -43,12 +43,13 @@ class Context:
     worker: worker_pb2.Worker
     obs: Observation
     controller: Controller | None
+    url: str  # of the worker's controller; empty when it has none
 
 
 class Pilot:
     def __init__(self, registry: RegistryPort, probe: ControllerProbe, store: StateStore,
                  publisher: DecisionPublisher, policy: AutostopPolicy, prices: Mapping[str, float],
-                 default_schedule: str = "") -> None:
+                 default_schedule: str = "", addresses: ControllerAddresses | None = None) -> None:
         self._registry = registry
         self._probe = probe
         self._store = store
@@ -56,6 +57,7 @@ class Pilot:
         self.policy = policy
         self._prices = prices
         self._default_schedule = default_schedule
+        self._addresses = addresses or TagAddresses()
 
     async def handle_sample(self, sample: events_pb2.MetricSample) -> None:
         """Raises AutopilotError when the sample must be handled again later."""
@@ -63,7 +65,7 @@ class Pilot:
         if worker is None:
             return  # not (or no longer) a registered worker
         running = sample.status == worker_pb2.WORKER_STATUS_RUNNING
-        url = worker.tags.get(CML_URL_TAG, "")
+        url = await self._addresses.url(worker) if running else worker.tags.get(CML_URL_TAG, "")
         controller = await self._probe.probe(url) if url and running else None
         if controller is not None:
             _export(worker.id, controller)
@@ -72,7 +74,7 @@ class Pilot:
         obs = Observation(at=at, cpu=sample.cpu_utilization if sample.HasField("cpu_utilization") else None,
                           running_nodes=controller.running_nodes if controller and controller.reachable else None,
                           has_controller=bool(url))
-        ctx = Context(worker, obs, controller)
+        ctx = Context(worker, obs, controller, url)
         tags = dict(worker.tags)
         decision = await self._decide(worker.id, lambda state: decide(state, obs, running=running, tags=tags,
                                                                  policy=self.policy))
@@ -145,7 +147,7 @@ class Pilot:
             await self._announce(ctx, action.kind, action.reason, action.idle_seconds)
             return
         if ctx.obs.has_controller:
-            fresh = await self._probe.probe(ctx.worker.tags[CML_URL_TAG])
+            fresh = await self._probe.probe(ctx.url)
             if not fresh.reachable or (fresh.running_nodes or 0) > 0:
                 why = (f"{fresh.running_nodes} lab node(s) running" if fresh.reachable
                        else "controller did not answer")
