@@ -108,8 +108,9 @@ class Registry:
     def stop(self, worker_id: str) -> worker_pb2.Worker:
         return self.endpoint.call(self._stub.StopWorker, rs.StopWorkerRequest(id=worker_id)).worker
 
-    def terminate(self, worker_id: str) -> worker_pb2.Worker:
-        return self.endpoint.call(self._stub.TerminateWorker, rs.TerminateWorkerRequest(id=worker_id)).worker
+    def terminate(self, worker_id: str, force: bool = False) -> worker_pb2.Worker:
+        return self.endpoint.call(self._stub.TerminateWorker,
+                                  rs.TerminateWorkerRequest(id=worker_id, force=force)).worker
 
     def watch(self, request: rs.WatchWorkersRequest, timeout: float | None = None
               ) -> Iterator[rs.WatchWorkersResponse]:

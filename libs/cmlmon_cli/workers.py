@@ -181,12 +181,18 @@ def terminate_workers(
     ctx: typer.Context, ids: IdsArgument, wait: WaitOption = False, timeout: TimeoutOption = "5m",
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (needed when stdin is not "
                                                           "a terminal).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Terminate even when the CML licence registration could "
+                                                        "not be released first (a licence_not_released alert "
+                                                        "is raised).")] = False,
     output: OutputOption = Format.table,
 ) -> None:
-    """Terminate workers: their EC2 instances are destroyed (--wait: until TERMINATED). Asks first."""
+    """Terminate workers: their EC2 instances are destroyed (--wait: until TERMINATED). Asks first. A worker
+    with a CML controller (tag cml:url) has its licence released first; when that fails the call is refused
+    (FAILED_PRECONDITION) unless --force."""
     if not yes:
         _confirm_terminate(clients(ctx).registry, ids)
-    _change(ctx, ids, Registry.terminate, worker_pb2.WORKER_STATUS_TERMINATED, wait, timeout, output)
+    _change(ctx, ids, lambda registry, worker_id: registry.terminate(worker_id, force),
+            worker_pb2.WORKER_STATUS_TERMINATED, wait, timeout, output)
 
 
 def _confirm_terminate(registry: Registry, ids: list[str]) -> None:

@@ -12,6 +12,7 @@ POLL_TICKS_ALL = "cml.polls.tick.>"
 METRICS_ALL = "cml.metrics.>"
 ALERTS_ALL = "cml.alerts.*.*"
 DEADLETTER_ALL = "cml.deadletter.>"
+AUTOPILOT_ALL = "cml.autopilot.*.*"
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -45,3 +46,7 @@ def alert(worker_id: str, rule: str) -> str:
 
 def deadletter(sink: str, worker_id: str, rule: str) -> str:
     return f"cml.deadletter.{token(sink, 'sink')}.{token(worker_id, 'worker id')}.{token(rule, 'rule')}"
+
+
+def autopilot(worker_id: str, action: str) -> str:
+    return f"cml.autopilot.{token(worker_id, 'worker id')}.{token(action, 'action')}"

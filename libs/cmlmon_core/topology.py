@@ -32,9 +32,11 @@ POLLS_STREAM = "CML_POLLS"
 METRICS_STREAM = "CML_METRICS"
 ALERTS_STREAM = "CML_ALERTS"
 DEADLETTER_STREAM = "CML_DEADLETTER"
+AUTOPILOT_STREAM = "CML_AUTOPILOT"
 WORKERS_BUCKET = "cml_workers"
 ALERTS_BUCKET = "cml_alerts"
 REGISTRY_BUCKET = "cml_registry"
+AUTOPILOT_BUCKET = "cml_autopilot"
 
 _STREAM_NAME_IN_USE = 10058
 
@@ -99,6 +101,14 @@ def stream_configs(opts: TopologyOptions) -> list[StreamConfig]:
             duplicate_window=opts.duplicate_window_seconds,
             **common,  # type: ignore[arg-type]
         ),
+        StreamConfig(
+            name=AUTOPILOT_STREAM,
+            description="autopilot decisions and actions, dry-run included",
+            subjects=[subjects.AUTOPILOT_ALL],
+            max_age=opts.alerts_max_age_seconds,
+            duplicate_window=opts.duplicate_window_seconds,
+            **common,  # type: ignore[arg-type]
+        ),
     ]
 
 
@@ -110,6 +120,8 @@ def bucket_configs(opts: TopologyOptions) -> list[KeyValueConfig]:
                        storage=StorageType.FILE, replicas=opts.replicas),
         KeyValueConfig(bucket=REGISTRY_BUCKET, description="registry internals: instance ownership, shared keys",
                        history=1, storage=StorageType.FILE, replicas=opts.replicas),
+        KeyValueConfig(bucket=AUTOPILOT_BUCKET, description="autopilot state per worker", history=1,
+                       storage=StorageType.FILE, replicas=opts.replicas),
     ]
 
 

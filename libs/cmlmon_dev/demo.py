@@ -1,5 +1,5 @@
 """The demo fleet of `make run`: CML-like instances in two regions of the simulated AWS, and a generator
-that keeps putting CPU and memory datapoints for them (some above the 90 % threshold)."""
+that keeps putting CPU and memory datapoints for them (some above the 90 % threshold, one idle)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ FLEET = [
     DemoWorker("cml-east-1", "us-east-1", "c5.metal", cpu=35, memory=48),
     DemoWorker("cml-east-2", "us-east-1", "c5.metal", cpu=97, memory=62),  # hot CPU
     DemoWorker("cml-east-3", "us-east-1", "m5zn.metal", cpu=55, memory=94),  # hot memory
-    DemoWorker("cml-east-4", "us-east-1", "c5.9xlarge", cpu=12, memory=30),
+    DemoWorker("cml-east-4", "us-east-1", "c5.metal", cpu=1.5, memory=30),  # idle: the autopilot's demo
     DemoWorker("cml-west-1", "eu-west-1", "c5.metal", cpu=45, memory=51),
     DemoWorker("cml-west-2", "eu-west-1", "c5.metal", cpu=98, memory=96),  # hot both
     DemoWorker("cml-west-3", "eu-west-1", "c5.9xlarge", cpu=20, memory=40),

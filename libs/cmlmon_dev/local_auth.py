@@ -1,5 +1,5 @@
 """The gRPC credentials of `make run`: unless GRPC_AUTH=none (open, as before) or an auth file is given, a
-fresh admin token for you and a viewer token for the collectors, their hashes in .run/auth.yaml, the admin
+fresh admin token for you, a viewer token for the collectors and an operator token for the autopilot, their hashes in .run/auth.yaml, the admin
 token in .run/token (mode 0600) for scripts."""
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ class LocalAuth:
     env: dict[str, str] = field(default_factory=dict)  # for every service
     token: str = ""  # what `make run` itself sends (an admin's, or REGISTRY_TOKEN given)
     token_file: Path | None = None
+    autopilot_env: dict[str, str] = field(default_factory=dict)  # its operator token (it stops idle workers)
 
     def target(self, address: str) -> GrpcTarget:
         """How `make run` reaches the registry: its token, and REGISTRY_TLS_* when the registry serves TLS."""
@@ -46,14 +47,18 @@ def prepare(state: Path) -> LocalAuth:
     """Generate the credentials unless the environment already decides (GRPC_AUTH=none, GRPC_AUTH_FILE)."""
     if os.environ.get("GRPC_AUTH", "").lower() == "none" or os.environ.get("GRPC_AUTH_FILE"):
         return LocalAuth()
-    admin, collector = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    admin, collector, autopilot = (secrets.token_urlsafe(32) for _ in range(3))
     auth_file = state / "auth.yaml"
     write_auth_file(auth_file, [token_entry(admin, "make-run-admin", Role.ADMIN),
-                                token_entry(collector, "collector", Role.VIEWER)])
-    token_file, collector_file = state / "token", state / "collector-token"
+                                token_entry(collector, "collector", Role.VIEWER),
+                                token_entry(autopilot, "autopilot", Role.OPERATOR)])
+    token_file, collector_file, autopilot_file = state / "token", state / "collector-token", state / "autopilot-token"
     _write_private(token_file, admin + "\n")
     _write_private(collector_file, collector + "\n")
+    _write_private(autopilot_file, autopilot + "\n")
     env = {"GRPC_AUTH_FILE": str(auth_file)}
+    autopilot_env: dict[str, str] = {}
     if not (os.environ.get("REGISTRY_TOKEN") or os.environ.get("REGISTRY_TOKEN_FILE")):
         env["REGISTRY_TOKEN_FILE"] = str(collector_file)
-    return LocalAuth(env, admin, token_file)
+        autopilot_env["REGISTRY_TOKEN_FILE"] = str(autopilot_file)
+    return LocalAuth(env, admin, token_file, autopilot_env)

@@ -31,6 +31,8 @@ def planned_ports(s: RunSettings) -> dict[str, int]:
             ports[f"NATS_PORT (+{i}, nats-{i + 1})"] = s.nats_port + i
     if s.run_aws == "simulated":
         ports["AWS_SIM_PORT"] = s.aws_sim_port
+        ports["AUTOPILOT_METRICS_PORT"] = s.autopilot_metrics_port
+        ports["DEMO_CML_PORT"] = s.demo_cml_port
     if s.worker_store == "mongodb" and not os.environ.get("MONGODB_URI"):
         ports["MONGODB_PORT"] = s.mongodb_port
     if not s.worker_notification_webhooks:

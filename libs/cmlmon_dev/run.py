@@ -1,7 +1,8 @@
 """`make run`: the whole system on one machine, each service in a process of its own as deployed.
 
 Starts nats-server with JetStream, the simulated AWS (moto, seeded with the demo fleet and a metrics
-generator), the registry, COLLECTOR_REPLICAS collectors and the notifier; imports the demo fleet; prints
+generator), the registry, COLLECTOR_REPLICAS collectors, the notifier and (simulated AWS only) the autopilot in
+dry-run with a CML controller stand-in for the idle demo worker; imports the demo fleet; prints
 where everything listens and every process's output, prefixed. Every setting given in the environment is
 passed on to the services.
 
@@ -37,6 +38,7 @@ from cml.monitor.v1 import registry_service_pb2_grpc as reg_grpc
 from cmlmon_core.grpc_client import GrpcTarget
 from cmlmon_core.settings import load_settings
 from cmlmon_dev import local_auth, observe
+from cmlmon_dev.cml_sim import CmlController
 from cmlmon_dev.demo import read_manifest
 from cmlmon_dev.preflight import preflight
 from cmlmon_dev.receiver import Received, WebhookReceiver
@@ -45,6 +47,7 @@ from cmlmon_dev.servers import MongoServer, NatsCluster, NatsServer
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_ERROR = 2  # found before anything started
 FAILED = 1  # something died or failed after start
+IDLE_DEMO_WORKER = "cml-east-4"
 
 
 class RunSettings(BaseSettings):
@@ -64,6 +67,8 @@ class RunSettings(BaseSettings):
     notifier_metrics_port: int = 9103
     collector_replicas: int = Field(default=2, ge=1, le=9)
     demo_webhook_port: int = 9180
+    autopilot_metrics_port: int = 9104
+    demo_cml_port: int = 9190  # the CML controller stand-in of the idle demo worker
     worker_metrics_poll_interval: int = Field(default=10, ge=1)
     worker_notification_webhooks: str = ""
     demo_datapoint_every: float = 10.0
@@ -180,14 +185,16 @@ async def wait_serving(target: GrpcTarget, timeout: float = 60.0) -> None:
             await asyncio.sleep(0.3)
 
 
-async def import_demo_fleet(target: GrpcTarget, manifest: Path) -> int:
+async def import_demo_fleet(target: GrpcTarget, manifest: Path, cml_url: str = "") -> int:
+    """Import the demo fleet; the idle demo worker gets its CML controller stand-in's address (tag cml:url)."""
     fleet = read_manifest(manifest)
     async with target.channel() as channel:
         stub = reg_grpc.WorkerRegistryServiceStub(channel)
         for w in fleet:
+            tags = {"cml:role": "worker", "cml:url": cml_url} if cml_url and w.name == IDLE_DEMO_WORKER else {}
             try:
-                await stub.ImportWorker(reg_pb2.ImportWorkerRequest(region=w.region, instance_id=w.instance_id),
-                                        timeout=20, metadata=target.metadata)
+                await stub.ImportWorker(reg_pb2.ImportWorkerRequest(region=w.region, instance_id=w.instance_id,
+                                                                    tags=tags), timeout=20, metadata=target.metadata)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
                     raise
@@ -239,6 +246,7 @@ class Run:
         self.s = s
         self.sup = sup
         self.receiver: WebhookReceiver | None = None
+        self.cml: CmlController | None = None
         self.lines: list[str] = []
 
     async def start(self) -> None:
@@ -266,6 +274,8 @@ class Run:
         await sup.spawn("notifier", [sup.python, "-m", "notifier"], sup.env(
             **common, GRPC_PORT=s.notifier_grpc_port, METRICS_PORT=s.notifier_metrics_port,
             WORKER_NOTIFICATION_WEBHOOKS=webhooks))
+        if s.run_aws == "simulated":
+            await self.start_autopilot(common, auth)
         self.lines += [f"registry gRPC         127.0.0.1:{s.registry_grpc_port}", *auth.usage(registry.address),
                        f"registry metrics      http://127.0.0.1:{s.registry_metrics_port}/metrics",
                        f"notifier gRPC         127.0.0.1:{s.notifier_grpc_port}",
@@ -275,7 +285,7 @@ class Run:
         if s.run_aws == "simulated":
             manifest = s.run_state_dir / "fleet.json"
             await wait_file(manifest)
-            count = await import_demo_fleet(registry, manifest)
+            count = await import_demo_fleet(registry, manifest, self.cml.url if self.cml is not None else "")
             self.lines.append(f"demo fleet            {count} workers imported; poll interval "
                               f"{s.worker_metrics_poll_interval}s")
         print("\n".join(["", "cmlmon is running:", *("  " + x for x in self.lines), "Ctrl-C stops everything.",
@@ -325,6 +335,21 @@ class Run:
                 # The generator's datapoints are stamped "now"; real CloudWatch lands late, the demo does not.
                 "CLOUDWATCH_DELAY_SECONDS": os.environ.get("CLOUDWATCH_DELAY_SECONDS", "0")}
 
+    async def start_autopilot(self, common: dict[str, str], auth: local_auth.LocalAuth) -> None:
+        """The idle demo worker's controller (one lab, nothing running) and the autopilot watching the fleet in
+        dry-run (AUTOSTOP_MODE, IDLE_FOR_SECONDS and the rest can be given to make run), with an operator's token."""
+        s = self.s
+        self.cml = await CmlController(port=s.demo_cml_port).start()
+        self.cml.add_lab("STOPPED", "STOPPED")
+        await self.sup.spawn("autopilot", [self.sup.python, "-m", "autopilot"], self.sup.env(
+            **common, **auth.autopilot_env, METRICS_PORT=s.autopilot_metrics_port,
+            REGISTRY_ADDRESS=f"127.0.0.1:{s.registry_grpc_port}", CML_PASSWORD=self.cml.password,
+            AUTOSTOP_MODE=os.environ.get("AUTOSTOP_MODE", "dry-run"),
+            IDLE_FOR_SECONDS=os.environ.get("IDLE_FOR_SECONDS", "60"),
+            AUTOSTOP_GRACE_SECONDS=os.environ.get("AUTOSTOP_GRACE_SECONDS", "30")))
+        self.lines.append(f"autopilot metrics     http://127.0.0.1:{s.autopilot_metrics_port}/metrics  "
+                          f"({IDLE_DEMO_WORKER} is idle; its CML stand-in: {self.cml.url})")
+
     async def start_receiver(self) -> str:
         self.receiver = await WebhookReceiver(port=self.s.demo_webhook_port, on_request=print_alert).start()
         webhooks = f"{self.receiver.url}/alerts"
@@ -336,6 +361,8 @@ class Run:
         await self.sup.stop_all()
         if self.receiver is not None:
             await self.receiver.stop()
+        if self.cml is not None:
+            await self.cml.stop()
 
 
 async def _observe(sup: Supervisor, s: RunSettings, state: Path) -> list[str]:

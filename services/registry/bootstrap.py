@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import secrets
+import ssl
 from dataclasses import dataclass
 
+import httpx
 from nats.js import JetStreamContext
 
 from cmlmon_core.aws import AwsClients
+from cmlmon_core.cml import Credentials, HttpCmlProbe
 from registry.adapters.ec2 import AwsEc2, Ec2
 from registry.adapters.history import MetricHistory
 from registry.adapters.mongo import MongoWorkerRepository
+from registry.adapters.licence import CmlLicenceReleaser
 from registry.adapters.publisher import EventPublisher, JetStreamEventPublisher
 from registry.adapters.repository import KvWorkerRepository, WorkerRepository
 from registry.domain.paging import PageTokens
@@ -24,6 +28,7 @@ class Wiring:
     registry: Registry
     aws: AwsClients | None
     mongo: MongoWorkerRepository | None = None
+    http: httpx.AsyncClient | None = None  # for CML controllers; closed with the service
 
     async def aclose(self) -> None:
         """Close the clients bootstrap opened (not the NATS connection: the caller owns it)."""
@@ -31,6 +36,8 @@ class Wiring:
             await self.aws.__aexit__(None, None, None)
         if self.mongo is not None:
             await self.mongo.close()
+        if self.http is not None:
+            await self.http.aclose()
 
 
 async def open_repository(settings: RegistrySettings, js: JetStreamContext) -> WorkerRepository:
@@ -40,6 +47,12 @@ async def open_repository(settings: RegistrySettings, js: JetStreamContext) -> W
             settings.mongodb_uri.get_secret_value(), settings.mongodb_database,
             server_selection_seconds=settings.mongodb_server_selection_seconds)
     return await KvWorkerRepository.open(js)
+
+
+def cml_verify(settings: RegistrySettings) -> ssl.SSLContext | bool:
+    if settings.cml_ca_bundle:
+        return ssl.create_default_context(cafile=settings.cml_ca_bundle)
+    return settings.cml_tls_verify
 
 
 async def bootstrap(settings: RegistrySettings, js: JetStreamContext, *, repo: WorkerRepository | None = None,
@@ -63,4 +76,12 @@ async def bootstrap(settings: RegistrySettings, js: JetStreamContext, *, repo: W
         raise
     registry.page_tokens = PageTokens(secret)
     registry.history = history  # GetWorkerMetrics answers UNAVAILABLE without one
+    if settings.cml_password.get_secret_value():
+        wiring.http = httpx.AsyncClient(verify=cml_verify(settings))
+        probe = HttpCmlProbe(wiring.http, Credentials(settings.cml_username,
+                                                      settings.cml_password.get_secret_value()),
+                             timeout=settings.cml_timeout_seconds)
+    else:
+        probe = None
+    registry.licences = CmlLicenceReleaser(probe, js)
     return wiring

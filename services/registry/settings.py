@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
@@ -43,4 +44,19 @@ class RegistrySettings(CommonSettings, AwsSettings, GrpcServerSettings):
             raise ValueError("required when WORKER_STORE=mongodb")
         if uri and not uri.startswith(("mongodb://", "mongodb+srv://")):
             raise ValueError("must start with mongodb:// or mongodb+srv://")
+        return value
+
+    # CML controllers (tag cml:url), to release a worker's licence before TerminateWorker.
+    cml_username: str = "admin"
+    cml_password: SecretStr = Field(default=SecretStr(""), json_schema_extra={"secret": True},
+                                    description="empty: licences cannot be released; or CML_PASSWORD_FILE")
+    cml_tls_verify: bool = True
+    cml_ca_bundle: str = Field(default="", description="PEM file of the CA(s) that signed controller certificates")
+    cml_timeout_seconds: float = Field(default=20.0, gt=0, description="time bound of a licence release")
+
+    @field_validator("cml_ca_bundle")
+    @classmethod
+    def _ca_bundle(cls, value: str) -> str:
+        if value and not Path(value).is_file():
+            raise ValueError("not a file")
         return value

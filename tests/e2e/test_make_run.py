@@ -24,7 +24,8 @@ pytestmark = pytest.mark.e2e
 
 StartRun = Callable[..., "MakeRun"]
 PORT_SETTINGS = ("NATS_PORT", "AWS_SIM_PORT", "REGISTRY_GRPC_PORT", "NOTIFIER_GRPC_PORT", "REGISTRY_METRICS_PORT",
-                 "COLLECTOR_METRICS_PORT", "NOTIFIER_METRICS_PORT", "DEMO_WEBHOOK_PORT")
+                 "COLLECTOR_METRICS_PORT", "NOTIFIER_METRICS_PORT", "DEMO_WEBHOOK_PORT", "AUTOPILOT_METRICS_PORT",
+                 "DEMO_CML_PORT")
 
 
 def distinct_ports() -> dict[str, int]:

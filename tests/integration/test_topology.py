@@ -10,13 +10,14 @@ pytestmark = pytest.mark.integration
 
 async def test_topology_is_idempotent_and_complete(js: JetStreamContext) -> None:
     await topology.ensure_topology(js)  # second time (the fixture made the first): must not fail
-    for name in (topology.WORKERS_STREAM, topology.POLLS_STREAM, topology.METRICS_STREAM, topology.ALERTS_STREAM):
+    for name in (topology.WORKERS_STREAM, topology.POLLS_STREAM, topology.METRICS_STREAM, topology.ALERTS_STREAM,
+                 topology.AUTOPILOT_STREAM):
         info = await js.stream_info(name)
         assert info.config.name == name
     polls = await js.stream_info(topology.POLLS_STREAM)
     assert polls.config.max_msgs_per_subject == 1
     assert polls.config.allow_msg_schedules is True
-    for bucket in (topology.WORKERS_BUCKET, topology.ALERTS_BUCKET):
+    for bucket in (topology.WORKERS_BUCKET, topology.ALERTS_BUCKET, topology.AUTOPILOT_BUCKET):
         kv = await js.key_value(bucket)
         assert (await kv.status()).bucket == bucket
 

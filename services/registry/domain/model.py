@@ -43,6 +43,12 @@ EVENT_SUFFIX: dict[EventType, str] = {
 OWNER_TAG = "cmlmon:worker-id"
 REQUEST_TAG = "cmlmon:request-token"
 RESERVED_TAG_PREFIXES = ("aws:", "cmlmon:")
+# Keys under the reserved prefix that people set on purpose: the autopilot reads them, the registry never writes.
+USER_TAGS = frozenset({"cmlmon:autostop", "cmlmon:offhours"})
+
+
+def reserved_tag(key: str) -> bool:
+    return key.lower().startswith(RESERVED_TAG_PREFIXES) and key.lower() not in USER_TAGS
 
 
 def created_worker_id(request_id: str) -> str:

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 
 from cml.monitor.v1 import registry_service_pb2 as rs
 from cml.monitor.v1 import worker_pb2
-from registry.domain.model import RESERVED_TAG_PREFIXES
+from registry.domain.model import RESERVED_TAG_PREFIXES, reserved_tag
 from registry.errors import InvalidArgument
 
 REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
@@ -62,7 +62,7 @@ def tags(values: Mapping[str, str], field: str = "tags") -> None:
         raise InvalidArgument(field, f"at most {MAX_TAGS} tags")
     for key, value in values.items():
         _match(f"{field}[{key[:40]!r}]", key, TAG_KEY, "a tag key of 1-128 letters, digits, spaces or _.:/=+-@")
-        if key.lower().startswith(RESERVED_TAG_PREFIXES):
+        if reserved_tag(key):
             raise InvalidArgument(f"{field}[{key[:40]!r}]", f"keys starting with {RESERVED_TAG_PREFIXES} are reserved")
         _match(f"{field}[{key[:40]!r}]", value, TAG_VALUE, "a tag value of 0-256 letters, digits, spaces or _.:/=+-@")
 
@@ -140,7 +140,7 @@ def importable_tags(values: Mapping[str, str]) -> dict[str, str]:
     """The instance's tags a worker may carry: not AWS's, not ours, not Name, and valid."""
     out: dict[str, str] = {}
     for key, value in values.items():
-        if key == "Name" or key.lower().startswith(RESERVED_TAG_PREFIXES):
+        if key == "Name" or reserved_tag(key):
             continue
         if TAG_KEY.fullmatch(key) and TAG_VALUE.fullmatch(value) and len(out) < MAX_TAGS:
             out[key] = value

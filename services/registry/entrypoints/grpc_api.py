@@ -164,7 +164,7 @@ class WorkerRegistryServicer:
                               ) -> rs.TerminateWorkerResponse:
         who = current_principal()
         return rs.TerminateWorkerResponse(worker=_audit("TerminateWorker", await self._registry.terminate_worker(
-            request.id, request.etag, who), who))
+            request.id, request.etag, who, request.force), who))
 
     async def WatchWorkers(self, request: rs.WatchWorkersRequest, context: grpc.aio.ServicerContext[Any, Any]
                            ) -> AsyncIterator[rs.WatchWorkersResponse]:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from cml.monitor.v1 import events_pb2, registry_service_pb2, worker_pb2
 from registry.adapters.ec2 import Ec2, Instance, LaunchSpec
 from registry.adapters.history import MetricHistory
+from registry.adapters.licence import LicenceReleaser
 from registry.adapters.publisher import EventPublisher
 from registry.adapters.repository import Stored, WorkerRepository
 from registry.domain import model, validation
@@ -70,6 +71,7 @@ class Registry:
         self._on_saved = on_saved
         self.page_tokens: PageTokens | None = None  # set at start-up, once the shared key is known
         self.history: MetricHistory | None = None  # CML_METRICS, for GetWorkerMetrics; set by bootstrap
+        self.licences: LicenceReleaser | None = None  # releases CML licences before termination
         self._create_locks: dict[str, tuple[asyncio.Lock, int]] = {}  # worker id -> lock, callers using it
 
     # --- reads -------------------------------------------------------------------------------------------
@@ -213,7 +215,13 @@ class Registry:
         return await self._transition(worker_id, etag, model.stop_needed, self.ec2.stop, model.STOPPED,
                                       events_pb2.WORKER_EVENT_TYPE_STOPPED, principal)
 
-    async def terminate_worker(self, worker_id: str, etag: str = "", principal: str = "") -> worker_pb2.Worker:
+    async def terminate_worker(self, worker_id: str, etag: str = "", principal: str = "", force: bool = False
+                               ) -> worker_pb2.Worker:
+        if self.licences is not None:
+            validation.change(worker_id, etag)
+            stored = await self.get_stored(worker_id)
+            if model.terminate_needed(stored.worker.status):
+                await self.licences.release(stored.worker, force=force)
         return await self._transition(worker_id, etag, model.terminate_needed, self.ec2.terminate,
                                       model.TERMINATED, events_pb2.WORKER_EVENT_TYPE_TERMINATED, principal)
 

@@ -160,3 +160,14 @@ def test_terminate_asks_on_a_terminal_and_refuses_without_one(fleet: Fleet, uid:
     finally:
         term.close()
     assert fleet.json("workers", "get", worker["id"])["status"] == "WORKER_STATUS_SHUTTING_DOWN"
+
+
+def test_terminate_of_a_worker_whose_licence_cannot_be_released_needs_force(fleet: Fleet, uid: str) -> None:
+    # The registry here has no CML credentials: a worker with a controller cannot have its licence released.
+    worker = create(fleet, uid, "us-east-1", "--tag", f"cml:url=http://127.0.0.1:{free_port()}")
+    refused = fleet.run("workers", "terminate", worker["id"], "--yes")
+    assert refused.returncode == 1 and "FAILED_PRECONDITION" in one_error_line(refused)
+    assert fleet.json("workers", "get", worker["id"])["status"] != "WORKER_STATUS_SHUTTING_DOWN"
+    forced = fleet.run("workers", "terminate", worker["id"], "--yes", "--force", "-o", "json")
+    assert forced.returncode == 0, forced.stderr
+    assert json.loads(forced.stdout)["workers"][0]["status"] == "WORKER_STATUS_SHUTTING_DOWN"

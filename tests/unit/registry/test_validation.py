@@ -55,6 +55,12 @@ def test_bad_tags_are_refused(tags: dict[str, str]) -> None:
     assert field_of(validation.create, create(tags=tags)).startswith("tags")
 
 
+def test_the_autopilot_tags_are_the_reserved_keys_people_may_set() -> None:
+    validation.create(create(tags={"cmlmon:autostop": "never", "cmlmon:offhours": "off"}))
+    assert validation.importable_tags({"cmlmon:autostop": "never", "cmlmon:worker-id": "w"}) == {
+        "cmlmon:autostop": "never"}
+
+
 @pytest.mark.parametrize(("instance_id", "ok"), [
     ("i-12345678", True), ("i-0123456789abcdef0", True), ("i-123", False), ("i-0123456789abcdef", False),
     ("i-0123456789ABCDEF0", False), ("0123456789abcdef0", False), ("", False),

@@ -1,0 +1,3 @@
+from autopilot.entrypoints.main import main
+
+main()

@@ -1,0 +1,75 @@
+"""Autopilot settings: field name == environment variable name (case-insensitive). Secrets (REGISTRY_TOKEN,
+CML_PASSWORD) can also be read from a file (<NAME>_FILE); neither is ever echoed."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from autopilot.domain.offhours import parse as parse_schedule
+from cmlmon_core.settings import AwsSettings, CommonSettings
+
+
+class AutopilotSettings(CommonSettings, AwsSettings):
+    """Everything the autopilot reads from the environment, loaded once at start-up."""
+
+    metrics_port: int = Field(default=9104, ge=0, le=65535, description="Prometheus /metrics port; 0 disables")
+
+    # The registry, called under the autopilot's own identity.
+    registry_address: str = Field(default="127.0.0.1:50051", description="host:port of the registry's gRPC API")
+    registry_token: SecretStr = Field(default=SecretStr(""), description="sent as authorization: Bearer <token>")
+    registry_token_file: str = ""
+    registry_timeout_seconds: float = Field(default=30.0, gt=0)
+
+    # Auto-stop.
+    autostop_mode: Literal["off", "dry-run", "enforce"] = "off"
+    autostop_grace_seconds: float = Field(default=900.0, ge=0, description="warning to stop; activity cancels")
+    idle_cpu_threshold: float = Field(default=5.0, gt=0, le=100, description="percent; idle is strictly below")
+    idle_for_seconds: float = Field(default=7200.0, gt=0, description="quiet this long to count as idle")
+    prices_file: str = Field(default="", description="YAML/JSON mapping instance type -> USD per hour")
+
+    offhours_schedule: str = Field(default="", description="e.g. 'Mon-Fri 08:00-19:00 Europe/Berlin'; tag "
+                                   "cmlmon:offhours overrides it per worker ('off' opts out)")
+
+    # CML controllers: the address is the worker's `cml:url` tag.
+    cml_url_from_private_ip: bool = Field(default=False, description="without a cml:url tag, probe "
+                                          "https://<the instance's private IP> (needs ec2:DescribeInstances)")
+    cml_username: str = "admin"
+    cml_password: SecretStr = SecretStr("")
+    cml_password_file: str = ""
+    cml_tls_verify: bool = Field(default=True, description="verify the controller's certificate")
+    cml_ca_bundle: str = Field(default="", description="PEM file of the CA(s) that signed controller certificates")
+    cml_probe_timeout_seconds: float = Field(default=20.0, gt=0, description="time bound per controller")
+    cml_probe_concurrency: int = Field(default=8, ge=1, le=256)
+
+    autopilot_consumer_name: str = Field(default="autopilot", pattern=r"^[A-Za-z0-9_-]+$")
+
+    @field_validator("offhours_schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        if value:
+            parse_schedule(value)  # raises ValueError naming the bad part
+        return value
+
+    @model_validator(mode="after")
+    def _files(self) -> AutopilotSettings:
+        for name in ("registry_token", "cml_password"):
+            path = getattr(self, f"{name}_file")
+            if path:
+                try:
+                    value = Path(path).read_text().strip()
+                except OSError as exc:
+                    raise ValueError(f"{name.upper()}_FILE cannot be read: {exc.strerror}") from None
+                object.__setattr__(self, name, SecretStr(value))
+        if self.cml_ca_bundle and not Path(self.cml_ca_bundle).is_file():
+            raise ValueError("CML_CA_BUNDLE is not a file")
+        return self
+
+    def cml_verify(self) -> ssl.SSLContext | bool:
+        """httpx's verify: a context trusting the CA bundle when given, else on or off."""
+        if self.cml_ca_bundle:
+            return ssl.create_default_context(cafile=self.cml_ca_bundle)
+        return self.cml_tls_verify

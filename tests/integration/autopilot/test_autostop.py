@@ -1,0 +1,112 @@
+"""Auto-stop end to end: idle -> warn -> stop through the registry (moto stops the instance); a lab start in
+the grace period cancels it; a running lab and the never-tag block it; dry-run stops nothing; two replicas stop
+an idle worker once."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import pytest
+from nats.js import JetStreamContext
+
+from cml.monitor.v1 import registry_service_pb2 as rs
+from cml.monitor.v1 import worker_pb2
+from cmlmon_dev.cml_sim import CmlController
+from tests.integration.autopilot.conftest import Fleet, autopilot_settings, running_autopilots
+from tests.support import eventually
+
+pytestmark = pytest.mark.integration
+
+
+def stopped(fleet: Fleet, worker_id: str) -> Callable[[], bool]:
+    return lambda: "stopped" in fleet.decisions.actions(worker_id)
+
+
+def durable() -> str:
+    return f"autopilot-{uuid.uuid4().hex[:8]}"
+
+
+async def test_idle_worker_is_warned_then_stopped_through_the_registry(
+        fleet: Fleet, cml: CmlController, nats_url: str, js: JetStreamContext) -> None:
+    cml.add_lab("STOPPED", "DEFINED_ON_CORE")
+    worker = await fleet.worker({"cml:url": cml.url})
+    async with running_autopilots(js, autopilot_settings(nats_url, fleet.registry, durable())):
+        for minute in range(0, 16):
+            await fleet.sample(worker, minute)
+        await eventually(lambda: "stopped" in fleet.decisions.actions(worker.id), timeout=30)
+    assert fleet.decisions.actions(worker.id) == ["idle", "warned", "stopped"]
+    stopped = next(d for d in fleet.decisions.seen if d.worker_id == worker.id and d.action == "stopped")
+    assert stopped.idle_seconds == 15 * 60 and stopped.running_nodes == 0
+    assert stopped.idle_cost == round(stopped.hourly_price * 0.25, 2) > 0
+    got = (await fleet.registry.stub.GetWorker(rs.GetWorkerRequest(id=worker.id))).worker
+    assert got.requested_status == worker_pb2.WORKER_STATUS_STOPPED
+    assert await fleet.ec2_state(worker) in ("stopping", "stopped")
+
+
+async def test_a_lab_start_in_the_grace_period_cancels_the_stop(
+        fleet: Fleet, cml: CmlController, nats_url: str, js: JetStreamContext) -> None:
+    lab = cml.add_lab("STOPPED")
+    worker = await fleet.worker({"cml:url": cml.url})
+    async with running_autopilots(js, autopilot_settings(nats_url, fleet.registry, durable())):
+        for minute in range(0, 11):
+            await fleet.sample(worker, minute)
+        await eventually(lambda: "warned" in fleet.decisions.actions(worker.id), timeout=30)
+        cml.set_nodes(lab, "BOOTED")
+        for minute in range(11, 20):
+            await fleet.sample(worker, minute)
+        state = await fleet.handled(worker, 19)
+    assert fleet.decisions.actions(worker.id) == ["idle", "warned", "cancelled", "busy"]
+    assert state.stop_requested_at is None and state.idle.idle_since is None
+    assert await fleet.ec2_state(worker) == "running"
+
+
+@pytest.mark.parametrize("blocker", ["running lab", "never tag"])
+async def test_a_running_lab_or_the_never_tag_blocks_the_stop(
+        blocker: str, fleet: Fleet, cml: CmlController, nats_url: str, js: JetStreamContext) -> None:
+    tags = {"cml:url": cml.url}
+    if blocker == "running lab":
+        cml.add_lab("BOOTED", "STOPPED")
+    else:
+        tags["cmlmon:autostop"] = "never"
+    worker = await fleet.worker(tags)
+    async with running_autopilots(js, autopilot_settings(nats_url, fleet.registry, durable())):
+        for minute in range(0, 30):
+            await fleet.sample(worker, minute)
+        await fleet.handled(worker, 29)
+    expected = [] if blocker == "running lab" else ["idle", "skipped"]
+    assert fleet.decisions.actions(worker.id) == expected
+    assert await fleet.ec2_state(worker) == "running"
+
+
+async def test_dry_run_says_what_it_would_do_and_stops_nothing(
+        fleet: Fleet, cml: CmlController, nats_url: str, js: JetStreamContext) -> None:
+    worker = await fleet.worker({"cml:url": cml.url})
+    settings = autopilot_settings(nats_url, fleet.registry, durable(), autostop_mode="dry-run")
+    async with running_autopilots(js, settings):
+        for minute in range(0, 30):
+            await fleet.sample(worker, minute)
+        await fleet.handled(worker, 29)
+    assert fleet.decisions.actions(worker.id) == ["idle", "would_stop"]
+    got = (await fleet.registry.stub.GetWorker(rs.GetWorkerRequest(id=worker.id))).worker
+    assert got.requested_status == worker_pb2.WORKER_STATUS_UNSPECIFIED
+    assert await fleet.ec2_state(worker) == "running"
+
+
+async def test_two_replicas_stop_an_idle_worker_once(
+        fleet: Fleet, cml: CmlController, nats_url: str, js: JetStreamContext) -> None:
+    workers = [await fleet.worker({"cml:url": cml.url}) for _ in range(3)]
+    name = durable()
+    replicas = [autopilot_settings(nats_url, fleet.registry, name) for _ in range(2)]
+    async with running_autopilots(js, *replicas):
+        for minute in range(0, 25):
+            for worker in workers:
+                for _ in range(2):  # every sample twice: both replicas handle samples of the same worker
+                    await fleet.sample(worker, minute)
+        for worker in workers:
+            await fleet.handled(worker, 24)
+            # the state is written before its actions are done (maybe by the other replica): wait for the stop
+            await eventually(stopped(fleet, worker.id), timeout=30)
+    for worker in workers:
+        assert fleet.decisions.actions(worker.id) == ["idle", "warned", "stopped"], worker.id
+        assert await fleet.ec2_state(worker) in ("stopping", "stopped")

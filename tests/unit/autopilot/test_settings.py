@@ -1,0 +1,56 @@
+"""Autopilot settings: secrets from files, bad values named at start-up and never echoed, the price file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from autopilot.bootstrap import prices
+from autopilot.settings import AutopilotSettings
+from cmlmon_core.settings import load_settings
+
+SECRET = "s3cr3t-value-never-shown"
+
+
+def test_defaults_are_safe() -> None:
+    s = AutopilotSettings()
+    assert s.autostop_mode == "off" and s.cml_tls_verify and s.cml_verify() is True
+    assert (s.idle_cpu_threshold, s.idle_for_seconds) == (5.0, 7200.0)
+
+
+def test_secrets_are_read_from_files(tmp_path: Path) -> None:
+    token, password = tmp_path / "token", tmp_path / "password"
+    token.write_text("tok-123\n")
+    password.write_text("pw-456\n")
+    s = AutopilotSettings(registry_token_file=str(token), cml_password_file=str(password))
+    assert s.registry_token.get_secret_value() == "tok-123"
+    assert s.cml_password.get_secret_value() == "pw-456"
+    assert "tok-123" not in repr(s) and "pw-456" not in repr(s)
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({"AUTOSTOP_MODE": "always"}, "AUTOSTOP_MODE"),
+    ({"OFFHOURS_SCHEDULE": "Mon-Fri 08:00-19:00 Mars/Olympus"}, "OFFHOURS_SCHEDULE"),
+    ({"IDLE_CPU_THRESHOLD": "0"}, "IDLE_CPU_THRESHOLD"),
+    ({"REGISTRY_TOKEN_FILE": f"/nonexistent/{SECRET}"}, "REGISTRY_TOKEN_FILE"),
+    ({"CML_CA_BUNDLE": f"/nonexistent/{SECRET}"}, "CML_CA_BUNDLE"),
+])
+def test_bad_configuration_fails_naming_the_variable_without_its_value(
+        env: dict[str, str], named: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(SystemExit):
+        load_settings(AutopilotSettings)
+    err = capsys.readouterr().err
+    assert named in err and SECRET not in err
+
+
+def test_a_price_file_overrides_the_shipped_table(tmp_path: Path) -> None:
+    path = tmp_path / "prices.yaml"
+    path.write_text("c5.metal: 1.25\nx9.metal: 9\n")
+    table = prices(AutopilotSettings(prices_file=str(path)))
+    assert table["c5.metal"] == 1.25 and table["x9.metal"] == 9.0 and table["m5zn.metal"] > 0
+    path.write_text("- not a mapping\n")
+    with pytest.raises(ValueError, match="PRICES_FILE"):
+        prices(AutopilotSettings(prices_file=str(path)))
