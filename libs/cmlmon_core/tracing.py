@@ -5,7 +5,9 @@ OTEL_TRACES_EXPORTER=otlp is set (and OTEL_SDK_DISABLED is not true): the SDK's 
 with a batching OTLP/gRPC exporter, and the gRPC servers and clients get OpenTelemetry's aio interceptors. The
 SDK itself reads the rest (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER(_ARG),
 OTEL_EXPORTER_OTLP_HEADERS/_INSECURE/_CERTIFICATE, OTEL_BSP_*). Otherwise nothing is installed: the API's
-no-op tracer only carries an incoming context through to outgoing headers, and no interceptor is added."""
+no-op tracer only carries an incoming context through to outgoing headers, and the gRPC servers get one small
+interceptor that does that for a call whose metadata carries a `traceparent` (a caller's trace still reaches
+the events and samples the call causes); calls without one are not touched."""
 
 from __future__ import annotations
 
@@ -13,10 +15,14 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from opentelemetry import trace
+import grpc
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+
+from cmlmon_core.messages import TRACEPARENT
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +98,10 @@ def tracing_or_exit(service: str) -> Iterator[None]:
 
 
 def server_interceptors() -> Sequence[Any]:
-    """OpenTelemetry's aio server interceptor (a SERVER span per call, parent from the caller's metadata)."""
+    """OpenTelemetry's aio server interceptor (a SERVER span per call, parent from the caller's metadata); with
+    tracing off, only the caller's context carried through the call (ContextInterceptor)."""
     if not _installed:
-        return ()
+        return (ContextInterceptor(),)
     from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
     return (aio_server_interceptor(),)  # type: ignore[no-untyped-call]
@@ -107,3 +114,43 @@ def client_interceptors() -> Sequence[Any]:
     from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
     return tuple(aio_client_interceptors())  # type: ignore[no-untyped-call]
+
+
+class ContextInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """With tracing off: a call whose metadata carries `traceparent` runs in that context, so what it publishes
+    carries the caller's trace on (the no-op tracer records nothing). Other calls are passed through as they are."""
+
+    async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Any],
+                                details: grpc.HandlerCallDetails) -> Any:
+        handler = await continuation(details)
+        metadata = details.invocation_metadata or ()
+        if handler is None or not any(key == TRACEPARENT for key, _ in metadata):
+            return handler
+        carried = propagate.extract({key: value for key, value in metadata if isinstance(value, str)})
+        if handler.unary_unary or handler.stream_unary:
+            inner = handler.unary_unary or handler.stream_unary
+
+            async def unary(request: Any, context: Any) -> Any:
+                token = otel_context.attach(carried)
+                try:
+                    return await inner(request, context)
+                finally:
+                    otel_context.detach(token)
+
+            make = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
+            return make(unary, request_deserializer=handler.request_deserializer,
+                        response_serializer=handler.response_serializer)
+        inner_stream = handler.unary_stream or handler.stream_stream
+
+        async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
+            token = otel_context.attach(carried)
+            try:
+                async for item in inner_stream(request, context):
+                    yield item
+            finally:
+                otel_context.detach(token)
+
+        make_stream = (grpc.unary_stream_rpc_method_handler if handler.unary_stream
+                       else grpc.stream_stream_rpc_method_handler)
+        return make_stream(stream, request_deserializer=handler.request_deserializer,
+                           response_serializer=handler.response_serializer)

@@ -335,14 +335,14 @@ class Run:
                 # The generator's datapoints are stamped "now"; real CloudWatch lands late, the demo does not.
                 "CLOUDWATCH_DELAY_SECONDS": os.environ.get("CLOUDWATCH_DELAY_SECONDS", "0")}
 
-    async def start_autopilot(self, common: dict[str, str], auth: local_auth.LocalAuth) -> None:
+    async def start_autopilot(self, common: dict[str, str | int], auth: local_auth.LocalAuth) -> None:
         """The idle demo worker's controller (one lab, nothing running) and the autopilot watching the fleet in
         dry-run (AUTOSTOP_MODE, IDLE_FOR_SECONDS and the rest can be given to make run), with an operator's token."""
         s = self.s
         self.cml = await CmlController(port=s.demo_cml_port).start()
         self.cml.add_lab("STOPPED", "STOPPED")
         await self.sup.spawn("autopilot", [self.sup.python, "-m", "autopilot"], self.sup.env(
-            **common, **auth.autopilot_env, METRICS_PORT=s.autopilot_metrics_port,
+            **{**common, **auth.autopilot_env}, METRICS_PORT=s.autopilot_metrics_port,
             REGISTRY_ADDRESS=f"127.0.0.1:{s.registry_grpc_port}", CML_PASSWORD=self.cml.password,
             AUTOSTOP_MODE=os.environ.get("AUTOSTOP_MODE", "dry-run"),
             IDLE_FOR_SECONDS=os.environ.get("IDLE_FOR_SECONDS", "60"),

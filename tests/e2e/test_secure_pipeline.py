@@ -68,6 +68,8 @@ def secure(tmp_path: Path, uid: str, monkeypatch: pytest.MonkeyPatch) -> Iterato
     secrets = {f"nats-{s}": f"natspw-{s}-{uid}-Zq" for s in SERVICES}
     for service in SERVICES:  # the server reads its users' passwords from its environment
         monkeypatch.setenv(f"CMLMON_{service.upper()}_NATS_PASSWORD", secrets[f"nats-{service}"])
+    # the file's fourth user (the autopilot, not run here) must have a password for the server to start
+    monkeypatch.setenv("CMLMON_AUTOPILOT_NATS_PASSWORD", f"natspw-autopilot-{uid}-Zq")
     with NatsServer(tmp_path / "jetstream", log_file=tmp_path / "nats-server.log", config_file=config) as server:
         yield SecureSetup(server, pki, tmp_path, secrets)
 

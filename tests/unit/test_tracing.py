@@ -39,10 +39,11 @@ def test_what_cannot_be_honoured_is_refused_by_name(env: dict[str, str], named: 
         tracing_wanted(env)
 
 
-def test_off_installs_nothing_and_adds_no_interceptor() -> None:
+def test_off_installs_nothing_and_only_carries_an_incoming_context() -> None:
     assert tracing.configure("registry", env={}) is None
     assert not tracing.enabled()
-    assert tracing.server_interceptors() == () and tracing.client_interceptors() == ()
+    assert tracing.client_interceptors() == ()
+    assert [type(i) for i in tracing.server_interceptors()] == [tracing.ContextInterceptor]
     assert not isinstance(trace.get_tracer_provider(), TracerProvider)
 
 
