@@ -48,11 +48,12 @@ from cmlmon_core.topology import METRICS_STREAM, POLLS_STREAM, ensure_topology
 from cmlmon_dev.servers import NatsServer, free_port, wait_for_port
 from collector import telemetry
 from collector.adapters.aws import AwsPoller
+from collector.adapters.leases import RegionLeases
 from collector.adapters.publisher import JetStreamSamples
 from collector.bootstrap import aws_clients, metric_options, retry_policy, tick_options
 from collector.domain import ec2_status
 from collector.domain.model import Observation, Target
-from collector.entrypoints.ticks import DURABLE, TickConsumer
+from collector.entrypoints.ticks import DURABLE, TickConsumer, durable_name
 from collector.service.poll import RegionPoller
 from collector.settings import CollectorSettings
 
@@ -112,8 +113,9 @@ def aws_stats(aws_url: str) -> dict[str, int]:
 
 
 async def prepare(js: Any, n: int) -> None:
-    with contextlib.suppress(NotFoundError):
-        await js.delete_consumer(POLLS_STREAM, DURABLE)
+    for name in (DURABLE, *(durable_name(r) for r in REGIONS)):
+        with contextlib.suppress(NotFoundError):
+            await js.delete_consumer(POLLS_STREAM, name)
     await js.purge_stream(POLLS_STREAM)
     await js.purge_stream(METRICS_STREAM)
     for start in range(0, n, 1000):
@@ -142,7 +144,8 @@ async def child(mode: str, n: int, nats_url: str, aws_url: str) -> dict[str, Any
         poller: Any = (RegionPoller(aws, aws, metric_options(settings)) if mode == "batched"
                        else PerWorkerPoller(clients, BASELINE_CONCURRENCY))
         publisher = CountingPublisher(JetStreamSamples(js), n)
-        consumer = TickConsumer(js, poller, publisher, "bench", tick_options(settings))
+        leases = RegionLeases(nc, js, "bench", settings.tick_region_lease_seconds)
+        consumer = TickConsumer(js, poller, publisher, leases, "bench", tick_options(settings))
         calls_before = aws_stats(aws_url)
         acked_before = telemetry.TICKS.labels("acked")._value.get()
         stop = asyncio.Event()
