@@ -346,7 +346,8 @@ def replicas_main() -> None:
                     r = results[-1]
                     print(f"{count} replicas {n:>6} workers: {r['calls_per_interval']:>7.1f} calls/interval "
                           f"(ideal {r['ideal_per_interval']}), {r['calls_per_worker_per_interval']:.4f} per worker, "
-                          f"ratio {r['ratio_to_ideal']:.2f} (per poll {r['ratio_per_poll_to_ideal']:.2f}), samples/worker/interval "
+                          f"ratio {r['ratio_to_ideal']:.2f} (per poll {r['ratio_per_poll_to_ideal']:.2f}), "
+                          "samples/worker/interval "
                           f"{r['samples_per_worker_per_interval']:.2f}, {r['replicas_with_samples']} replicas "
                           "produced samples", flush=True)
     finally:
