@@ -153,7 +153,7 @@ async def child(mode: str, n: int, nats_url: str, aws_url: str) -> dict[str, Any
         poller: Any = (RegionPoller(aws, aws, metric_options(settings)) if mode == "batched"
                        else PerWorkerPoller(clients, BASELINE_CONCURRENCY))
         publisher = CountingPublisher(JetStreamSamples(js), n)
-        leases = RegionLeases(nc, js, "bench", settings.tick_region_lease_seconds)
+        leases = RegionLeases(nc, js, "bench", settings.region_lease_seconds)
         consumer = TickConsumer(js, poller, publisher, leases, "bench", tick_options(settings))
         calls_before = aws_stats(aws_url)
         acked_before = telemetry.TICKS.labels("acked")._value.get()

@@ -28,9 +28,9 @@ class CommonSettings(BaseSettings):
     worker_monitoring_enabled: bool = True
     worker_metrics_poll_interval: int = Field(default=300, ge=1, le=86_400, description="seconds between polls")
     metrics_stream_max_age_seconds: int = Field(default=86_400, ge=60, description="history kept in CML_METRICS")
-    shutdown_grace_seconds: float = Field(default=5.0, ge=0)
     nats_stream_replicas: int = Field(
-        default=1, ge=1, le=5, description="replicas of every stream and KV bucket; 3 on a 3-node cluster")
+        default=1, ge=1, le=5, description="replicas of every stream and bucket (3 on a 3-node cluster)")
+    shutdown_grace_seconds: float = Field(default=5.0, ge=0)
 
     @field_validator("log_level", mode="before")
     @classmethod

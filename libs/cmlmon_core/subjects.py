@@ -1,4 +1,4 @@
-"""NATS subjects of the contract (DESIGN.md, "NATS topology"). Tokens are validated so that a worker id or
+"""NATS subjects of the contract (docs/architecture.md, "NATS topology"). Tokens are validated so that a worker id or
 region can never inject a wildcard or an extra subject level."""
 
 from __future__ import annotations

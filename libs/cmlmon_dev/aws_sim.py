@@ -29,12 +29,14 @@ def main() -> int:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     server = MotoServer(args.port).start()
     try:
         fleet = seed_fleet(server.url)
         write_manifest(args.manifest, fleet)
+        # Only now: a stop while seeding (make run's Ctrl-C during start-up) ends the process at once, as
+        # SIGTERM does by default, instead of after seeding.
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
         print(f"simulated AWS on {server.url}: {len(fleet)} demo instances in "
               f"{len({w.region for w in fleet})} regions", flush=True)
         threading.Thread(target=generate_forever, args=(server.url, fleet, args.every), daemon=True).start()

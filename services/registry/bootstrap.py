@@ -12,7 +12,7 @@ from registry.adapters.ec2 import AwsEc2, Ec2
 from registry.adapters.publisher import EventPublisher, JetStreamEventPublisher
 from registry.adapters.repository import KvWorkerRepository, WorkerRepository
 from registry.domain.paging import PageTokens
-from registry.service.handlers import Registry, RegistryOptions
+from registry.service.handlers import Registry, RegistryOptions, SavedHook
 from registry.service.view import WorkerView
 from registry.settings import RegistrySettings
 
@@ -24,7 +24,8 @@ class Wiring:
 
 
 async def bootstrap(settings: RegistrySettings, js: JetStreamContext, *, repo: WorkerRepository | None = None,
-                    ec2: Ec2 | None = None, publisher: EventPublisher | None = None) -> Wiring:
+                    ec2: Ec2 | None = None, publisher: EventPublisher | None = None,
+                    on_saved: SavedHook | None = None) -> Wiring:
     aws: AwsClients | None = None
     if ec2 is None:
         aws = AwsClients(settings)
@@ -32,7 +33,8 @@ async def bootstrap(settings: RegistrySettings, js: JetStreamContext, *, repo: W
     repo = repo or await KvWorkerRepository.open(js)
     publisher = publisher or JetStreamEventPublisher(js)
     registry = Registry(repo, ec2, publisher, WorkerView(),
-                        RegistryOptions(missing_grace_seconds=settings.registry_missing_grace_seconds))
+                        RegistryOptions(missing_grace_seconds=settings.registry_missing_grace_seconds),
+                        on_saved=on_saved)
     secret = settings.registry_page_token_secret.encode() or await repo.shared_secret(secrets.token_bytes(32))
     registry.page_tokens = PageTokens(secret)
     return Wiring(registry, aws)

@@ -117,6 +117,29 @@ async def test_run_until_stopped_lets_a_ready_service_finish_then_bounds_it() ->
         await run_until_stopped(broken, asyncio.Event(), stop_timeout=1)
 
 
+@pytest.mark.parametrize("value", ["0", "6", "three"])
+def test_stream_replicas_outside_one_to_five_fail_naming_the_variable(
+        value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from cmlmon_core.settings import load_settings
+
+    monkeypatch.setenv("NATS_STREAM_REPLICAS", value)
+    with pytest.raises(SystemExit):
+        load_settings(CommonSettings)
+    assert "NATS_STREAM_REPLICAS" in capsys.readouterr().err
+
+
+def test_topology_options_take_the_replicas_and_history_every_service_shares(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from cmlmon_core.topology import TopologyOptions
+
+    monkeypatch.delenv("NATS_STREAM_REPLICAS", raising=False)
+    assert TopologyOptions.from_settings(CommonSettings()).replicas == 1  # a single development node
+    monkeypatch.setenv("NATS_STREAM_REPLICAS", "3")
+    monkeypatch.setenv("METRICS_STREAM_MAX_AGE_SECONDS", "3600")
+    opts = TopologyOptions.from_settings(CommonSettings())
+    assert (opts.replicas, opts.metrics_max_age_seconds) == (3, 3600)
+
+
 @pytest.mark.parametrize("value", ["", "  "])
 def test_empty_aws_endpoint_means_real_aws(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     # docker-compose.yml passes AWS_ENDPOINT_URL through as "" when the operator leaves it unset.

@@ -54,7 +54,7 @@ async def serve(settings: CollectorSettings, stop: asyncio.Event, collector_id: 
     async with connect(settings, f"collector {collector_id}") as nc, aws_clients(settings) as clients:
         connected.set()
         js = nc.jetstream()
-        await ensure_topology(js, TopologyOptions(metrics_max_age_seconds=settings.metrics_stream_max_age_seconds))
+        await ensure_topology(js, TopologyOptions.from_settings(settings))
         app = bootstrap(settings, nc=nc, js=js, collector_id=collector_id, clients=clients)
         if settings.worker_monitoring_enabled:
             readiness.consumers = [app.worker_events.consuming, app.ticks.consuming]

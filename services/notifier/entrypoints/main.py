@@ -28,7 +28,7 @@ async def serve(settings: NotifierSettings, stop: asyncio.Event, ready: asyncio.
     """Run until stop is set; then finish in-flight work, stop gRPC with a grace period and drain NATS."""
     async with connect(settings, "notifier") as nc:
         js = nc.jetstream()
-        await ensure_topology(js, TopologyOptions(metrics_max_age_seconds=settings.metrics_stream_max_age_seconds))
+        await ensure_topology(js, TopologyOptions.from_settings(settings))
         store = await KvAlertStore.open(js)
         await store.start()
         watch = asyncio.create_task(store.run())

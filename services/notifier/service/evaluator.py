@@ -47,7 +47,8 @@ class Thresholds:
 
 class Directory:
     """Workers as learnt from lifecycle events (name, instance id, tags, status). Every replica replays the
-    whole of CML_WORKERS into its own directory at start, so it is complete after a restart too."""
+    last event of every CML_WORKERS subject into its own directory at start (DirectoryFeed), so it is complete
+    after a restart too."""
 
     def __init__(self) -> None:
         self._workers: dict[str, WorkerRef] = {}
@@ -144,7 +145,8 @@ class Evaluator:
 
     async def apply(self, worker: WorkerRef, rule: Rule, change: Change, *, only_if_firing: bool = False
                     ) -> list[Transition]:
-        """Read-modify-CAS one alert's state; publish its transition (if any) before writing it."""
+        """Read-modify-CAS one alert's state. A transition is written first, with an outbox mark (its id), then
+        published, then the mark cleared: a crash in between leaves the mark for the sweeper to publish."""
         key = alert_key(worker.worker_id, rule)
         state, revision = self._store.cached(key)
         for _ in range(_MAX_CAS_ATTEMPTS):

@@ -19,13 +19,14 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KV_DEL, KV_PURGE
 
 from cml.monitor.v1 import worker_pb2
+from cmlmon_core.topology import REGISTRY_BUCKET
 from registry.adapters import wire
 from registry.adapters.wire import PendingEvent
 from registry.errors import Conflict, Unavailable
 
 log = logging.getLogger(__name__)
 
-INDEX_BUCKET = "cml_registry"
+INDEX_BUCKET = REGISTRY_BUCKET  # in the topology, so it has NATS_STREAM_REPLICAS replicas like every bucket
 _SECRET_KEY = "secret.page-token"
 
 

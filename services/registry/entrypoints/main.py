@@ -24,7 +24,7 @@ from registry.bootstrap import bootstrap
 from registry.entrypoints.fleet_metrics import FleetCollector
 from registry.entrypoints.grpc_api import WorkerRegistryServicer, add_to_server
 from registry.entrypoints.metrics_consumer import consume_samples
-from registry.service.handlers import Registry
+from registry.service.handlers import Registry, SavedHook
 from registry.settings import RegistrySettings
 
 log = logging.getLogger("registry")
@@ -58,12 +58,14 @@ async def sweep_outbox(registry: Registry, stop: asyncio.Event, every: float) ->
         await stopped_within(stop, every)
 
 
-async def run(settings: RegistrySettings, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
-    """Serve until stop is set; ready is set once gRPC serves (until then there is nothing in flight)."""
+async def run(settings: RegistrySettings, stop: asyncio.Event, ready: asyncio.Event | None = None, *,
+              on_saved: SavedHook | None = None) -> None:
+    """Serve until stop is set; ready is set once gRPC serves (until then there is nothing in flight).
+    on_saved is a test hook (see Registry): production passes none."""
     async with nats_conn.connect(settings, "registry") as nc:
         js = nc.jetstream()
-        await ensure_topology(js, TopologyOptions(metrics_max_age_seconds=settings.metrics_stream_max_age_seconds))
-        wiring = await bootstrap(settings, js)
+        await ensure_topology(js, TopologyOptions.from_settings(settings))
+        wiring = await bootstrap(settings, js, on_saved=on_saved)
         registry = wiring.registry
         fleet: FleetCollector | None = FleetCollector(registry.view)
         try:
@@ -99,12 +101,12 @@ async def run(settings: RegistrySettings, stop: asyncio.Event, ready: asyncio.Ev
     log.info("registry stopped")
 
 
-async def amain() -> None:
+async def amain(on_saved: SavedHook | None = None) -> None:
     settings = load_settings(RegistrySettings)
     configure_logging("registry", settings.log_level, settings.log_format)
     stop = stop_on_signals()
     telemetry.serve_metrics(settings.metrics_port, settings.metrics_host)
-    await run_until_stopped(lambda ready: run(settings, stop, ready), stop,
+    await run_until_stopped(lambda ready: run(settings, stop, ready, on_saved=on_saved), stop,
                             stop_timeout=settings.shutdown_grace_seconds + 10)
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -29,9 +28,10 @@ log = logging.getLogger(__name__)
 CAS_ATTEMPTS = 30
 # A claim whose worker was never saved (its writer died in between) is free again after this long.
 CLAIM_ORPHAN_SECONDS = 30.0
-CRASH_AFTER_SAVE_ENV = "REGISTRY_TEST_CRASH_AFTER_SAVE"
-
 Decide = Callable[[worker_pb2.Worker], Change | None]
+# Called with every state saved together with an unpublished event, before that event is published; tests
+# inject one that kills the process there, to prove the outbox.
+SavedHook = Callable[[Stored], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,12 +52,13 @@ class Registry:
     """Use-cases over the ports; knows nothing of gRPC or NATS message handling."""
 
     def __init__(self, repo: WorkerRepository, ec2: Ec2, publisher: EventPublisher, view: WorkerView,
-                 options: RegistryOptions | None = None) -> None:
+                 options: RegistryOptions | None = None, *, on_saved: SavedHook | None = None) -> None:
         self.repo = repo
         self.ec2 = ec2
         self.publisher = publisher
         self.view = view
         self.options = options or RegistryOptions()
+        self._on_saved = on_saved
         self.page_tokens: PageTokens | None = None  # set at start-up, once the shared key is known
         self._create_locks: dict[str, tuple[asyncio.Lock, int]] = {}  # worker id -> lock, callers using it
 
@@ -273,9 +274,8 @@ class Registry:
         self.view.apply(saved)
         if saved.pending is None:
             return saved.worker
-        if os.environ.get(CRASH_AFTER_SAVE_ENV) == "1":  # test hook: die between saving and publishing
-            log.warning("crashing after save on purpose", extra={"worker_id": saved.worker.id})
-            os._exit(70)
+        if self._on_saved is not None:
+            self._on_saved(saved)
         return await self._settle(saved)
 
     async def _settle(self, stored: Stored) -> worker_pb2.Worker:

@@ -20,8 +20,8 @@ def launch(nats_url: str, aws_endpoint: str, tmp_path: Path) -> Iterator[Callabl
     launcher = ServiceLauncher({**os.environ, "NATS_URL": nats_url, "AWS_ENDPOINT_URL": aws_endpoint,
                                 "METRICS_PORT": "0", "LOG_FORMAT": "text"}, tmp_path)
 
-    def start(port: int, **extra: str) -> ServiceProcess:
-        return launcher.start("registry", GRPC_PORT=port, **extra)
+    def start(port: int, module: str = "registry", **extra: str) -> ServiceProcess:
+        return launcher.start(module, GRPC_PORT=port, **extra)
 
     yield start
     launcher.stop_all()

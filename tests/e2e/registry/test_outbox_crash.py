@@ -15,8 +15,8 @@ from cml.monitor.v1 import events_pb2, registry_service_pb2_grpc, worker_pb2
 from cml.monitor.v1 import registry_service_pb2 as rs
 from cmlmon_dev.servers import free_port, wait_for_port
 from registry.domain.model import created_worker_id
-from registry.service.handlers import CRASH_AFTER_SAVE_ENV
 from tests.e2e.conftest import ServiceProcess
+from tests.e2e.registry import crashing_registry
 from tests.e2e.registry.conftest import AMI
 
 pytestmark = pytest.mark.e2e
@@ -31,7 +31,7 @@ async def test_event_saved_before_a_crash_is_published_once_after_restart(
         launch: Callable[..., ServiceProcess], js: JetStreamContext, uid: str) -> None:
     start = launch
     port = free_port()
-    doomed = start(port, **{CRASH_AFTER_SAVE_ENV: "1"})
+    doomed = start(port, crashing_registry.__name__)
     await asyncio.to_thread(wait_for_port, port, 60)
     request = rs.CreateWorkerRequest(request_id=f"crash-{uid}", name=f"crash-{uid}", region="us-east-1",
                                      instance_type="t3.micro", ami_id=AMI)
@@ -40,7 +40,7 @@ async def test_event_saved_before_a_crash_is_published_once_after_restart(
         with pytest.raises(grpc.aio.AioRpcError) as died:
             await stub.CreateWorker(request, timeout=30)
         assert died.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert await asyncio.to_thread(doomed.process.wait, 30) == 70
+    assert await asyncio.to_thread(doomed.process.wait, 30) == crashing_registry.EXIT_CODE
 
     worker_id = created_worker_id(request.request_id)
     saved = await (await js.key_value("cml_workers")).get(worker_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -12,11 +13,12 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from cml.monitor.v1 import worker_pb2
-from cmlmon_core import subjects
+from cml.monitor.v1 import events_pb2, worker_pb2
+from cmlmon_core import messages, subjects
 from cmlmon_core.topology import POLLS_STREAM
 from collector.adapters.aws import AwsPoller
 from collector.bootstrap import aws_clients, retry_policy
+from collector.domain.schedule import schedule_expression
 from collector.entrypoints.ticks import durable_name
 from collector.errors import AwsError
 from tests.integration.collector.conftest import (
@@ -37,38 +39,67 @@ from tests.support import eventually
 REGION = "us-east-1"
 
 
-async def schedule_header(js: JetStreamContext, worker_id: str) -> str | None:
+@dataclass(frozen=True)
+class Schedule:
+    """A worker's schedule as CML_POLLS holds it: the message on cml.polls.schedule.<id>."""
+
+    seq: int
+    expression: str
+    target_subject: str
+    tick: events_pb2.PollTick
+
+
+async def schedule_of(js: JetStreamContext, worker_id: str) -> Schedule | None:
     try:
         raw = await js.get_last_msg(POLLS_STREAM, subjects.poll_schedule(worker_id))
     except NotFoundError:
         return None
-    return (raw.headers or {}).get("Nats-Schedule")
+    headers = raw.headers or {}
+    return Schedule(raw.seq or 0, headers.get("Nats-Schedule", ""), headers.get("Nats-Schedule-Target", ""),
+                    messages.decode(events_pb2.PollTick, raw.data or b"", raw.headers))
+
+
+async def polls_held_for(js: JetStreamContext, worker_id: str) -> dict[str, int]:
+    """Every subject of CML_POLLS about the worker (its schedule, its ticks), with its message count."""
+    held: dict[str, int] = {}
+    for pattern in (subjects.poll_schedule(worker_id), f"cml.polls.tick.*.{worker_id}"):
+        info = await js.stream_info(POLLS_STREAM, subjects_filter=pattern)
+        held.update(info.state.subjects or {})
+    return held
 
 
 async def test_interval_change_replaces_and_termination_removes_the_schedule(
         js: JetStreamContext, aws_endpoint: str, collector: RunningCollector, watch: SampleWatch, uid: str) -> None:
     (instance_id,) = launch(aws_endpoint, REGION)
     w = worker(uid, REGION, instance_id)
+    tick_subject = subjects.poll_tick(REGION, w.id)
     await publish_event(js, w, "imported")
-    await watch.wait_for(lambda s: s.worker_id == w.id)
+    await watch.wait_for(lambda s: s.worker_id == w.id)  # polled: the schedule exists and its tick was taken
+    first = await schedule_of(js, w.id)
+    assert first is not None
+    assert (first.expression, first.target_subject, first.tick.interval_seconds) == (
+        schedule_expression(INTERVAL), tick_subject, INTERVAL)
 
     w.poll_interval_seconds = 7
     await publish_event(js, w, "status_changed")
 
-    async def seven() -> bool:
-        return await schedule_header(js, w.id) == "@every 7s"
-    await eventually(seven)
+    async def replaced() -> Schedule | None:
+        now = await schedule_of(js, w.id)
+        return now if now is not None and now.seq > first.seq else None
+    second = await eventually(replaced)
+    assert (second.expression, second.target_subject, second.tick.interval_seconds) == (
+        "@every 7s", tick_subject, 7)
+    assert (await polls_held_for(js, w.id))[subjects.poll_schedule(w.id)] == 1  # replaced, not added
+    assert tick_subject in await polls_held_for(js, w.id)  # the tick the new schedule polled at once
 
     w.status = worker_pb2.WORKER_STATUS_TERMINATED
     await publish_event(js, w, "terminated")
 
-    async def gone() -> bool:
-        return await schedule_header(js, w.id) is None
-    await eventually(gone)
-    await asyncio.sleep(INTERVAL + 1.0)  # an in-flight tick may still land; after that, silence
-    seen = sum(1 for s in watch.samples if s.worker_id == w.id)
-    await asyncio.sleep(2 * INTERVAL + 0.5)
-    assert sum(1 for s in watch.samples if s.worker_id == w.id) == seen
+    async def nothing_held() -> bool:
+        return not await polls_held_for(js, w.id)
+    # The schedule gone means the server fires no more ticks for it; its last tick is purged too, so no
+    # collector polls a terminated worker again.
+    await eventually(nothing_held)
 
 
 async def test_unknown_instance_is_reported_alone_and_stopped_instance_has_no_metrics(

@@ -8,6 +8,7 @@ from typing import Any
 import grpc
 import pytest
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from cml.monitor.v1 import events_pb2, worker_pb2
 from cml.monitor.v1 import registry_service_pb2 as rs
@@ -63,7 +64,27 @@ async def test_create_launches_tags_saves_and_announces(registry: RunningRegistr
     assert got.instance_id == created.instance_id
     listed = (await registry.stub.ListWorkers(rs.ListWorkersRequest(tags={"test": uid}))).workers
     assert [w.id for w in listed] == [created.id]
-    assert len(tap.of(created.id, E.WORKER_EVENT_TYPE_CREATED)) == 1
+    assert await events_in_stream_after_a_later_change(registry, js, created.id) == {
+        subjects.worker_event(created.id, "created"): 1, subjects.worker_event(created.id, "stopped"): 1}
+
+
+async def events_in_stream_after_a_later_change(registry: RunningRegistry, js: JetStreamContext, worker_id: str
+                                                ) -> dict[str, int]:
+    """The worker's subjects in CML_WORKERS and their message counts, read once a StopWorker's event is in the
+    stream. Every write publishes the event still pending in the worker's outbox before saving its own, so
+    from then on no earlier event of this worker can still be published, now or by a later outbox sweep:
+    the counts are final."""
+    await registry.stub.StopWorker(rs.StopWorkerRequest(id=worker_id))
+
+    async def stopped() -> bool:
+        try:
+            await js.get_last_msg("CML_WORKERS", subjects.worker_event(worker_id, "stopped"))
+        except NotFoundError:
+            return False
+        return True
+    await eventually(stopped)
+    info = await js.stream_info("CML_WORKERS", subjects_filter=f"cml.workers.{worker_id}.*")
+    return dict(info.state.subjects or {})
 
 
 async def test_import_checks_ec2_and_takes_its_name(registry: RunningRegistry, ec2: Any, tap: EventTap,

@@ -7,17 +7,23 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cml.monitor.v1 import events_pb2, worker_pb2
+from collector.codec import target_from_tick
 from collector.domain import cloudwatch
 from collector.domain.model import Monitoring, Target
 
 NOW = datetime(2026, 11, 28, 12, 34, 56, 789000, tzinfo=UTC)
 
 
-@pytest.mark.parametrize(("mode", "period"), [(Monitoring.DETAILED, 60), (Monitoring.BASIC, 300),
-                                               (Monitoring.UNKNOWN, 300)])
-def test_period_follows_monitoring_and_is_a_multiple_of_60(mode: Monitoring, period: int) -> None:
-    assert cloudwatch.period_for(mode) == period
-    assert period % 60 == 0
+@pytest.mark.parametrize("mode", worker_pb2.MonitoringMode.values(), ids=worker_pb2.MonitoringMode.Name)
+def test_period_follows_monitoring_and_is_a_multiple_of_60(mode: worker_pb2.MonitoringMode) -> None:
+    # Every monitoring mode a tick can carry, as the tick consumer reads it: 1-minute data only with detailed
+    # monitoring; basic and unknown ask for 5-minute periods (which also find 1-minute data).
+    target = target_from_tick(events_pb2.PollTick(worker_id="w-1", region="us-east-1", instance_id="i-12345678",
+                                                  monitoring_mode=mode))
+    period = cloudwatch.period_for(target.monitoring)
+    assert period > 0 and period % 60 == 0
+    assert period == (60 if mode == worker_pb2.MONITORING_MODE_DETAILED else 300)
 
 
 def test_window_ends_the_delay_before_now_and_spans_the_lookback() -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import botocore.session
 import pytest
 
 from cml.monitor.v1 import worker_pb2
@@ -52,6 +53,23 @@ def test_labels_for_metrics_and_messages() -> None:
     assert mapping.check_label(W.STATUS_CHECK_NOT_APPLICABLE) == "not_applicable"
     # a number from a newer proto is labelled, not an error in a metrics scrape
     assert mapping.status_label(99) == "unknown_99"  # type: ignore[arg-type]
+
+
+def ec2_enum(shape: str) -> list[str]:
+    """The values EC2's API model (botocore's, as the collector's client uses it) documents for a field."""
+    return list(botocore.session.get_session().get_service_model("ec2").shape_for(shape).enum)
+
+
+def test_every_documented_ec2_value_maps_and_every_status_and_check_is_reached() -> None:
+    # Every state and check value EC2 documents maps to a status or check, and every status and check is the
+    # mapping of one of them: a value EC2 adds, or a status nobody maps to, fails here.
+    states = ec2_enum("InstanceStateName")  # DescribeInstanceStatus InstanceState.Name
+    checks = ec2_enum("SummaryStatus")  # SystemStatus.Status, InstanceStatus.Status
+    assert {mapping.worker_status(name) for name in states} == set(W.WorkerStatus.values()) - {
+        W.WORKER_STATUS_UNSPECIFIED}
+    assert {mapping.status_check(value) for value in checks} == set(W.StatusCheck.values()) - {
+        W.STATUS_CHECK_UNSPECIFIED}
+    assert len({mapping.worker_status(name) for name in states}) == len(states)  # no two states merged
 
 
 @pytest.mark.parametrize("state", STATES)

@@ -32,6 +32,7 @@ def test_a_region_lease_not_shorter_than_ack_wait_is_refused() -> None:
     CollectorSettings(tick_ack_wait_seconds=6, tick_region_lease_seconds=2)
     with pytest.raises(ValidationError, match="TICK_REGION_LEASE_SECONDS"):
         CollectorSettings(tick_ack_wait_seconds=10, tick_region_lease_seconds=10)
+    assert CollectorSettings(tick_ack_wait_seconds=9).region_lease_seconds == 3  # unset: follows AckWait
 
 
 def test_worker_with_interval_zero_gets_the_default_and_round_trips_through_a_tick() -> None:
