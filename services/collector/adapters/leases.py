@@ -56,7 +56,7 @@ class RegionLeases:
     async def _bucket(self) -> KeyValue:
         if self._kv is None:
             config = KeyValueConfig(bucket=BUCKET, description="collector: which replica polls which region",
-                                    history=1, ttl=self.lease_seconds, storage=StorageType.MEMORY,
+                                    history=1, ttl=self.lease_seconds, storage=StorageType.FILE,
                                     replicas=self._replicas)
             try:
                 self._kv = await self._js.create_key_value(config)
@@ -122,7 +122,9 @@ class RegionLeases:
                     self._lost(region, repr(exc))
 
     def expire(self) -> None:
-        """Drop leases not renewed within the lease time (NATS unreachable): another replica may hold them."""
+        """Drop leases not renewed within the lease time (NATS unreachable): another replica may hold them. The
+        bucket is looked up (and created if it is gone) again next time."""
+        self._kv = None
         now = time.monotonic()
         for region, held in list(self.held.items()):
             if now - held.renewed_at >= self.lease_seconds:
