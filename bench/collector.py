@@ -15,7 +15,16 @@ per-worker design measured in the same run.
   call; <= 200 MB.
 
 Run: .venv/bin/python bench/collector.py  (ends with one JSON line). BENCH_LATENCY (seconds, 0.05),
-BENCH_SIZES (e.g. "1000,10000"), BASELINE_CONCURRENCY (64) change the setup."""
+BENCH_SIZES (e.g. "1000,10000"), BASELINE_CONCURRENCY (64) change the setup.
+
+Replicas mode, `bench/collector.py --replicas`: the real topology. For N = BENCH_REPLICAS (1,2,3,5) replica
+processes (`python -m collector`) and each size, one clock-aligned schedule per worker (every BENCH_INTERVAL
+seconds, 10) is written to CML_POLLS, the replicas start, and after a warm-up of BENCH_WARMUP_INTERVALS (2) the
+calls at the fake endpoint are counted over BENCH_COUNT_INTERVALS (2) whole intervals: calls per worker per
+interval and the ratio to the ideal (per region ceil(workers/100) DescribeInstanceStatus + ceil(2 x running/500)
+GetMetricData), the samples stored per worker per interval and how many replicas produced samples.
+BENCH_COLLECTOR_SRC=<dir holding services/ and libs/> runs another version of the collector (e.g.
+`git archive consumers services libs | tar -x -C /tmp/old`) for before/after figures."""
 
 # ruff: noqa: E402  (the path must be fixed before `collector` is imported)
 from __future__ import annotations
@@ -48,11 +57,12 @@ from cmlmon_core.topology import METRICS_STREAM, POLLS_STREAM, ensure_topology
 from cmlmon_dev.servers import NatsServer, free_port, wait_for_port
 from collector import telemetry
 from collector.adapters.aws import AwsPoller
+from collector.adapters.leases import RegionLeases
 from collector.adapters.publisher import JetStreamSamples
 from collector.bootstrap import aws_clients, metric_options, retry_policy, tick_options
 from collector.domain import ec2_status
 from collector.domain.model import Observation, Target
-from collector.entrypoints.ticks import DURABLE, TickConsumer
+from collector.entrypoints.ticks import DURABLE, TickConsumer, durable_name
 from collector.service.poll import RegionPoller
 from collector.settings import CollectorSettings
 
@@ -112,8 +122,9 @@ def aws_stats(aws_url: str) -> dict[str, int]:
 
 
 async def prepare(js: Any, n: int) -> None:
-    with contextlib.suppress(NotFoundError):
-        await js.delete_consumer(POLLS_STREAM, DURABLE)
+    for name in (DURABLE, *(durable_name(r) for r in REGIONS)):
+        with contextlib.suppress(NotFoundError):
+            await js.delete_consumer(POLLS_STREAM, name)
     await js.purge_stream(POLLS_STREAM)
     await js.purge_stream(METRICS_STREAM)
     for start in range(0, n, 1000):
@@ -142,7 +153,8 @@ async def child(mode: str, n: int, nats_url: str, aws_url: str) -> dict[str, Any
         poller: Any = (RegionPoller(aws, aws, metric_options(settings)) if mode == "batched"
                        else PerWorkerPoller(clients, BASELINE_CONCURRENCY))
         publisher = CountingPublisher(JetStreamSamples(js), n)
-        consumer = TickConsumer(js, poller, publisher, "bench", tick_options(settings))
+        leases = RegionLeases(nc, js, "bench", settings.region_lease_seconds)
+        consumer = TickConsumer(js, poller, publisher, leases, "bench", tick_options(settings))
         calls_before = aws_stats(aws_url)
         acked_before = telemetry.TICKS.labels("acked")._value.get()
         stop = asyncio.Event()
@@ -217,8 +229,140 @@ def report(results: list[dict[str, Any]]) -> None:
     print(json.dumps(summary))
 
 
+REPLICA_COUNTS = [int(n) for n in os.environ.get("BENCH_REPLICAS", "1,2,3,5").split(",")]
+INTERVAL = int(os.environ.get("BENCH_INTERVAL", "10"))
+WARMUP_INTERVALS = int(os.environ.get("BENCH_WARMUP_INTERVALS", "2"))
+COUNT_INTERVALS = int(os.environ.get("BENCH_COUNT_INTERVALS", "2"))
+COLLECTOR_SRC = os.environ.get("BENCH_COLLECTOR_SRC", "")
+
+
+def ideal_calls(n: int) -> int:
+    """Per region ceil(workers/100) DescribeInstanceStatus + ceil(2 x running/500) GetMetricData (all run)."""
+    per_region = [sum(1 for i in range(n) if i % len(REGIONS) == r) for r in range(len(REGIONS))]
+    return sum(-(-w // 100) + -(-2 * w // 500) for w in per_region if w)
+
+
+async def write_schedules(js: Any, nc: Any, n: int) -> None:
+    from collector.adapters.schedules import JetStreamSchedules
+
+    for stream in (POLLS_STREAM, METRICS_STREAM):
+        for info in await js.consumers_info(stream):
+            await js.delete_consumer(stream, info.name)
+        await js.purge_stream(stream)
+    with contextlib.suppress(NotFoundError):
+        await js.delete_key_value("collector-leases")
+    store = JetStreamSchedules(nc, js, timeout=30)
+    for start in range(0, n, 1000):
+        await asyncio.gather(*(store.put(Target(worker_id=f"w-{i:06d}", region=REGIONS[i % len(REGIONS)],
+                                                instance_id=f"i-{i:017x}", interval_seconds=INTERVAL))
+                               for i in range(start, min(n, start + 1000))))
+
+
+def start_replicas(count: int, nats_url: str, aws_url: str) -> list[subprocess.Popen[bytes]]:
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "LOG_LEVEL": "WARNING",
+           "NATS_URL": nats_url, "AWS_ENDPOINT_URL": aws_url, "METRICS_PORT": "0", "HEALTH_PORT": "0",
+           "RECONCILE_INTERVAL_SECONDS": "0", "WORKER_METRICS_POLL_INTERVAL": str(INTERVAL),
+           "CLOUDWATCH_DELAY_SECONDS": "0", "TICK_REGION_LEASE_SECONDS": "6", "AWS_READ_TIMEOUT": "60",
+           "REGISTRY_ADDRESS": f"127.0.0.1:{free_port()}"}
+    if COLLECTOR_SRC:
+        src = Path(COLLECTOR_SRC)
+        env["PYTHONPATH"] = os.pathsep.join([str(src / "services"), str(src / "libs"), env.get("PYTHONPATH", "")])
+    return [subprocess.Popen([sys.executable, "-m", "collector"], env={**env, "SERVICE_INSTANCE_ID": f"bench-r{i}"},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            for i in range(count)]
+
+
+async def wait_phase(phase: float) -> None:
+    """Sleep until `phase` seconds into the current (or next) interval of the wall clock."""
+    now = time.time()
+    target = now - now % INTERVAL + phase
+    await asyncio.sleep(target - now if target > now else target + INTERVAL - now)
+
+
+async def replicas_run(count: int, n: int, nats_url: str, aws_url: str) -> dict[str, Any]:
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    await ensure_topology(js)
+    await write_schedules(js, nc, n)
+    by_replica: dict[str, int] = {}
+    counting = False
+
+    async def on_sample(msg: Any) -> None:
+        if counting:
+            s = messages.decode(events_pb2.MetricSample, msg.data, msg.headers)
+            by_replica[s.collector_id] = by_replica.get(s.collector_id, 0) + 1
+
+    sub = await nc.subscribe(subjects.METRICS_ALL, cb=on_sample)
+    procs = start_replicas(count, nats_url, aws_url)
+    try:
+        for _ in range(WARMUP_INTERVALS):
+            await wait_phase(INTERVAL - 2.0)  # polls of an interval are done 2 s before the next ticks
+        before = aws_stats(aws_url)
+        counting = True
+        for _ in range(COUNT_INTERVALS):
+            await wait_phase(INTERVAL - 2.0)
+        counting = False
+        after = aws_stats(aws_url)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        await sub.unsubscribe()
+        await nc.drain()
+    failed = [p.stderr.read().decode()[-2000:] for p in procs if p.returncode not in (0, -15) and p.stderr]
+    if failed:
+        raise SystemExit(f"a replica failed:\n{failed[0]}")
+    calls = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    calls = {k: v for k, v in calls.items() if v}
+    per_interval = sum(calls.values()) / COUNT_INTERVALS
+    ideal = ideal_calls(n)
+    polls = sum(by_replica.values())  # samples published in the window: one per worker polled
+    return {"replicas": count, "workers": n, "calls_by_action": calls,
+            "calls_per_interval": round(per_interval, 1), "ideal_per_interval": ideal,
+            "calls_per_worker_per_interval": round(per_interval / n, 4),
+            "ratio_to_ideal": round(per_interval / ideal, 3),
+            "samples_per_worker_per_interval": round(polls / n / COUNT_INTERVALS, 3),
+            # robust to a window edge cutting an interval's polls (a busy machine): calls per polled worker
+            "ratio_per_poll_to_ideal": round(sum(calls.values()) / max(polls, 1) / (ideal / n), 3),
+            "replicas_with_samples": len(by_replica)}
+
+
+def replicas_main() -> None:
+    aws_port = free_port()
+    fake = subprocess.Popen([sys.executable, str(ROOT / "fake_aws.py"), "--port", str(aws_port),
+                             "--latency", str(LATENCY)])
+    results = []
+    try:
+        wait_for_port(aws_port)
+        aws_url = f"http://127.0.0.1:{aws_port}"
+        with tempfile.TemporaryDirectory() as tmp, NatsServer(Path(tmp) / "js") as server:
+            for n in SIZES:
+                for count in REPLICA_COUNTS:
+                    results.append(asyncio.run(replicas_run(count, n, server.url, aws_url)))
+                    r = results[-1]
+                    print(f"{count} replicas {n:>6} workers: {r['calls_per_interval']:>7.1f} calls/interval "
+                          f"(ideal {r['ideal_per_interval']}), {r['calls_per_worker_per_interval']:.4f} per worker, "
+                          f"ratio {r['ratio_to_ideal']:.2f} (per poll {r['ratio_per_poll_to_ideal']:.2f}), "
+                          "samples/worker/interval "
+                          f"{r['samples_per_worker_per_interval']:.2f}, {r['replicas_with_samples']} replicas "
+                          "produced samples", flush=True)
+    finally:
+        fake.terminate()
+        fake.wait(10)
+    print(json.dumps({"mode": "replicas", "collector_src": COLLECTOR_SRC or "this checkout", "interval": INTERVAL,
+                      "regions": len(REGIONS), "latency_ms": LATENCY * 1000, "runs": results,
+                      "max_ratio_to_ideal": max(r["ratio_to_ideal"] for r in results),
+                      "max_ratio_per_poll_to_ideal": max(r["ratio_per_poll_to_ideal"] for r in results)}))
+
+
 if __name__ == "__main__":
-    if len(sys.argv) == 6 and sys.argv[1] == "--child":
+    if len(sys.argv) == 2 and sys.argv[1] == "--replicas":
+        replicas_main()
+    elif len(sys.argv) == 6 and sys.argv[1] == "--child":
         print(json.dumps(asyncio.run(child(sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]))))
     else:
         main()

@@ -17,6 +17,7 @@ from collector.adapters.aws import (
     RetryPolicy,
     collector_session,
 )
+from collector.adapters.leases import RegionLeases
 from collector.adapters.publisher import JetStreamSamples, SamplePublisher
 from collector.adapters.registry import GrpcRegistry, WorkerDirectory
 from collector.adapters.schedules import JetStreamSchedules, ScheduleStore
@@ -58,7 +59,9 @@ def tick_options(settings: CollectorSettings) -> TickOptions:
     return TickOptions(fetch_batch=settings.tick_fetch_batch, gather_seconds=settings.tick_gather_seconds,
                        ack_wait_seconds=settings.tick_ack_wait_seconds, max_in_flight=settings.tick_max_in_flight,
                        nak_delay_seconds=settings.tick_nak_delay_seconds,
-                       shutdown_grace_seconds=settings.shutdown_grace_seconds)
+                       shutdown_grace_seconds=settings.shutdown_grace_seconds,
+                       lease_seconds=settings.region_lease_seconds,
+                       discover_seconds=settings.region_lease_seconds)
 
 
 def bootstrap(settings: CollectorSettings, *, nc: Client, js: JetStreamContext, collector_id: str,
@@ -75,7 +78,10 @@ def bootstrap(settings: CollectorSettings, *, nc: Client, js: JetStreamContext, 
     poller = RegionPoller(ec2, metrics, metric_options(settings))
     return Collector(
         worker_events=WorkerEventConsumer(js, keeper),
-        ticks=TickConsumer(js, poller, publisher or JetStreamSamples(js), collector_id, tick_options(settings)),
+        ticks=TickConsumer(js, poller, publisher or JetStreamSamples(js),
+                           RegionLeases(nc, js, collector_id, settings.region_lease_seconds,
+                                        replicas=settings.nats_stream_replicas),
+                           collector_id, tick_options(settings)),
         reconciler=Reconciler(directory or GrpcRegistry(GrpcTarget.registry(settings)), keeper,
                               settings.reconcile_interval_seconds),
     )

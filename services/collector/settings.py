@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from cmlmon_core.settings import AwsSettings, CommonSettings, RegistryClientSettings
 
@@ -36,6 +36,10 @@ class CollectorSettings(CommonSettings, AwsSettings, RegistryClientSettings):
     tick_max_in_flight: int = Field(default=5000, ge=1, le=100_000, description="ticks being polled at once")
     tick_nak_delay_seconds: float = Field(
         default=5.0, ge=0, le=600, description="a tick whose poll failed is redelivered after this")
+    tick_region_lease_seconds: float | None = Field(
+        default=None, ge=1, le=600,
+        description="a region's lease lapses this long after its holder last renewed it (less than the AckWait); "
+                    "unset: 15 s, or a third of the AckWait when that is shorter")
 
     # AWS calls
     aws_region_concurrency: int = Field(default=4, ge=1, le=64, description="AWS calls in flight per region")
@@ -46,6 +50,13 @@ class CollectorSettings(CommonSettings, AwsSettings, RegistryClientSettings):
     reconcile_interval_seconds: float = Field(
         default=300.0, ge=0, description="how often schedules are reconciled against the registry; 0 disables")
 
+    @model_validator(mode="after")
+    def _lease_within_ack_wait(self) -> CollectorSettings:
+        if self.region_lease_seconds >= self.tick_ack_wait_seconds:
+            raise ValueError("TICK_REGION_LEASE_SECONDS must be less than TICK_ACK_WAIT_SECONDS: a dead replica's "
+                             "regions must be taken over before its unacked ticks come back")
+        return self
+
     @field_validator("cwagent_memory_dimensions")
     @classmethod
     def _known_dimensions(cls, value: str) -> str:
@@ -54,6 +65,12 @@ class CollectorSettings(CommonSettings, AwsSettings, RegistryClientSettings):
         if not names or unknown:
             raise ValueError(f"expected a comma-separated subset of {', '.join(MEMORY_DIMENSION_NAMES)}")
         return ",".join(names)
+
+    @property
+    def region_lease_seconds(self) -> float:
+        if self.tick_region_lease_seconds is not None:
+            return self.tick_region_lease_seconds
+        return min(15.0, max(1.0, self.tick_ack_wait_seconds / 3))
 
     @property
     def memory_dimensions(self) -> tuple[str, ...]:

@@ -1,14 +1,18 @@
-"""Durable pull consumer "collector-ticks" on cml.polls.tick.>, shared by every replica.
+"""One durable pull consumer per region, "collector-ticks-<region>" on cml.polls.tick.<region>.>, and a lease
+per region that says which replica fetches from it.
 
-Each replica fetches a batch (gathering ticks for a short window, since schedules fire spread over the
-interval), groups it by region and polls each region in a task of its own, so one region's trouble never
-delays another. A region's ticks are acked once their samples are stored, or nak'ed with a delay when the
-poll failed. A replica killed mid-batch loses nothing: its unacked ticks come back after AckWait."""
+Regions are spread over the live replicas (see `RegionLeases` and `plan_leases`); only a region's lease holder
+fetches its ticks, so each batch holds the region's whole share of an interval and costs the fewest AWS calls
+whatever the number of replicas. A batch is gathered for a short window (schedules may fire spread over the
+interval) and polled in a task of its own, so one region's trouble never delays another. A region's ticks are
+acked once their samples are stored, or nak'ed with a delay when the poll failed. A replica killed mid-batch
+loses nothing: its lease lapses, another replica takes the region and its unacked ticks come back after AckWait."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,15 +28,18 @@ from cmlmon_core.lifecycle import stopped_within
 from cmlmon_core.telemetry import extract_trace, tracer
 from cmlmon_core.topology import POLLS_STREAM
 from collector import telemetry
+from collector.adapters.leases import RegionLeases
 from collector.adapters.publisher import SamplePublisher
 from collector.codec import sample_from_observation, target_from_tick
+from collector.domain.leases import plan_leases
 from collector.domain.model import Observation, Target
 from collector.service.poll import Poller
 
 log = logging.getLogger(__name__)
 
-DURABLE = "collector-ticks"
+DURABLE = "collector-ticks"  # the prefix of every region's durable
 DEADLINE_SHARE_OF_ACK_WAIT = 0.8
+LEASE_ROUNDS_PER_LEASE = 3  # leases are renewed this many times per lease time
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,12 +50,18 @@ class TickOptions:
     max_in_flight: int = 5000
     nak_delay_seconds: float = 5.0
     shutdown_grace_seconds: float = 5.0
+    lease_seconds: float = 15.0
+    discover_seconds: float = 15.0
 
 
-def ticks_durable(opts: TickOptions) -> Durable:
-    return Durable(stream=POLLS_STREAM, name=DURABLE, filter_subject=subjects.POLL_TICKS_ALL, update_config=True,
-                   config=ConsumerConfig(
-                       description="collector: poll ticks, shared by every replica",
+def durable_name(region: str) -> str:
+    return f"{DURABLE}-{subjects.token(region, 'region')}"
+
+
+def ticks_durable(region: str, opts: TickOptions) -> Durable:
+    return Durable(stream=POLLS_STREAM, name=durable_name(region), filter_subject=f"cml.polls.tick.{region}.>",
+                   update_config=True, config=ConsumerConfig(
+                       description=f"collector: poll ticks of {region}, fetched by the replica holding its lease",
                        deliver_policy=DeliverPolicy.LAST_PER_SUBJECT, ack_policy=AckPolicy.EXPLICIT,
                        ack_wait=opts.ack_wait_seconds, max_ack_pending=max(opts.max_in_flight, 1), max_deliver=-1))
 
@@ -61,30 +74,88 @@ class Delivery:
 
 
 class TickConsumer:
-    def __init__(self, js: JetStreamContext, poller: Poller, publisher: SamplePublisher,
+    def __init__(self, js: JetStreamContext, poller: Poller, publisher: SamplePublisher, leases: RegionLeases,
                  collector_id: str, opts: TickOptions) -> None:
+        self._js = js
         self._poller = poller
         self._publisher = publisher
+        self._leases = leases
         self._collector_id = collector_id
         self._opts = opts
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight = 0
         self._room = asyncio.Event()
         self._room.set()
-        self._consumer = PullConsumer(js, ticks_durable(opts), PullOptions(batch=self._room_left,
-                                                                           gather_seconds=opts.gather_seconds))
-        self.consuming = self._consumer.consuming  # the readiness probe reads it
+        self._regions: dict[str, tuple[asyncio.Event, asyncio.Task[None]]] = {}  # fetching: region -> stop, task
+        self.consuming = asyncio.Event()  # the readiness probe reads it: set once the leases are being kept
 
     async def run(self, stop: asyncio.Event) -> None:
+        log.info("keeping region leases", extra={"durable": DURABLE, "collector_id": self._collector_id})
+        try:
+            await self._keep_leases(stop)
+        finally:
+            self.consuming.clear()
+            for region_stop, _ in self._regions.values():
+                region_stop.set()
+            if self._regions:
+                await asyncio.wait([task for _, task in self._regions.values()])
+            await self._finish_in_flight()
+            await self._leases.leave()
+
+    async def _keep_leases(self, stop: asyncio.Event) -> None:
+        """Every lease time / 3: announce this replica, renew its leases, release and claim regions as
+        `plan_leases` says, then fetch from exactly the regions held."""
+        regions: set[str] = set()
+        discovered_at = float("-inf")
+        every = self._opts.lease_seconds / LEASE_ROUNDS_PER_LEASE
+        while not stop.is_set():
+            try:
+                if time.monotonic() - discovered_at >= self._opts.discover_seconds:
+                    regions = await self._leases.regions()
+                    discovered_at = time.monotonic()
+                await self._leases.announce()
+                await self._leases.renew()
+                members, holders = await self._leases.snapshot()
+                plan = plan_leases(self._collector_id, regions, members, self._leases.held.keys(), holders)
+                for region in plan.release:
+                    await self._leases.release(region)
+                for region in plan.claim:
+                    await self._leases.claim(region)
+                self.consuming.set()
+            except Exception as exc:  # NATS away or busy: keep what is held until its lease time runs out
+                log.warning("keeping region leases failed", extra={"error": repr(exc) or type(exc).__name__})
+                self._leases.expire()
+            self._follow_leases(stop)
+            await stopped_within(stop, every)
+
+    def _follow_leases(self, stop: asyncio.Event) -> None:
+        held = set(self._leases.held)
+        for region in list(self._regions):
+            region_stop, task = self._regions[region]
+            if region not in held or task.done():
+                region_stop.set()  # the batch in hand is still polled and settled
+                if task.done():
+                    del self._regions[region]
+                    if not task.cancelled() and task.exception():  # e.g. a refused consumer config
+                        log.error("consuming a region's ticks ended", extra={
+                            "region": region, "error": repr(task.exception())})
+        for region in held - self._regions.keys():
+            if stop.is_set():
+                return
+            region_stop = asyncio.Event()
+            task = asyncio.create_task(self._fetch_region(region, region_stop), name=f"ticks-{region}")
+            self._regions[region] = (region_stop, task)
+
+    async def _fetch_region(self, region: str, stop: asyncio.Event) -> None:
         async def handle_batch(msgs: list[Msg]) -> None:
             await self._dispatch(msgs)
             await self._wait_for_room(stop)
 
-        log.info("consuming poll ticks", extra={"durable": DURABLE, "collector_id": self._collector_id})
-        try:
-            await self._consumer.run(handle_batch, stop)
-        finally:
-            await self._finish_in_flight()
+        consumer = PullConsumer(self._js, ticks_durable(region, self._opts),
+                                PullOptions(batch=self._room_left, gather_seconds=self._opts.gather_seconds))
+        log.info("consuming poll ticks", extra={"region": region, "durable": consumer.durable.name,
+                                                "collector_id": self._collector_id})
+        await consumer.run(handle_batch, stop)
 
     def _room_left(self) -> int:
         return min(self._opts.fetch_batch, self._opts.max_in_flight - self._in_flight)

@@ -9,9 +9,10 @@ from pathlib import Path
 import httpx
 import nats
 
-from cmlmon_core.topology import POLLS_STREAM, WORKERS_STREAM
+from cmlmon_core.topology import WORKERS_STREAM
 from cmlmon_dev.servers import NatsServer, free_port
-from collector.entrypoints import ticks, worker_events
+from collector.adapters import leases
+from collector.entrypoints import worker_events
 from tests.e2e.conftest import ServiceProcess
 from tests.support import eventually
 
@@ -42,9 +43,9 @@ async def test_live_from_the_start_ready_only_while_connected_and_consuming(tmp_
 
             server.start()
             await eventually(lambda: _ready(client), timeout=30)
-            async with await nats.connect(server.url) as nc:  # ready means bound: both durables exist
+            async with await nats.connect(server.url) as nc:  # ready: bound, and keeping region leases
                 js = nc.jetstream()
-                assert (await js.consumer_info(POLLS_STREAM, ticks.DURABLE)).name == ticks.DURABLE
+                assert (await js.stream_info(f"KV_{leases.BUCKET}")).config.name == f"KV_{leases.BUCKET}"
                 assert (await js.consumer_info(WORKERS_STREAM, worker_events.DURABLE)).name == worker_events.DURABLE
 
             server.stop()  # NATS goes away: not ready, still alive (it reconnects by itself)

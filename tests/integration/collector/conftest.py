@@ -33,6 +33,7 @@ def collector_settings(nats_url: str, aws_endpoint: str, **overrides: Any) -> Co
         "nats_url": nats_url, "aws_endpoint_url": aws_endpoint, "metrics_port": 0,
         "worker_metrics_poll_interval": INTERVAL, "cloudwatch_delay_seconds": 0,
         "reconcile_interval_seconds": 0, "tick_gather_seconds": 0.2, "tick_nak_delay_seconds": 1,
+        "tick_region_lease_seconds": 1.5,
         "aws_retry_base_seconds": 0.05, "aws_retry_cap_seconds": 0.2, "service_instance_id": "test-collector",
     }
     values.update(overrides)

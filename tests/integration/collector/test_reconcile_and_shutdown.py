@@ -24,7 +24,7 @@ from collector.adapters.schedules import JetStreamSchedules
 from collector.bootstrap import aws_clients
 from collector.domain.model import Target
 from collector.entrypoints.reconciler import Reconciler
-from collector.entrypoints.ticks import DURABLE as TICKS_DURABLE
+from collector.entrypoints.ticks import durable_name
 from collector.service.schedules import ScheduleKeeper
 from tests.integration.collector.conftest import (
     advisories,
@@ -158,7 +158,7 @@ async def test_stop_naks_the_in_flight_batch(own_nats: NatsServer, own_js: tuple
                                   worker_metrics_poll_interval=600)
     slow = SlowEc2()
     tick_subject = subjects.poll_tick(REGION, f"w-{uid}")
-    async with aws_clients(settings) as clients, advisories(nc, POLLS_STREAM, TICKS_DURABLE) as told:
+    async with aws_clients(settings) as clients, advisories(nc, POLLS_STREAM, durable_name(REGION)) as told:
         running = start_collector(settings, nc, js, clients, ec2=slow)
         await publish_event(js, worker(uid, REGION, instance_id), "created")
         await asyncio.wait_for(slow.started.wait(), 30)
@@ -168,7 +168,7 @@ async def test_stop_naks_the_in_flight_batch(own_nats: NatsServer, own_js: tuple
         await asyncio.wait_for(asyncio.gather(*running.tasks), 30)
         await eventually(lambda: told.about("MSG_NAKED", tick.seq), timeout=10)
     # Another replica gets the tick at once, not after the 300 s AckWait.
-    psub = await js.pull_subscribe_bind(durable=TICKS_DURABLE, stream=POLLS_STREAM)
+    psub = await js.pull_subscribe_bind(durable=durable_name(REGION), stream=POLLS_STREAM)
     try:
         (msg,) = await psub.fetch(1, timeout=10)
         assert msg.subject == tick_subject
@@ -186,7 +186,7 @@ async def test_a_hung_region_is_given_up_before_ack_wait_and_naked(
     settings = collector_settings(own_nats.url, aws_endpoint, tick_ack_wait_seconds=5, tick_nak_delay_seconds=0.5,
                                   worker_metrics_poll_interval=600)
     slow = SlowEc2()
-    async with aws_clients(settings) as clients, advisories(nc, POLLS_STREAM, TICKS_DURABLE) as told:
+    async with aws_clients(settings) as clients, advisories(nc, POLLS_STREAM, durable_name(REGION)) as told:
         running = start_collector(settings, nc, js, clients, ec2=slow)
         try:
             await publish_event(js, worker(uid, REGION, instance_id), "created")

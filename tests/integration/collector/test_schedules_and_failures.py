@@ -19,7 +19,7 @@ from cmlmon_core.topology import POLLS_STREAM
 from collector.adapters.aws import AwsPoller
 from collector.bootstrap import aws_clients, retry_policy
 from collector.domain.schedule import schedule_expression
-from collector.entrypoints.ticks import DURABLE as TICKS_DURABLE
+from collector.entrypoints.ticks import durable_name
 from collector.errors import AwsError
 from tests.integration.collector.conftest import (
     INTERVAL,
@@ -131,7 +131,7 @@ async def test_unknown_instance_is_reported_alone_and_stopped_instance_has_no_me
 async def test_undecodable_tick_is_terminated_and_the_consumer_carries_on(
         nc: Client, js: JetStreamContext, aws_endpoint: str, collector: RunningCollector, watch: SampleWatch,
         uid: str) -> None:
-    async with advisories(nc, POLLS_STREAM, TICKS_DURABLE) as told:
+    async with advisories(nc, POLLS_STREAM, durable_name(REGION)) as told:
         junk = await js.publish(subjects.poll_tick(REGION, f"junk-{uid}"), b"\xff\xff\xff",
                                 headers={"Content-Type": "application/protobuf; proto=cml.monitor.v1.PollTick"})
         (instance_id,) = launch(aws_endpoint, REGION)
@@ -167,7 +167,7 @@ async def test_a_failing_region_is_naked_and_redelivered_while_others_are_polled
         nc: Client, js: JetStreamContext, nats_url: str, aws_endpoint: str, watch: SampleWatch, uid: str,
         bad_region: str) -> None:
     settings = collector_settings(nats_url, aws_endpoint, service_instance_id=f"failing-{uid}")
-    async with aws_clients(settings) as clients, advisories(nc, POLLS_STREAM, TICKS_DURABLE) as told:
+    async with aws_clients(settings) as clients, advisories(nc, POLLS_STREAM, durable_name(bad_region)) as told:
         real = AwsPoller(clients, retry_policy(settings), 4)
         failing = FailingRegion(real, bad_region)
         running = start_collector(settings, nc, js, clients, ec2=failing, metrics=real)

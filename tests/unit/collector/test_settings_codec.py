@@ -28,6 +28,13 @@ def test_unknown_memory_dimensions_are_refused(bad: str) -> None:
         CollectorSettings(cwagent_memory_dimensions=bad)
 
 
+def test_a_region_lease_not_shorter_than_ack_wait_is_refused() -> None:
+    CollectorSettings(tick_ack_wait_seconds=6, tick_region_lease_seconds=2)
+    with pytest.raises(ValidationError, match="TICK_REGION_LEASE_SECONDS"):
+        CollectorSettings(tick_ack_wait_seconds=10, tick_region_lease_seconds=10)
+    assert CollectorSettings(tick_ack_wait_seconds=9).region_lease_seconds == 3  # unset: follows AckWait
+
+
 def test_worker_with_interval_zero_gets_the_default_and_round_trips_through_a_tick() -> None:
     w = worker_pb2.Worker(id="w-1", region="eu-west-1", instance_id="i-12345678", instance_type="c5.metal",
                           ami_id="ami-12345678", monitoring_mode=worker_pb2.MONITORING_MODE_DETAILED)

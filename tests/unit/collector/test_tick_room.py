@@ -11,7 +11,7 @@ from collector.entrypoints.ticks import TickConsumer, TickOptions
 
 def consumer(max_in_flight: int) -> TickConsumer:
     none: Any = None
-    return TickConsumer(none, none, none, "test", TickOptions(max_in_flight=max_in_flight))
+    return TickConsumer(none, none, none, none, "test", TickOptions(max_in_flight=max_in_flight))
 
 
 def others() -> set[asyncio.Task[Any]]:
