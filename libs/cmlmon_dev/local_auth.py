@@ -1,6 +1,6 @@
 """The gRPC credentials of `make run`: unless GRPC_AUTH=none (open, as before) or an auth file is given, a
-fresh admin token for you, a viewer token for the collectors and an operator token for the autopilot, their hashes in .run/auth.yaml, the admin
-token in .run/token (mode 0600) for scripts."""
+fresh admin token for you, a viewer token for the collectors and an operator token for the autopilot, their
+hashes in .run/auth.yaml, the admin token in .run/token (mode 0600) for scripts."""
 
 from __future__ import annotations
 

@@ -335,7 +335,7 @@ class Run:
                 # The generator's datapoints are stamped "now"; real CloudWatch lands late, the demo does not.
                 "CLOUDWATCH_DELAY_SECONDS": os.environ.get("CLOUDWATCH_DELAY_SECONDS", "0")}
 
-    async def start_autopilot(self, common: dict[str, str], auth: local_auth.LocalAuth) -> None:
+    async def start_autopilot(self, common: dict[str, str | int], auth: local_auth.LocalAuth) -> None:
         """The idle demo worker's controller (one lab, nothing running) and the autopilot watching the fleet in
         dry-run (AUTOSTOP_MODE, IDLE_FOR_SECONDS and the rest can be given to make run), with an operator's token."""
         s = self.s

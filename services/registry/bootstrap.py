@@ -13,8 +13,8 @@ from cmlmon_core.aws import AwsClients
 from cmlmon_core.cml import Credentials, HttpCmlProbe
 from registry.adapters.ec2 import AwsEc2, Ec2
 from registry.adapters.history import MetricHistory
-from registry.adapters.mongo import MongoWorkerRepository
 from registry.adapters.licence import CmlLicenceReleaser
+from registry.adapters.mongo import MongoWorkerRepository
 from registry.adapters.publisher import EventPublisher, JetStreamEventPublisher
 from registry.adapters.repository import KvWorkerRepository, WorkerRepository
 from registry.domain.paging import PageTokens

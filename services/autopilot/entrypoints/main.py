@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import grpc
 import httpx
 
 from autopilot.adapters.state_kv import KvStateStore
 from autopilot.bootstrap import bootstrap, prices
 from autopilot.settings import AutopilotSettings
 from cmlmon_core.aws import AwsClients
+from cmlmon_core.grpc_client import GrpcTarget
 from cmlmon_core.lifecycle import run_until_stopped, stop_on_signals
 from cmlmon_core.logs import configure_logging
 from cmlmon_core.nats_conn import connect
@@ -31,7 +31,7 @@ async def serve(settings: AutopilotSettings, stop: asyncio.Event, ready: asyncio
                                                   replicas=settings.nats_stream_replicas))
         store = await KvStateStore.open(js)
         async with (httpx.AsyncClient(verify=settings.cml_verify()) as http,
-                    grpc.aio.insecure_channel(settings.registry_address) as channel,
+                    GrpcTarget.registry(settings).channel() as channel,
                     AwsClients(settings) as aws):
             samples = bootstrap(settings, js, store, channel=channel, http=http, aws=aws)
             await samples.consumer.subscribe()

@@ -15,8 +15,8 @@ from cmlmon_core.lifecycle import run_until_stopped, stop_on_signals, stopped_wi
 from cmlmon_core.logs import configure_logging
 from cmlmon_core.settings import load_settings
 from cmlmon_core.topology import TopologyOptions, ensure_topology
-from registry.adapters.history import JetStreamMetricHistory
 from cmlmon_core.tracing import tracing_or_exit
+from registry.adapters.history import JetStreamMetricHistory
 from registry.bootstrap import bootstrap
 from registry.entrypoints.fleet_metrics import FleetCollector
 from registry.entrypoints.grpc_api import served
