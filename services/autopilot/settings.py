@@ -17,6 +17,8 @@ class AutopilotSettings(CommonSettings, AwsSettings, RegistryClientSettings):
     """Everything the autopilot reads from the environment, loaded once at start-up."""
 
     metrics_port: int = Field(default=9104, ge=0, le=65535, description="Prometheus /metrics port; 0 disables")
+    health_port: int = Field(
+        default=0, ge=0, le=65535, description="HTTP /healthz and /readyz on METRICS_HOST; 0 disables")
 
     # The registry (REGISTRY_ADDRESS, REGISTRY_TOKEN, REGISTRY_TLS*), called under the autopilot's own identity.
     registry_timeout_seconds: float = Field(default=30.0, gt=0)
