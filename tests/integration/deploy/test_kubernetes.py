@@ -270,3 +270,29 @@ def test_prod_replicates_streams_on_three_nodes_and_dev_runs_on_one(
     expected = ([f"nats://nats-{i}.nats-headless:4222" for i in range(nodes)] if nodes > 1
                 else ["nats://nats:4222"])
     assert common["data"]["NATS_URL"].split(",") == expected
+
+
+@pytest.mark.parametrize(("overlay", "values_file"), [("prod", "nats-values.yaml"), ("dev", "nats-values-dev.yaml")])
+def test_the_nats_chart_knows_every_service_user_with_the_password_its_pods_mount(
+        overlay: str, values_file: str) -> None:
+    out = subprocess.run([str(kubectl()), "kustomize", str(KUBE / "overlays" / overlay)],
+                         capture_output=True, text=True, timeout=60, check=True)
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    values = yaml.safe_load((KUBE / values_file).read_text())
+    # The accounts file is put beside nats.conf in the chart's ConfigMap (helm --set-file) and included.
+    assert values["config"]["merge"]["$include"] == "./" + ACCOUNTS.name
+    server_env = values["container"]["env"]
+    accounts = ACCOUNTS.read_text()
+    wanted = set(re.findall(r"password:\s*\$(\w+)", accounts))
+    assert wanted and wanted <= set(server_env), "a password the accounts file reads is not in the server's env"
+    config_maps = by_kind(docs, "ConfigMap")
+    for deployment, container, service in containers(docs):
+        literal, _ = environment(container, config_maps)
+        secret_name, _ = secret_files(deployment["spec"]["template"]["spec"], container)[literal["NATS_PASSWORD_FILE"]]
+        volume = next(v["secret"] for v in deployment["spec"]["template"]["spec"]["volumes"]
+                      if v.get("secret", {}).get("secretName") == secret_name)
+        key = next(i["key"] for i in volume["items"] if literal["NATS_PASSWORD_FILE"].endswith("/" + i["path"]))
+        # the server's variable for this user's password reads the same secret and key as the pod's file
+        variable = re.search(rf"user:\s*{service}\s+password:\s*\$(\w+)", accounts)
+        assert variable is not None, f"no user {service} in {ACCOUNTS.name}"
+        assert server_env[variable.group(1)]["valueFrom"]["secretKeyRef"] == {"name": secret_name, "key": key}
