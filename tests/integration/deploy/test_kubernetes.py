@@ -286,8 +286,11 @@ def test_the_nats_chart_knows_every_service_user_with_the_password_its_pods_moun
     wanted = set(re.findall(r"password:\s*\$(\w+)", accounts))
     assert wanted and wanted <= set(server_env), "a password the accounts file reads is not in the server's env"
     config_maps = by_kind(docs, "ConfigMap")
+    nats_tls = values["config"].get("nats", {}).get("tls", {}).get("enabled", False)
     for deployment, container, service in containers(docs):
         literal, _ = environment(container, config_maps)
+        # a server that speaks TLS to clients is verified by every one of them, and only then
+        assert bool(literal.get("NATS_TLS_CA_FILE")) == nats_tls, (overlay, service)
         secret_name, _ = secret_files(deployment["spec"]["template"]["spec"], container)[literal["NATS_PASSWORD_FILE"]]
         volume = next(v["secret"] for v in deployment["spec"]["template"]["spec"]["volumes"]
                       if v.get("secret", {}).get("secretName") == secret_name)
