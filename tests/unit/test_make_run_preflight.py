@@ -19,11 +19,13 @@ def test_real_and_simulated_runs_never_share_a_nats_store(tmp_path: Path) -> Non
 def test_every_port_the_run_listens_on_is_planned() -> None:
     s = RunSettings(collector_replicas=3, nats_port=1, aws_sim_port=2, registry_grpc_port=3, notifier_grpc_port=4,
                     registry_metrics_port=5, collector_metrics_port=100, notifier_metrics_port=6,
-                    demo_webhook_port=7)
-    assert sorted(planned_ports(s).values()) == [1, 2, 3, 4, 5, 6, 7, 100, 110, 120]
+                    demo_webhook_port=7, autopilot_metrics_port=8, demo_cml_port=9)
+    assert sorted(planned_ports(s).values()) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 100, 110, 120]
     given = RunSettings(nats_url="nats://elsewhere:4222", run_aws="real", worker_notification_webhooks="http://x")
     assert "NATS_PORT" not in planned_ports(given)
     assert "AWS_SIM_PORT" not in planned_ports(given)
+    assert "AUTOPILOT_METRICS_PORT" not in planned_ports(given)  # the autopilot runs on simulated AWS only
+    assert "DEMO_CML_PORT" not in planned_ports(given)
     assert "DEMO_WEBHOOK_PORT" not in planned_ports(given)
     assert "PROMETHEUS_PORT" not in planned_ports(given)
     assert planned_ports(RunSettings(observe=True, prometheus_port=8))["PROMETHEUS_PORT"] == 8  # OBSERVE=1
