@@ -1,7 +1,9 @@
 """`python -m cmlmon_dev.compose_secrets [DIR]`: the files docker-compose.yml mounts as secrets, for trying the
 secured stack: a CA, TLS certificates for the registry and the notifier (named as compose names them, plus
-localhost), the gRPC auth file with an admin token for you and a viewer token for the collectors. The tokens
-are written to DIR/admin-token and DIR/collector-token (mode 0600); the auth file holds only their hashes.
+localhost), the gRPC auth file with an admin token for you, a viewer token for the collectors and an operator
+token for the autopilot. The tokens are written to DIR/admin-token (mode 0600), DIR/collector-token and
+DIR/autopilot-token; the auth file holds only their hashes. DIR/cml-password (the autopilot's CML controller
+password) is made empty once and then left alone: put yours in it.
 
 The CA comes from trustme, a testing tool: bring your own PKI in production, with the same file names."""
 
@@ -40,11 +42,15 @@ def make(folder: Path) -> None:
         cert = ca.issue_cert(service, "localhost", "127.0.0.1")
         (folder / f"{service}.pem").write_bytes(b"".join(p.bytes() for p in cert.cert_chain_pems))
         _write(folder / f"{service}.key", cert.private_key_pem.bytes(), MOUNTED)
-    admin, collector = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    admin, collector, autopilot = (secrets.token_urlsafe(32) for _ in range(3))
     _write(folder / "admin-token", admin.encode() + b"\n", YOURS)
     _write(folder / "collector-token", collector.encode() + b"\n", MOUNTED)
+    _write(folder / "autopilot-token", autopilot.encode() + b"\n", MOUNTED)
+    if not (folder / "cml-password").exists():
+        _write(folder / "cml-password", b"", MOUNTED)
     write_auth_file(folder / "grpc-auth.yaml", [token_entry(admin, "admin", Role.ADMIN),
-                                                token_entry(collector, "collector", Role.VIEWER)])
+                                                token_entry(collector, "collector", Role.VIEWER),
+                                                token_entry(autopilot, "autopilot", Role.OPERATOR)])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

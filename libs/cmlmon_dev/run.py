@@ -341,8 +341,9 @@ class Run:
         s = self.s
         self.cml = await CmlController(port=s.demo_cml_port).start()
         self.cml.add_lab("STOPPED", "STOPPED")
+        own = {**common, **auth.autopilot_env}  # its operator token replaces the collectors' viewer token
         await self.sup.spawn("autopilot", [self.sup.python, "-m", "autopilot"], self.sup.env(
-            **{**common, **auth.autopilot_env}, METRICS_PORT=s.autopilot_metrics_port,
+            **own, METRICS_PORT=s.autopilot_metrics_port,
             REGISTRY_ADDRESS=f"127.0.0.1:{s.registry_grpc_port}", CML_PASSWORD=self.cml.password,
             AUTOSTOP_MODE=os.environ.get("AUTOSTOP_MODE", "dry-run"),
             IDLE_FOR_SECONDS=os.environ.get("IDLE_FOR_SECONDS", "60"),

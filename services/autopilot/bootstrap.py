@@ -50,11 +50,11 @@ def bootstrap(settings: AutopilotSettings, js: JetStreamContext, store: StateSto
               publisher: DecisionPublisher | None = None, aws: ClientSource | None = None) -> SampleConsumer:
     if registry is None:
         assert channel is not None, "a registry channel or a registry port"
-        registry = GrpcRegistry(channel, settings.registry_token.get_secret_value(),
+        registry = GrpcRegistry(channel, settings.registry_token,
                                 settings.registry_timeout_seconds)
     if probe is None:
         assert http is not None, "an http client or a probe"
-        probe = HttpCmlProbe(http, Credentials(settings.cml_username, settings.cml_password.get_secret_value()),
+        probe = HttpCmlProbe(http, Credentials(settings.cml_username, settings.cml_password),
                              timeout=settings.cml_probe_timeout_seconds, concurrency=settings.cml_probe_concurrency)
     pilot = Pilot(registry, probe, store, publisher or JetStreamDecisionPublisher(js), policy(settings),
                   prices(settings), settings.offhours_schedule,

@@ -1,5 +1,5 @@
 """Autopilot settings: field name == environment variable name (case-insensitive). Secrets (REGISTRY_TOKEN,
-CML_PASSWORD) can also be read from a file (<NAME>_FILE); neither is ever echoed."""
+CML_PASSWORD) can also be read from a file (<NAME>_FILE, cmlmon_core.settings); neither is ever echoed."""
 
 from __future__ import annotations
 
@@ -7,21 +7,20 @@ import ssl
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from autopilot.domain.offhours import parse as parse_schedule
-from cmlmon_core.settings import AwsSettings, CommonSettings
+from cmlmon_core.settings import AwsSettings, CommonSettings, RegistryClientSettings, secret
 
 
-class AutopilotSettings(CommonSettings, AwsSettings):
+class AutopilotSettings(CommonSettings, AwsSettings, RegistryClientSettings):
     """Everything the autopilot reads from the environment, loaded once at start-up."""
 
     metrics_port: int = Field(default=9104, ge=0, le=65535, description="Prometheus /metrics port; 0 disables")
+    health_port: int = Field(
+        default=0, ge=0, le=65535, description="HTTP /healthz and /readyz on METRICS_HOST; 0 disables")
 
-    # The registry, called under the autopilot's own identity.
-    registry_address: str = Field(default="127.0.0.1:50051", description="host:port of the registry's gRPC API")
-    registry_token: SecretStr = Field(default=SecretStr(""), description="sent as authorization: Bearer <token>")
-    registry_token_file: str = ""
+    # The registry (REGISTRY_ADDRESS, REGISTRY_TOKEN, REGISTRY_TLS*), called under the autopilot's own identity.
     registry_timeout_seconds: float = Field(default=30.0, gt=0)
 
     # Auto-stop.
@@ -38,8 +37,7 @@ class AutopilotSettings(CommonSettings, AwsSettings):
     cml_url_from_private_ip: bool = Field(default=False, description="without a cml:url tag, probe "
                                           "https://<the instance's private IP> (needs ec2:DescribeInstances)")
     cml_username: str = "admin"
-    cml_password: SecretStr = SecretStr("")
-    cml_password_file: str = ""
+    cml_password: str = secret(description="the CML user's password (or CML_PASSWORD_FILE)")
     cml_tls_verify: bool = Field(default=True, description="verify the controller's certificate")
     cml_ca_bundle: str = Field(default="", description="PEM file of the CA(s) that signed controller certificates")
     cml_probe_timeout_seconds: float = Field(default=20.0, gt=0, description="time bound per controller")
@@ -55,15 +53,7 @@ class AutopilotSettings(CommonSettings, AwsSettings):
         return value
 
     @model_validator(mode="after")
-    def _files(self) -> AutopilotSettings:
-        for name in ("registry_token", "cml_password"):
-            path = getattr(self, f"{name}_file")
-            if path:
-                try:
-                    value = Path(path).read_text().strip()
-                except OSError as exc:
-                    raise ValueError(f"{name.upper()}_FILE cannot be read: {exc.strerror}") from None
-                object.__setattr__(self, name, SecretStr(value))
+    def _ca_bundle(self) -> AutopilotSettings:
         if self.cml_ca_bundle and not Path(self.cml_ca_bundle).is_file():
             raise ValueError("CML_CA_BUNDLE is not a file")
         return self

@@ -33,7 +33,7 @@ from tests.tls_support import Pki
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVICES = ("registry", "collector", "notifier")
+SERVICES = ("registry", "collector", "notifier", "autopilot")  # every user of cmlmon-accounts.conf
 
 
 @dataclass

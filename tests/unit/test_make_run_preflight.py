@@ -24,6 +24,8 @@ def test_every_port_the_run_listens_on_is_planned() -> None:
     given = RunSettings(nats_url="nats://elsewhere:4222", run_aws="real", worker_notification_webhooks="http://x")
     assert "NATS_PORT" not in planned_ports(given)
     assert "AWS_SIM_PORT" not in planned_ports(given)
+    assert "AUTOPILOT_METRICS_PORT" not in planned_ports(given)  # the autopilot runs on simulated AWS only
+    assert "DEMO_CML_PORT" not in planned_ports(given)
     assert "DEMO_WEBHOOK_PORT" not in planned_ports(given)
     assert "PROMETHEUS_PORT" not in planned_ports(given)
     assert planned_ports(RunSettings(observe=True, prometheus_port=8))["PROMETHEUS_PORT"] == 8  # OBSERVE=1

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 
-import grpc
 import httpx
+from nats.aio.client import Client
 
 from autopilot.adapters.state_kv import KvStateStore
 from autopilot.bootstrap import bootstrap, prices
 from autopilot.settings import AutopilotSettings
 from cmlmon_core.aws import AwsClients
+from cmlmon_core.grpc_client import GrpcTarget
+from cmlmon_core.health import health_server
 from cmlmon_core.lifecycle import run_until_stopped, stop_on_signals
 from cmlmon_core.logs import configure_logging
 from cmlmon_core.nats_conn import connect
@@ -23,7 +26,21 @@ from cmlmon_core.topology import TopologyOptions, ensure_topology
 log = logging.getLogger("autopilot")
 
 
-async def serve(settings: AutopilotSettings, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+@dataclass
+class Readiness:
+    """What /readyz answers: connected to NATS right now, not stopping, and bound to the samples' durable."""
+
+    stop: asyncio.Event
+    nc: Client | None = None
+    consuming: asyncio.Event | None = None
+
+    def __call__(self) -> bool:
+        return (self.nc is not None and self.nc.is_connected and not self.stop.is_set()
+                and self.consuming is not None and self.consuming.is_set())
+
+
+async def serve(settings: AutopilotSettings, stop: asyncio.Event, ready: asyncio.Event | None = None,
+                readiness: Readiness | None = None) -> None:
     """Run until stop is set; the sample in hand is finished (or handed back), then NATS is drained."""
     async with connect(settings, "autopilot") as nc:
         js = nc.jetstream()
@@ -31,10 +48,12 @@ async def serve(settings: AutopilotSettings, stop: asyncio.Event, ready: asyncio
                                                   replicas=settings.nats_stream_replicas))
         store = await KvStateStore.open(js)
         async with (httpx.AsyncClient(verify=settings.cml_verify()) as http,
-                    grpc.aio.insecure_channel(settings.registry_address) as channel,
+                    GrpcTarget.registry(settings).channel() as channel,
                     AwsClients(settings) as aws):
             samples = bootstrap(settings, js, store, channel=channel, http=http, aws=aws)
             await samples.consumer.subscribe()
+            if readiness is not None:
+                readiness.nc, readiness.consuming = nc, samples.consumer.consuming
             log.info("autopilot ready", extra={"mode": settings.autostop_mode,
                                                 "registry": settings.registry_address})
             if ready is not None:
@@ -53,8 +72,11 @@ async def amain() -> None:
         raise SystemExit(2) from None
     serve_metrics(settings.metrics_port, settings.metrics_host)
     stop = stop_on_signals()
-    await run_until_stopped(lambda ready: serve(settings, stop, ready), stop,
-                            stop_timeout=settings.shutdown_grace_seconds + 10)
+    readiness = Readiness(stop)
+    # /healthz answers from the start, /readyz once connected and consuming (HEALTH_PORT; 0: neither).
+    async with health_server(settings.metrics_host, settings.health_port, readiness):
+        await run_until_stopped(lambda ready: serve(settings, stop, ready, readiness), stop,
+                                stop_timeout=settings.shutdown_grace_seconds + 10)
 
 
 def main() -> None:

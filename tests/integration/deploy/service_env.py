@@ -10,20 +10,22 @@ from typing import Any
 from pydantic import AliasChoices, AliasPath
 from pydantic_settings import BaseSettings
 
+from autopilot.settings import AutopilotSettings
 from cmlmon_core.settings import AwsSettings, is_secret
 from collector.settings import CollectorSettings
 from notifier.settings import NotifierSettings
 from registry.settings import RegistrySettings
 
 SETTINGS: dict[str, type[BaseSettings]] = {
-    "registry": RegistrySettings, "collector": CollectorSettings, "notifier": NotifierSettings}
+    "registry": RegistrySettings, "collector": CollectorSettings, "notifier": NotifierSettings,
+    "autopilot": AutopilotSettings}
 
 # Read by libraries rather than by our settings: the interpreter, OpenTelemetry's SDK, and for the services
 # that call AWS, botocore's credential chain (keys, profile, IRSA's web identity).
 STANDARD = ("PYTHON*", "OTEL_*")
 STANDARD_AWS = ("AWS_*",)
 
-PORT_FIELDS = ("grpc_port", "metrics_port", "health_port")
+PORT_FIELDS = ("grpc_port", "grpc_health_port", "metrics_port", "health_port")
 
 
 def env_names(cls: type[BaseSettings]) -> set[str]:
@@ -65,5 +67,6 @@ def settings_from(service: str, env: Mapping[str, str]) -> BaseSettings:
 
 
 def listening_ports(settings: BaseSettings) -> dict[str, int]:
-    """grpc_port / metrics_port / health_port -> port, for those the service has and that are not 0."""
+    """grpc_port / grpc_health_port / metrics_port / health_port -> port, for those the service has and that
+    are not 0."""
     return {f: int(getattr(settings, f)) for f in PORT_FIELDS if getattr(settings, f, 0)}

@@ -217,7 +217,7 @@ def test_every_variable_a_service_gets_is_one_it_reads_with_a_valid_value(name: 
     assert env["NATS_STREAM_REPLICAS"] == "3", "compose runs a 3-node cluster: streams at R3"
 
 
-def test_the_three_services_are_all_there() -> None:
+def test_the_four_services_are_all_there() -> None:
     assert {service_of(s) for s in cmlmon_services().values()} == set(SETTINGS)
 
 

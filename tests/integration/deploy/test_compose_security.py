@@ -1,7 +1,7 @@
 """docker-compose.yml's secured gRPC, proven by its content and the files `python -m cmlmon_dev.compose_secrets`
 makes: every /run/secrets path a service is given is a secret mounted into it and a file the helper writes; with
 those files the registry and the notifier pass their start-up security check (auth file, TLS pair), and the
-collector's token is a viewer's in that auth file."""
+collector's token is a viewer's in that auth file, the autopilot's an operator's."""
 
 from __future__ import annotations
 
@@ -68,3 +68,13 @@ def test_the_collector_token_is_a_viewer_and_readable_in_the_container(made: Pat
     for secret in {s for svc in cmlmon_services().values() for s in svc.get("secrets", [])}:
         assert (made / secret).stat().st_mode & stat.S_IROTH, secret
     assert not (made / "admin-token").stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO)
+
+
+def test_the_autopilot_token_is_an_operator_and_it_trusts_the_registry(made: Path) -> None:
+    env = on_host(environment(cmlmon_services()["autopilot"]), made)
+    token = Path(env["REGISTRY_TOKEN_FILE"]).read_text().strip()
+    identity = AuthPolicy.load(made / "grpc-auth.yaml").by_token(token)
+    assert identity is not None and identity.role is Role.OPERATOR  # it calls StopWorker and StartWorker
+    registry = environment(cmlmon_services()["registry"])
+    assert env["REGISTRY_TLS_CA_FILE"] and registry["GRPC_TLS_CERT_FILE"]
+    assert Path(env["CML_PASSWORD_FILE"]).is_file()

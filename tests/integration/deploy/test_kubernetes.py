@@ -1,7 +1,9 @@
 """deploy/kubernetes, checked offline: every overlay renders with `kubectl kustomize`, the result passes
 `kubernetes-validate --strict` for Kubernetes 1.29 and 1.32, and what no schema knows holds too: every
-variable a container is given is one its service reads (with values its settings accept), and every port,
-probe, Service and scrape annotation names a port the service really listens on."""
+variable a container is given is one its service reads (with values its settings accept), every port,
+probe, Service and scrape annotation names a port the service really listens on, every secret file a
+variable names is in a secret mounted there, and each service runs secured: gRPC with an auth file, its own
+NATS user, TLS probes on the plaintext health port."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from tests.integration.deploy.service_env import listening_ports, reads, setting
 
 ROOT = Path(__file__).resolve().parents[3]
 KUBE = ROOT / "deploy" / "kubernetes"
+ACCOUNTS = ROOT / "deploy" / "nats" / "cmlmon-accounts.conf"
 OVERLAYS = sorted(p.name for p in (KUBE / "overlays").iterdir() if (p / "kustomization.yaml").exists())
 KUBERNETES_VERSIONS = ("1.29.0", "1.32.0")
 DRAIN_MARGIN_SECONDS = 10  # run_until_stopped's stop_timeout: SHUTDOWN_GRACE_SECONDS + 10
@@ -100,7 +103,66 @@ def test_every_variable_set_is_read_by_its_service_and_valid(rendered: tuple[Pat
         unread = sorted(n for n in {*literal, *secret} if not reads(service, n))
         assert not unread, f"{service} is given variables it never reads: {unread}"
         settings_from(service, literal)  # the values parse: a bad one raises naming the variable
-    assert seen == {"registry", "collector", "notifier"}
+    assert seen == {"registry", "collector", "notifier", "autopilot"}
+
+
+def secret_files(pod: dict[str, Any], container: dict[str, Any]) -> dict[str, tuple[str, bool]]:
+    """path -> (secret name, required) of every file a secret volume puts into the container."""
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    files: dict[str, tuple[str, bool]] = {}
+    for mount in container.get("volumeMounts", []):
+        secret = volumes[mount["name"]].get("secret")
+        if secret is None:
+            continue
+        assert secret.get("items"), f"{mount['name']}: name the keys mounted, so a missing one fails the pod"
+        for item in secret["items"]:
+            files[f"{mount['mountPath']}/{item['path']}"] = (secret["secretName"], secret.get("optional") is False)
+    return files
+
+
+def test_every_secret_file_a_variable_names_is_mounted_from_a_required_secret(
+        rendered: tuple[Path, list[Any]]) -> None:
+    _, docs = rendered
+    config_maps = by_kind(docs, "ConfigMap")
+    for deployment, container, service in containers(docs):
+        literal, _ = environment(container, config_maps)
+        files = secret_files(deployment["spec"]["template"]["spec"], container)
+        named = {n: v for n, v in literal.items() if n.endswith("_FILE")}
+        for name, path in named.items():
+            assert path in files, f"{service}: {name}={path} is in no mounted secret"
+            # The service cannot start when the file is missing (settings or gRPC security fail at start), so
+            # the pod must wait for the secret instead of crash-looping.
+            assert files[path][1], f"{service}: {name}'s secret {files[path][0]} must be optional: false"
+        assert set(files) <= set(named.values()), f"{service}: secrets mounted but never read"
+        pod_security = deployment["spec"]["template"]["spec"]["securityContext"]
+        if files:  # secret files are root-owned; the group (fsGroup) is how the non-root user reads them
+            assert pod_security["fsGroup"] == pod_security["runAsGroup"], service
+
+
+def test_grpc_needs_a_token_and_every_service_is_its_own_nats_user(rendered: tuple[Path, list[Any]]) -> None:
+    _, docs = rendered
+    config_maps = by_kind(docs, "ConfigMap")
+    users = set(re.findall(r"^\s*user:\s*(\S+)", ACCOUNTS.read_text(), re.MULTILINE))
+    grpc_tls = {}
+    for _, container, service in containers(docs):
+        literal, _ = environment(container, config_maps)
+        settings = settings_from(service, literal)
+        if "grpc_port" in type(settings).model_fields:  # it serves gRPC: never without an auth file
+            assert literal.get("GRPC_AUTH_FILE"), f"{service} would refuse to start (no GRPC_AUTH_FILE)"
+            assert literal.get("GRPC_AUTH", "required") == "required", service
+            grpc_tls[service] = bool(literal.get("GRPC_TLS_CERT_FILE"))
+        assert literal["NATS_USER"] == service and service in users, service
+        assert literal["NATS_PASSWORD_FILE"] and literal["NATS_INBOX_PREFIX"] == f"_INBOX.{service}", service
+    assert set(grpc_tls) == {"registry", "notifier"}
+    for _, container, service in containers(docs):  # the registry's clients trust its certificate
+        literal, _ = environment(container, config_maps)
+        if "REGISTRY_ADDRESS" in literal:
+            assert literal.get("REGISTRY_TOKEN_FILE"), f"{service} calls the registry without a token"
+            assert bool(literal.get("REGISTRY_TLS_CA_FILE")) == grpc_tls["registry"], service
+
+
+def settings_of(service: str, container: dict[str, Any], config_maps: dict[str, Any]) -> Any:
+    return settings_from(service, environment(container, config_maps)[0])
 
 
 def port_number(container: dict[str, Any], port: int | str) -> int:
@@ -123,15 +185,20 @@ def test_ports_probes_and_scrape_annotations_are_the_ones_the_service_listens_on
             probe = container.get(kind)
             if probe is None:
                 continue
-            if "grpc" in probe:  # grpc.health.v1 is served on the gRPC port
-                assert port_number(container, probe["grpc"]["port"]) == ports["grpc_port"], (service, kind)
-            else:  # the collector's /healthz and /readyz
+            if "grpc" in probe:
+                # grpc.health.v1 on the gRPC port; with TLS on the plaintext GRPC_HEALTH_PORT instead: Kubernetes'
+                # grpc probes cannot speak TLS.
+                expected = ports.get("grpc_health_port", ports["grpc_port"])
+                assert port_number(container, probe["grpc"]["port"]) == expected, (service, kind)
+                if getattr(settings_of(service, container, config_maps), "grpc_tls_cert_file", ""):
+                    assert "grpc_health_port" in ports, f"{service}: TLS, so probes need GRPC_HEALTH_PORT"
+            else:  # the collector's and the autopilot's /healthz and /readyz
                 assert probe["httpGet"]["path"] in ("/healthz", "/readyz"), (service, kind)
                 assert port_number(container, probe["httpGet"]["port"]) == ports["health_port"], (service, kind)
         assert "readinessProbe" in container and "livenessProbe" in container, service
 
 
-def test_services_reach_the_pods_ports_and_the_collector_finds_the_registry(
+def test_services_reach_the_pods_ports_and_the_registry_clients_find_it(
         rendered: tuple[Path, list[Any]]) -> None:
     _, docs = rendered
     deployments = by_kind(docs, "Deployment")
@@ -144,10 +211,11 @@ def test_services_reach_the_pods_ports_and_the_collector_finds_the_registry(
         for port in svc["spec"]["ports"]:
             target = port_number(container, port["targetPort"])
             assert target in {int(p["containerPort"]) for p in container["ports"]}, (name, port)
-    collector = deployments["collector"]["spec"]["template"]["spec"]["containers"][0]
-    address = next(v["value"] for v in collector["env"] if v["name"] == "REGISTRY_ADDRESS")
-    host, port = address.rsplit(":", 1)
-    assert int(port) in {p["port"] for p in services[host]["spec"]["ports"]}
+    for client in ("collector", "autopilot"):
+        container = deployments[client]["spec"]["template"]["spec"]["containers"][0]
+        address = next(v["value"] for v in container["env"] if v["name"] == "REGISTRY_ADDRESS")
+        host, port = address.rsplit(":", 1)
+        assert int(port) in {p["port"] for p in services[host]["spec"]["ports"]}, client
 
 
 def test_pods_outlive_the_drain_and_run_locked_down(rendered: tuple[Path, list[Any]]) -> None:
@@ -202,3 +270,32 @@ def test_prod_replicates_streams_on_three_nodes_and_dev_runs_on_one(
     expected = ([f"nats://nats-{i}.nats-headless:4222" for i in range(nodes)] if nodes > 1
                 else ["nats://nats:4222"])
     assert common["data"]["NATS_URL"].split(",") == expected
+
+
+@pytest.mark.parametrize(("overlay", "values_file"), [("prod", "nats-values.yaml"), ("dev", "nats-values-dev.yaml")])
+def test_the_nats_chart_knows_every_service_user_with_the_password_its_pods_mount(
+        overlay: str, values_file: str) -> None:
+    out = subprocess.run([str(kubectl()), "kustomize", str(KUBE / "overlays" / overlay)],
+                         capture_output=True, text=True, timeout=60, check=True)
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    values = yaml.safe_load((KUBE / values_file).read_text())
+    # The accounts file is put beside nats.conf in the chart's ConfigMap (helm --set-file) and included.
+    assert values["config"]["merge"]["$include"] == "./" + ACCOUNTS.name
+    server_env = values["container"]["env"]
+    accounts = ACCOUNTS.read_text()
+    wanted = set(re.findall(r"password:\s*\$(\w+)", accounts))
+    assert wanted and wanted <= set(server_env), "a password the accounts file reads is not in the server's env"
+    config_maps = by_kind(docs, "ConfigMap")
+    nats_tls = values["config"].get("nats", {}).get("tls", {}).get("enabled", False)
+    for deployment, container, service in containers(docs):
+        literal, _ = environment(container, config_maps)
+        # a server that speaks TLS to clients is verified by every one of them, and only then
+        assert bool(literal.get("NATS_TLS_CA_FILE")) == nats_tls, (overlay, service)
+        secret_name, _ = secret_files(deployment["spec"]["template"]["spec"], container)[literal["NATS_PASSWORD_FILE"]]
+        volume = next(v["secret"] for v in deployment["spec"]["template"]["spec"]["volumes"]
+                      if v.get("secret", {}).get("secretName") == secret_name)
+        key = next(i["key"] for i in volume["items"] if literal["NATS_PASSWORD_FILE"].endswith("/" + i["path"]))
+        # the server's variable for this user's password reads the same secret and key as the pod's file
+        variable = re.search(rf"user:\s*{service}\s+password:\s*\$(\w+)", accounts)
+        assert variable is not None, f"no user {service} in {ACCOUNTS.name}"
+        assert server_env[variable.group(1)]["valueFrom"]["secretKeyRef"] == {"name": secret_name, "key": key}

@@ -19,13 +19,15 @@ def test_defaults_are_safe() -> None:
     assert (s.idle_cpu_threshold, s.idle_for_seconds) == (5.0, 7200.0)
 
 
-def test_secrets_are_read_from_files(tmp_path: Path) -> None:
+def test_secrets_are_read_from_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     token, password = tmp_path / "token", tmp_path / "password"
     token.write_text("tok-123\n")
     password.write_text("pw-456\n")
-    s = AutopilotSettings(registry_token_file=str(token), cml_password_file=str(password))
-    assert s.registry_token.get_secret_value() == "tok-123"
-    assert s.cml_password.get_secret_value() == "pw-456"
+    monkeypatch.setenv("REGISTRY_TOKEN_FILE", str(token))
+    monkeypatch.setenv("CML_PASSWORD_FILE", str(password))
+    s = AutopilotSettings()
+    assert s.registry_token == "tok-123"
+    assert s.cml_password == "pw-456"
     assert "tok-123" not in repr(s) and "pw-456" not in repr(s)
 
 
@@ -33,7 +35,9 @@ def test_secrets_are_read_from_files(tmp_path: Path) -> None:
     ({"AUTOSTOP_MODE": "always"}, "AUTOSTOP_MODE"),
     ({"OFFHOURS_SCHEDULE": "Mon-Fri 08:00-19:00 Mars/Olympus"}, "OFFHOURS_SCHEDULE"),
     ({"IDLE_CPU_THRESHOLD": "0"}, "IDLE_CPU_THRESHOLD"),
-    ({"REGISTRY_TOKEN_FILE": f"/nonexistent/{SECRET}"}, "REGISTRY_TOKEN_FILE"),
+    ({"REGISTRY_TOKEN_FILE": "/nonexistent/token"}, "REGISTRY_TOKEN_FILE"),
+    ({"CML_PASSWORD_FILE": "/nonexistent/password"}, "CML_PASSWORD_FILE"),
+    ({"CML_PASSWORD_FILE": "/dev/null", "CML_PASSWORD": SECRET}, "CML_PASSWORD_FILE"),
     ({"CML_CA_BUNDLE": f"/nonexistent/{SECRET}"}, "CML_CA_BUNDLE"),
 ])
 def test_bad_configuration_fails_naming_the_variable_without_its_value(
