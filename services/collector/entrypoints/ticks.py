@@ -110,7 +110,8 @@ class TickConsumer:
         every = self._opts.lease_seconds / LEASE_ROUNDS_PER_LEASE
         while not stop.is_set():
             try:
-                if time.monotonic() - discovered_at >= self._opts.discover_seconds:
+                # while no region is known yet (a new fleet), look every round: its first ticks wait no longer
+                if not regions or time.monotonic() - discovered_at >= self._opts.discover_seconds:
                     regions = await self._leases.regions()
                     discovered_at = time.monotonic()
                 await self._leases.announce()
