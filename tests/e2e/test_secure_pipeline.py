@@ -123,7 +123,8 @@ async def test_secured_pipeline_alerts_and_leaks_no_secret(
         launcher.start("collector", REGISTRY_ADDRESS=f"localhost:{registry_port}", REGISTRY_TLS_CA_FILE=pki.ca_file,
                        REGISTRY_TLS_CERT_FILE=collector_cert.cert, REGISTRY_TLS_KEY_FILE=collector_cert.key,
                        REGISTRY_TOKEN_FILE=secure.secret_file("collector-token", collector_token),
-                       RECONCILE_INTERVAL_SECONDS=2, TICK_REGION_LEASE_SECONDS=3, **fast, **secure.nats_env("collector"))
+                       RECONCILE_INTERVAL_SECONDS=2, TICK_REGION_LEASE_SECONDS=3, **fast,
+                       **secure.nats_env("collector"))
         launcher.start(
             "notifier", GRPC_PORT=notifier_port, **grpc_tls, ALERT_FOR_SECONDS=0, **fast,
             DELIVERY_MAX_ATTEMPTS=2, DELIVERY_BACKOFF_INITIAL_SECONDS=0.1, DELIVERY_BACKOFF_MAX_SECONDS=0.2,
