@@ -17,9 +17,10 @@ import contextlib
 import dataclasses
 import logging
 import time
+from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
@@ -30,8 +31,10 @@ from nats.js.errors import ServiceUnavailableError
 from prometheus_client import Gauge
 
 from cmlmon_core.lifecycle import stopped_within
+from cmlmon_core.messages import UndecodableMessage
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PENDING = Gauge("cmlmon_consumer_pending", "messages of the stream the durable has not delivered yet",
                 ["stream", "durable"])
@@ -116,6 +119,30 @@ def each(handle: Callable[[Msg], Awaitable[Verdict]], retry_delay: float) -> Bat
     async def handle_batch(msgs: list[Msg]) -> None:
         for msg in msgs:
             await settle(msg, await judge(handle, msg, retry_delay))
+    return handle_batch
+
+
+def in_order_per_key(decode: Callable[[Msg], tuple[str, T]],
+                     handle: Callable[[Msg, T], Awaitable[Verdict]]) -> BatchHandler:
+    """A batch handler for messages handled in order per key (a worker's samples) and concurrently across keys.
+    `decode` gives a message's key and payload, or raises UndecodableMessage: that message is terminated (it can
+    never be handled). Each message is settled as `handle` judges it; an exception from `handle` fails the batch
+    (the consumer logs it; unsettled messages come back after AckWait)."""
+    async def handle_batch(msgs: list[Msg]) -> None:
+        groups: dict[str, list[tuple[Msg, T]]] = defaultdict(list)
+        for msg in msgs:
+            try:
+                key, item = decode(msg)
+            except UndecodableMessage:
+                await settle(msg, TERM)
+                continue
+            groups[key].append((msg, item))
+
+        async def in_order(items: list[tuple[Msg, T]]) -> None:
+            for msg, item in items:
+                await settle(msg, await handle(msg, item))
+
+        await asyncio.gather(*(in_order(items) for items in groups.values()))
     return handle_batch
 
 

@@ -22,11 +22,13 @@ from cmlmon_core.consuming import (
     PullOptions,
     Verdict,
     each,
+    in_order_per_key,
     kept_alive,
     retry,
     settle,
 )
 from cmlmon_core.lifecycle import stopped_within
+from cmlmon_core.messages import UndecodableMessage
 from tests.support import eventually
 
 
@@ -93,6 +95,32 @@ async def test_each_settles_every_message_in_order_and_a_crash_is_retried() -> N
     assert handled == ["test.good", "test.bug", "test.junk", "test.last"]
     assert (good.replies, bug.replies, junk.replies, last.replies) == (
         [("ack", None)], [("nak", 3.0)], [("term", None)], [("ack", None)])
+
+
+async def test_in_order_per_key_keeps_each_keys_order_overlaps_keys_and_terms_the_undecodable() -> None:
+    # subjects "test.<key>-<n>"; "test.junk" cannot be decoded
+    def decode(msg: Any) -> tuple[str, str]:
+        if msg.subject == "test.junk":
+            raise UndecodableMessage("junk")
+        return msg.subject.split(".")[1].split("-")[0], msg.subject
+
+    started: list[str] = []
+    a1_may_finish = asyncio.Event()
+
+    async def handle(msg: Any, item: str) -> Verdict:
+        started.append(item)
+        if item == "test.a-1":
+            await a1_may_finish.wait()  # b's messages must not wait for a's
+        return retry(1.0) if item == "test.b-2" else ACK
+
+    msgs = [FakeMsg(n) for n in ("a-1", "b-1", "junk", "a-2", "b-2")]
+    batch: asyncio.Task[None] = asyncio.create_task(in_order_per_key(decode, handle)(msgs))  # type: ignore[arg-type]
+    await eventually(lambda: started == ["test.a-1", "test.b-1", "test.b-2"])  # a-2 waits behind a-1
+    a1_may_finish.set()
+    await batch
+    assert started == ["test.a-1", "test.b-1", "test.b-2", "test.a-2"]
+    assert [m.replies for m in msgs] == [[("ack", None)], [("ack", None)], [("term", None)], [("ack", None)],
+                                         [("nak", 1.0)]]
 
 
 async def test_kept_alive_reports_progress_while_the_body_runs_and_not_after() -> None:

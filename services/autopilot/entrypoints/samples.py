@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -17,7 +16,7 @@ from autopilot.errors import AutopilotError
 from autopilot.service.pilot import Pilot
 from cml.monitor.v1 import events_pb2
 from cmlmon_core import messages, subjects
-from cmlmon_core.consuming import ACK, TERM, Durable, PullConsumer, PullOptions, retry, settle
+from cmlmon_core.consuming import ACK, Durable, PullConsumer, PullOptions, Verdict, in_order_per_key, retry
 from cmlmon_core.topology import METRICS_STREAM
 
 log = logging.getLogger(__name__)
@@ -41,27 +40,25 @@ class SampleConsumer:
         await self.consumer.run(self.handle_batch, stop)
 
     async def handle_batch(self, msgs: list[Msg]) -> None:
-        per_worker: dict[str, list[tuple[Msg, events_pb2.MetricSample]]] = defaultdict(list)
-        for msg in msgs:
-            try:
-                sample = messages.decode(events_pb2.MetricSample, msg.data, msg.headers)
-            except messages.UndecodableMessage as exc:
-                SAMPLES.labels("undecodable").inc()
-                log.warning("undecodable sample terminated", extra={"subject": msg.subject, "error": str(exc)})
-                await settle(msg, TERM)
-                continue
-            per_worker[sample.worker_id].append((msg, sample))
-        await asyncio.gather(*(self._in_order(items) for items in per_worker.values()))
+        await in_order_per_key(_decode, self._handle)(msgs)
 
-    async def _in_order(self, items: list[tuple[Msg, events_pb2.MetricSample]]) -> None:
-        for msg, sample in items:
-            try:
-                await self._pilot.handle_sample(sample)
-            except AutopilotError as exc:
-                SAMPLES.labels("retry").inc()
-                log.warning("sample not handled; redelivery later",
-                            extra={"worker_id": sample.worker_id, "error": str(exc)})
-                await settle(msg, retry(RETRY_DELAY))
-                continue
-            SAMPLES.labels("handled").inc()
-            await settle(msg, ACK)
+    async def _handle(self, msg: Msg, sample: events_pb2.MetricSample) -> Verdict:
+        try:
+            await self._pilot.handle_sample(sample)
+        except AutopilotError as exc:
+            SAMPLES.labels("retry").inc()
+            log.warning("sample not handled; redelivery later",
+                        extra={"worker_id": sample.worker_id, "error": str(exc)})
+            return retry(RETRY_DELAY)
+        SAMPLES.labels("handled").inc()
+        return ACK
+
+
+def _decode(msg: Msg) -> tuple[str, events_pb2.MetricSample]:
+    try:
+        sample = messages.decode(events_pb2.MetricSample, msg.data, msg.headers)
+    except messages.UndecodableMessage as exc:
+        SAMPLES.labels("undecodable").inc()
+        log.warning("undecodable sample terminated", extra={"subject": msg.subject, "error": str(exc)})
+        raise
+    return sample.worker_id, sample

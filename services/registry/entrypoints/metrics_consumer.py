@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -15,7 +14,7 @@ from prometheus_client import Counter
 
 from cml.monitor.v1 import events_pb2
 from cmlmon_core import messages, subjects
-from cmlmon_core.consuming import ACK, TERM, Durable, PullConsumer, PullOptions, retry, settle
+from cmlmon_core.consuming import ACK, Durable, PullConsumer, PullOptions, Verdict, in_order_per_key, retry
 from cmlmon_core.telemetry import extract_trace, tracer
 from cmlmon_core.topology import METRICS_STREAM
 from registry.errors import RegistryError
@@ -47,21 +46,7 @@ async def consume_samples(js: JetStreamContext, registry: Registry, stop: asynci
 
 
 async def handle_batch(registry: Registry, msgs: list[Msg]) -> None:
-    per_worker: dict[str, list[tuple[Msg, events_pb2.MetricSample]]] = defaultdict(list)
-    for msg in msgs:
-        try:
-            sample = messages.decode(events_pb2.MetricSample, msg.data, msg.headers)
-        except messages.UndecodableMessage as exc:
-            SAMPLES.labels("undecodable").inc()
-            log.warning("undecodable sample terminated", extra={"subject": msg.subject, "error": str(exc)})
-            await settle(msg, TERM)
-            continue
-        per_worker[sample.worker_id].append((msg, sample))
-    await asyncio.gather(*(_apply_in_order(registry, items) for items in per_worker.values()))
-
-
-async def _apply_in_order(registry: Registry, items: list[tuple[Msg, events_pb2.MetricSample]]) -> None:
-    for msg, sample in items:
+    async def apply(msg: Msg, sample: events_pb2.MetricSample) -> Verdict:
         try:
             with _tracer.start_as_current_span("registry.apply_sample", context=extract_trace(msg.headers)):
                 known = await registry.apply_sample(sample)
@@ -69,7 +54,18 @@ async def _apply_in_order(registry: Registry, items: list[tuple[Msg, events_pb2.
             SAMPLES.labels("retry").inc()
             log.warning("sample not applied; redelivery later",
                         extra={"worker_id": sample.worker_id, "error": str(exc)})
-            await settle(msg, retry(RETRY_DELAY))
-            continue
+            return retry(RETRY_DELAY)
         SAMPLES.labels("applied" if known else "unknown_worker").inc()
-        await settle(msg, ACK)
+        return ACK
+
+    await in_order_per_key(_decode, apply)(msgs)
+
+
+def _decode(msg: Msg) -> tuple[str, events_pb2.MetricSample]:
+    try:
+        sample = messages.decode(events_pb2.MetricSample, msg.data, msg.headers)
+    except messages.UndecodableMessage as exc:
+        SAMPLES.labels("undecodable").inc()
+        log.warning("undecodable sample terminated", extra={"subject": msg.subject, "error": str(exc)})
+        raise
+    return sample.worker_id, sample
