@@ -1,16 +1,21 @@
 """docker-compose.yml proven by its content (no Docker engine here): its three NATS command lines, run as
 written by the wheel's nats-server (service host names mapped to loopback, ports and volumes moved so the
-three fit on one machine), form a JetStream cluster that holds cmlmon's topology at R3; every variable a
+three fit on one machine) with their mounted configuration and the secrets `python -m cmlmon_dev.compose_secrets`
+makes, form a JetStream cluster that holds cmlmon's topology at R3 and lets each service in over TLS as its own
+NATS user with its own password, and no one without TLS or with a wrong password; every variable a
 service is given is one it reads, every published port one it listens on, and every address names a port
 that is served; the images are versions that work: NATS with message schedules, the moto the tests pin."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 import subprocess
 import tomllib
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +23,14 @@ import httpx
 import nats
 import pytest
 import yaml
-from nats.js.api import StreamConfig
+from nats.aio.client import Client
+from nats.js import JetStreamContext
 from nats.js.errors import APIError, ServiceUnavailableError
 
-from cmlmon_core.topology import ensure_topology
+from cmlmon_core.nats_conn import security_options
+from cmlmon_core.settings import CommonSettings
+from cmlmon_core.topology import TopologyOptions, ensure_topology
+from cmlmon_dev import compose_secrets
 from cmlmon_dev.servers import free_port, nats_server_binary, wait_for_port
 from tests.integration.deploy.service_env import SETTINGS, listening_ports, reads, settings_from
 from tests.support import eventually
@@ -34,6 +43,7 @@ NATS_NODES = sorted(name for name, svc in SERVICES.items() if svc.get("image", "
 NATS_CLIENT_PORT = 4222  # nats-server's default client port: the command lines give no -p
 NATS_MONITOR_PORT = 8222
 URL = re.compile(r"nats://([^:/,]+):(\d+)")
+SECRETS = "/run/secrets/"
 
 pytestmark = pytest.mark.integration
 
@@ -57,27 +67,49 @@ def cmlmon_services() -> dict[str, dict[str, Any]]:
 
 class ComposeCluster:
     """The compose file's NATS nodes as local processes: `<host>:<port>` of every node becomes 127.0.0.1 and a
-    free port, each named volume a folder; nothing else in the command lines changes."""
+    free port, each named volume a folder; the container's files live under `root` at their container paths
+    (the bind-mounted configuration copied there, its /run/secrets paths moved under `root` too; the secrets
+    made there by compose_secrets); nothing else in the command lines changes."""
 
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
+        self.root = tmp / "root"
         self.ports = {(node, port): free_port() for node in NATS_NODES
                       for port in (NATS_CLIENT_PORT, 6222, NATS_MONITOR_PORT)}
         self.processes: list[subprocess.Popen[bytes]] = []
+        compose_secrets.main([str(self.secrets)])
+
+    @property
+    def secrets(self) -> Path:
+        return self.root / SECRETS.strip("/")
 
     def url(self, node: str) -> str:
         return f"nats://127.0.0.1:{self.ports[node, NATS_CLIENT_PORT]}"
+
+    def on_host(self, path: str) -> str:
+        return str(self.root / path.lstrip("/"))
 
     def argv(self, node: str) -> list[str]:
         svc = SERVICES[node]
         command = [str(a) for a in svc["command"]]
         assert command[0].startswith("-"), "the image's entrypoint runs nats-server with arguments starting '-'"
         assert "-p" not in command and "--port" not in command
-        volumes = dict(v.split(":")[::-1] for v in svc["volumes"])  # container path -> volume name
+        volumes = {}  # container path -> its place here
+        for volume in svc["volumes"]:
+            source, target = volume.split(":")[:2]
+            if source.startswith("./"):  # a file of the repository, mounted as it is
+                text = (ROOT / source).read_text().replace(f'"{SECRETS}', f'"{self.secrets}/')
+                Path(self.on_host(target)).parent.mkdir(parents=True, exist_ok=True)
+                Path(self.on_host(target)).write_text(text)
+                volumes[target] = self.on_host(target)
+            else:
+                volumes[target] = str(self.tmp / source)
+        for secret in svc.get("secrets", []):
+            assert (self.secrets / secret).is_file(), f"compose_secrets does not make {node}'s {secret}"
 
         def moved(arg: str) -> str:
             if arg in volumes:
-                return str(self.tmp / volumes[arg])
+                return volumes[arg]
             return URL.sub(lambda m: self.address(node, m.group(1), int(m.group(2))), arg)
 
         # the monitoring port (-m), which the exporters of the observability profile read, moves too
@@ -90,6 +122,22 @@ class ComposeCluster:
         target = node if host == "0.0.0.0" else host
         assert target in NATS_NODES, f"{host} is no NATS service of the compose file"
         return f"nats://127.0.0.1:{self.ports[target, port]}"
+
+    def settings(self, name: str, node: str) -> CommonSettings:
+        """The NATS settings compose gives the service `name`, its secrets read from here, connecting to node."""
+        env = environment(cmlmon_services()[name])
+        env = {k: self.on_host(v) if v.startswith(SECRETS) else v for k, v in env.items()}
+        env["NATS_URL"] = self.url(node)
+        # what CommonSettings does with <NAME>_FILE: the file's content without its final newline
+        env["NATS_PASSWORD"] = Path(env.pop("NATS_PASSWORD_FILE")).read_text().removesuffix("\n")
+        settings = settings_from(service_of(cmlmon_services()[name]), env)
+        assert isinstance(settings, CommonSettings)
+        return settings
+
+    async def connect(self, name: str, node: str, **overrides: Any) -> Client:
+        settings = self.settings(name, node)
+        options: dict[str, Any] = {**security_options(settings), **overrides}
+        return await nats.connect(settings.nats_servers, allow_reconnect=False, connect_timeout=5, **options)
 
     def start(self) -> None:
         for node in NATS_NODES:
@@ -124,30 +172,58 @@ def cluster(tmp_path: Path) -> Iterator[ComposeCluster]:
 
 async def test_the_nats_command_lines_form_a_jetstream_cluster_holding_r3_streams(cluster: ComposeCluster) -> None:
     assert len(NATS_NODES) == 3
-    name = f"COMPOSE_{uuid.uuid4().hex[:8].upper()}"
-    async with await nats.connect(cluster.url(NATS_NODES[0])) as first, \
-            await nats.connect(cluster.url(NATS_NODES[-1])) as last:
+    subject = f"cml.workers.compose-{uuid.uuid4().hex[:8]}.registered"
+    # as the registry: its user, password, inbox prefix and CA, as compose gives them
+    async with await cluster.connect("registry", NATS_NODES[0]) as first, \
+            await cluster.connect("registry", NATS_NODES[-1]) as last:
+        assert first.connected_url is not None and first.client_id is not None
         js = first.jetstream()
+        topology = TopologyOptions.from_settings(cluster.settings("registry", NATS_NODES[0]))
+        assert topology.replicas == 3
 
-        async def r3_stream() -> Any:  # refused until the meta group has a leader and all peers are known
+        async def r3_topology() -> Any:  # refused until the meta group has a leader and all peers are known
             try:
-                return await js.add_stream(StreamConfig(name=name, subjects=[f"{name}.>"], num_replicas=3))
+                await ensure_topology(js, topology)  # cmlmon's own streams, schedules included, on this cluster
+                return await js.stream_info("CML_WORKERS")
             except (ServiceUnavailableError, APIError, TimeoutError, nats.errors.TimeoutError) as exc:
                 print("cluster not formed yet:", repr(exc))
                 return None
 
-        info = await eventually(r3_stream, timeout=60, interval=0.5)
+        info = await eventually(r3_topology, timeout=60, interval=0.5)
         assert info.cluster is not None and info.cluster.leader in NATS_NODES
         assert len(info.cluster.replicas or []) == 2
-        await js.publish(f"{name}.x", b"replicated")
-        msg = await last.jetstream().get_last_msg(name, f"{name}.x")  # asked through another node
+        await js.publish(subject, b"replicated")
+        msg = await last.jetstream().get_last_msg("CML_WORKERS", subject)  # asked through another node
         assert msg.data == b"replicated"
-        await ensure_topology(js)  # cmlmon's own streams, schedules included, on this cluster
-        await js.delete_stream(name)
     async with httpx.AsyncClient(timeout=5) as http:
         for node in NATS_NODES:  # what the observability profile's exporters read: each node's monitoring port
             varz = (await http.get(f"http://127.0.0.1:{cluster.ports[node, NATS_MONITOR_PORT]}/varz")).json()
             assert varz["server_name"] == node and varz["jetstream"]["config"]
+            assert varz["tls_required"] is True
+
+
+async def test_the_nats_nodes_let_in_each_service_over_tls_with_its_password_only(cluster: ComposeCluster) -> None:
+    async def account(js: JetStreamContext) -> Any:  # $JS.API.INFO, answered on the service's own inbox prefix
+        try:
+            return await js.account_info()
+        except (ServiceUnavailableError, APIError, TimeoutError, nats.errors.TimeoutError) as exc:
+            print("JetStream not ready yet:", repr(exc))
+            return None
+
+    for i, name in enumerate(sorted(cmlmon_services())):
+        node = NATS_NODES[i % len(NATS_NODES)]
+        async with await cluster.connect(name, node) as nc:
+            assert nc.is_connected
+            await eventually(partial(account, nc.jetstream()), timeout=60, interval=0.5)
+        with pytest.raises(Exception, match=r"(?i)authorization"):
+            await cluster.connect(name, node, password="not-" + cluster.settings(name, node).nats_password)
+    for node in NATS_NODES:  # what each node tells a client before anything else: TLS first, then credentials
+        reader, writer = await asyncio.open_connection("127.0.0.1", cluster.ports[node, NATS_CLIENT_PORT])
+        try:
+            info = json.loads((await asyncio.wait_for(reader.readline(), 5)).removeprefix(b"INFO "))
+        finally:
+            writer.close()
+        assert info["tls_required"] is True and info["auth_required"] is True, node
 
 
 # (a') the observability profile
