@@ -230,6 +230,13 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
     def identify(self, metadata: Iterable[tuple[str, Any]] | None, context: grpc.aio.ServicerContext[Any, Any]
                  ) -> Identity:
+        """The caller: its bearer token when it sends one, else its verified client certificate.
+
+        A token wins over a certificate sent with it: with mTLS every client has a certificate, which names
+        the machine or the proxy the call comes through (a CLI host, a gateway), while the token names who
+        calls through it, the narrower identity. An unknown token is refused even when the certificate is
+        mapped: a credential the caller chose to send must not be passed over for another one (a revoked
+        token keeps failing). The token grants no more than it would over any other verified connection."""
         policy = self._policy()
         token = _bearer(metadata)
         if token is not None:

@@ -183,8 +183,17 @@ async def test_client_certificate_subject_is_the_principal(
             assert denied.code() == grpc.StatusCode.PERMISSION_DENIED
             assert "collector" in (denied.details() or "") and "operator" in (denied.details() or "")
         async with channel(address, pki, pki.issue("ops-bot")) as ch:
-            worker = (await rs_grpc.WorkerRegistryServiceStub(ch).ImportWorker(
-                rs.ImportWorkerRequest(region=REGION, instance_id=instance))).worker
+            stub = rs_grpc.WorkerRegistryServiceStub(ch)
+            # a bearer token sent with a certificate is the identity: here a viewer's, below the certificate's role
+            as_token = await failure(stub.ImportWorker(rs.ImportWorkerRequest(region=REGION, instance_id=instance),
+                                                       metadata=bearer("viewer")))
+            assert as_token.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert PRINCIPALS["viewer"] in (as_token.details() or "")
+            # and an unknown token is refused, not passed over for the certificate
+            revoked = await failure(stub.ListWorkers(rs.ListWorkersRequest(),
+                                                     metadata=(("authorization", "Bearer tok-revoked"),)))
+            assert revoked.code() == grpc.StatusCode.UNAUTHENTICATED
+            worker = (await stub.ImportWorker(rs.ImportWorkerRequest(region=REGION, instance_id=instance))).worker
         async with channel(address, pki, pki.issue("stranger")) as ch:
             unknown = await failure(rs_grpc.WorkerRegistryServiceStub(ch).ListWorkers(rs.ListWorkersRequest()))
             assert unknown.code() == grpc.StatusCode.UNAUTHENTICATED
