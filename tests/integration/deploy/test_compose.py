@@ -173,7 +173,7 @@ class ComposeCluster:
                 time.sleep(0.2)
             # every node runs with the mounted configuration: TLS for clients and cmlmon's account (a node that
             # misses them answers 'JetStream not enabled for account' instead of saying why)
-            assert httpx.get(f"{monitor}/varz", timeout=5).json()["tls_required"] is True, node
+            assert httpx.get(f"{monitor}/varz", timeout=5).json().get("tls_required") is True, node
             assert "CMLMON" in httpx.get(f"{monitor}/accountz", timeout=5).json()["accounts"], node
 
     def stop(self) -> None:
@@ -195,8 +195,8 @@ def cluster(tmp_path: Path) -> Iterator[ComposeCluster]:
         yield nodes
     finally:
         nodes.stop()
-        for node in NATS_NODES:  # shown by pytest only when the test failed
-            print(f"----- {node} -----\n{(tmp_path / f'{node}.log').read_text(errors='replace')[-3000:]}")
+        for node in NATS_NODES:  # shown by pytest only when the test failed; whole, since a bad start shows first
+            print(f"----- {node} -----\n{(tmp_path / f'{node}.log').read_text(errors='replace')}")
 
 
 async def test_the_nats_command_lines_form_a_jetstream_cluster_holding_r3_streams(cluster: ComposeCluster) -> None:
