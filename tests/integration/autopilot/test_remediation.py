@@ -138,12 +138,13 @@ async def test_a_failed_system_check_stops_and_starts_the_worker(healing: Healin
         assert await healing.actions(worker, 1) == ["stop_start_stopping"]
         assert await healing.fleet.ec2_state(worker) in ("stopping", "stopped")
 
-        async def registry_sees_it_stopped() -> bool:
-            await healing.sample(worker, 3, system=W.STATUS_CHECK_NOT_APPLICABLE,
-                                 instance=W.STATUS_CHECK_NOT_APPLICABLE, status=W.WORKER_STATUS_STOPPED)
+        await healing.sample(worker, 3, system=W.STATUS_CHECK_NOT_APPLICABLE, instance=W.STATUS_CHECK_NOT_APPLICABLE,
+                             status=W.WORKER_STATUS_STOPPED)
+
+        async def registry_saw_the_stop_end() -> bool:  # until it has, StartWorker is refused (and asked again)
             got = (await registry.GetWorker(rs.GetWorkerRequest(id=worker.id))).worker
-            return got.status == W.WORKER_STATUS_STOPPED
-        await eventually(registry_sees_it_stopped, timeout=60)  # the start may be refused until it does
+            return got.status != W.WORKER_STATUS_STOPPING  # stopped, or pending when the first start went through
+        await eventually(registry_saw_the_stop_end, timeout=60)
         await healing.handled(worker, 3)
         await healing.sample(worker, 4, system=W.STATUS_CHECK_NOT_APPLICABLE, instance=W.STATUS_CHECK_NOT_APPLICABLE,
                              status=W.WORKER_STATUS_STOPPED)
