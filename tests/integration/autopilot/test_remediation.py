@@ -63,8 +63,13 @@ class Healing:
         await eventually(lambda: len(self.fleet.decisions.actions(worker.id)) >= count, timeout=60)
         return self.fleet.decisions.actions(worker.id)
 
-    def alert_of(self, worker: W.Worker) -> alert_pb2.Alert:
-        return [a for a in self.alerts if a.worker_id == worker.id][-1]
+    async def alert_after(self, worker: W.Worker, decision: str) -> alert_pb2.Alert:
+        """The worker's remediation alert published with its decision `decision` (it follows the decision)."""
+        def found() -> alert_pb2.Alert | None:
+            return next((a for a in self.alerts if a.worker_id == worker.id and f".{decision}." in a.transition_id),
+                        None)
+        alert: alert_pb2.Alert = await eventually(found, timeout=60)
+        return alert
 
 
 @pytest.fixture
@@ -109,7 +114,7 @@ async def test_reboot_once_per_period_and_escalation(healing: Healing, nats_url:
         await healing.sample(relapsing, 4, instance=INIT)
         await healing.sample(relapsing, 5)
         assert await healing.actions(relapsing, 2) == ["rebooted", "recovered"]
-        assert healing.alert_of(relapsing).state == alert_pb2.ALERT_STATE_RESOLVED
+        assert (await healing.alert_after(relapsing, "recovered")).state == alert_pb2.ALERT_STATE_RESOLVED
         for minute in range(6, 10):
             await healing.sample(relapsing, minute, instance=IMPAIRED)
         for minute in range(4, 25):
@@ -123,7 +128,7 @@ async def test_reboot_once_per_period_and_escalation(healing: Healing, nats_url:
     assert "not healthy 10 min after the reboot" in next(d.reason for d in escalations if d.worker_id == stuck.id)
     for worker in (relapsing, stuck):
         assert healing.aws.made("RebootInstances", worker.instance_id) == 1  # once, then left alone
-        alert = healing.alert_of(worker)
+        alert = await healing.alert_after(worker, "escalated")
         assert (alert.rule, alert.severity, alert.state) == (
             "remediation", alert_pb2.ALERT_SEVERITY_CRITICAL, alert_pb2.ALERT_STATE_FIRING)
         assert await healing.fleet.ec2_state(worker) == "running"
