@@ -97,7 +97,7 @@ class Remediation:
                 if action.kind == "start":
                     await self._claim(worker.id, decide, start_refused)
                     return
-                why = f"{_ANNOUNCED[action.kind]} refused ({exc}); {action.reason}: left alone"
+                why = f"{action.reason}; the registry refused the {action.kind} ({exc}): left alone"
                 for escalation in await self._claim(worker.id, decide, lambda s: failed(s, why)):
                     await self._announce(worker, at, escalation.kind, escalation.reason)
                 return
