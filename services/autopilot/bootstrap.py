@@ -13,12 +13,15 @@ from nats.js import JetStreamContext
 from autopilot.adapters.addresses import PrivateIpAddresses, TagAddresses
 from autopilot.adapters.publisher import DecisionPublisher, JetStreamDecisionPublisher
 from autopilot.adapters.registry import GrpcRegistry, RegistryPort
+from autopilot.adapters.root_devices import Ec2RootDevices, NoRootDevices, RootDevices
 from autopilot.adapters.state_kv import StateStore
 from autopilot.domain.autostop import AutostopPolicy
 from autopilot.domain.idle import IdlePolicy
 from autopilot.domain.prices import price_table
+from autopilot.domain.remediation import RemediationPolicy
 from autopilot.entrypoints.samples import SampleConsumer, samples_durable
 from autopilot.service.pilot import Pilot
+from autopilot.service.remedy import Remediation
 from autopilot.settings import AutopilotSettings
 from cmlmon_core.aws import ClientSource
 from cmlmon_core.cml import ControllerProbe, Credentials, HttpCmlProbe
@@ -28,6 +31,13 @@ def policy(settings: AutopilotSettings) -> AutostopPolicy:
     return AutostopPolicy(mode=settings.autostop_mode, grace_seconds=settings.autostop_grace_seconds,
                           idle=IdlePolicy(cpu_threshold=settings.idle_cpu_threshold,
                                           idle_for_seconds=settings.idle_for_seconds))
+
+
+def remediation_policy(settings: AutopilotSettings) -> RemediationPolicy:
+    return RemediationPolicy(mode=settings.remediation_mode,
+                             impaired_for_seconds=settings.remediation_impaired_for_seconds,
+                             recover_within_seconds=settings.remediation_recover_within_seconds,
+                             period_seconds=settings.remediation_period_seconds)
 
 
 def prices(settings: AutopilotSettings) -> dict[str, float]:
@@ -47,7 +57,8 @@ def prices(settings: AutopilotSettings) -> dict[str, float]:
 def bootstrap(settings: AutopilotSettings, js: JetStreamContext, store: StateStore, *,
               channel: grpc.aio.Channel | None = None, http: httpx.AsyncClient | None = None,
               registry: RegistryPort | None = None, probe: ControllerProbe | None = None,
-              publisher: DecisionPublisher | None = None, aws: ClientSource | None = None) -> SampleConsumer:
+              publisher: DecisionPublisher | None = None, aws: ClientSource | None = None,
+              roots: RootDevices | None = None) -> SampleConsumer:
     if registry is None:
         assert channel is not None, "a registry channel or a registry port"
         registry = GrpcRegistry(channel, settings.registry_token,
@@ -56,9 +67,14 @@ def bootstrap(settings: AutopilotSettings, js: JetStreamContext, store: StateSto
         assert http is not None, "an http client or a probe"
         probe = HttpCmlProbe(http, Credentials(settings.cml_username, settings.cml_password),
                              timeout=settings.cml_probe_timeout_seconds, concurrency=settings.cml_probe_concurrency)
-    pilot = Pilot(registry, probe, store, publisher or JetStreamDecisionPublisher(js), policy(settings),
+    publisher = publisher or JetStreamDecisionPublisher(js)
+    if roots is None:
+        roots = Ec2RootDevices(aws) if aws is not None else NoRootDevices()
+    remediation = Remediation(registry, publisher, remediation_policy(settings), roots)
+    pilot = Pilot(registry, probe, store, publisher, policy(settings),
                   prices(settings), settings.offhours_schedule,
-                  PrivateIpAddresses(aws) if settings.cml_url_from_private_ip and aws is not None else TagAddresses())
+                  PrivateIpAddresses(aws) if settings.cml_url_from_private_ip and aws is not None else TagAddresses(),
+                  remediation=remediation)
     # AckWait covers a probe of the worker's controller twice plus the registry calls.
     ack_wait = 2 * settings.cml_probe_timeout_seconds + 2 * settings.registry_timeout_seconds + 10
     return SampleConsumer(js, pilot, samples_durable(settings.autopilot_consumer_name, ack_wait))

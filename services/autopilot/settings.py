@@ -33,6 +33,15 @@ class AutopilotSettings(CommonSettings, AwsSettings, RegistryClientSettings):
     offhours_schedule: str = Field(default="", description="e.g. 'Mon-Fri 08:00-19:00 Europe/Berlin'; tag "
                                    "cmlmon:offhours overrides it per worker ('off' opts out)")
 
+    # Remediation of impaired EC2 status checks (domain.remediation).
+    remediation_mode: Literal["off", "dry-run", "enforce"] = "off"
+    remediation_impaired_for_seconds: float = Field(default=600.0, gt=0,
+                                                    description="a status check impaired this long is remediated")
+    remediation_recover_within_seconds: float = Field(
+        default=1800.0, gt=0, description="not healthy this long after the action: escalated and left alone")
+    remediation_period_seconds: float = Field(default=86400.0, gt=0,
+                                              description="at most one remediation per worker per period")
+
     # CML controllers: the address is the worker's `cml:url` tag.
     cml_url_from_private_ip: bool = Field(default=False, description="without a cml:url tag, probe "
                                           "https://<the instance's private IP> (needs ec2:DescribeInstances)")

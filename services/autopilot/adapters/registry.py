@@ -1,5 +1,6 @@
-"""The registry as the autopilot calls it: GetWorker, StopWorker and StartWorker over gRPC, with the autopilot's
-own token as `authorization: Bearer` metadata; gRPC errors become RegistryCallFailed (or None for NOT_FOUND)."""
+"""The registry as the autopilot calls it: GetWorker, StopWorker, StartWorker and RebootWorker over gRPC, with
+the autopilot's own token as `authorization: Bearer` metadata; gRPC errors become RegistryCallFailed (or None
+for NOT_FOUND)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ class RegistryPort(Protocol):
     async def get_worker(self, worker_id: str) -> worker_pb2.Worker | None: ...
     async def stop_worker(self, worker_id: str) -> worker_pb2.Worker: ...
     async def start_worker(self, worker_id: str) -> worker_pb2.Worker: ...
+    async def reboot_worker(self, worker_id: str) -> worker_pb2.Worker: ...
 
 
 class GrpcRegistry:
@@ -49,4 +51,12 @@ class GrpcRegistry:
                                                  timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:
             raise RegistryCallFailed(f"StartWorker {worker_id}: {exc.code().name}: {exc.details()}") from exc
+        return reply.worker
+
+    async def reboot_worker(self, worker_id: str) -> worker_pb2.Worker:
+        try:
+            reply = await self._stub.RebootWorker(rs.RebootWorkerRequest(id=worker_id), metadata=self._metadata,
+                                                  timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise RegistryCallFailed(f"RebootWorker {worker_id}: {exc.code().name}: {exc.details()}") from exc
         return reply.worker

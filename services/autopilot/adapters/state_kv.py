@@ -15,6 +15,7 @@ from nats.js.kv import KeyValue
 
 from autopilot.domain.autostop import PilotState
 from autopilot.domain.idle import IdleState
+from autopilot.domain.remediation import RemediationState
 from autopilot.errors import AutopilotError
 from cmlmon_core.topology import AUTOPILOT_BUCKET
 
@@ -44,6 +45,7 @@ def to_json(state: PilotState) -> bytes:
     doc.update({name: _time(getattr(state, name)) for name in _TIMES})
     doc.update({name: getattr(state, name) for name in _FLAGS})
     doc["controller_alerts"] = sorted(state.controller_alerts)
+    doc["remediation"] = _remediation_doc(state.remediation)
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
@@ -56,7 +58,23 @@ def from_json(data: bytes) -> PilotState:
         stop_requested_at=_parse(doc.get("stop_requested_at")), stopped_since=_parse(doc.get("stopped_since")),
         accounted_until=_parse(doc.get("accounted_until")), schedule_handled=_parse(doc.get("schedule_handled")),
         schedule_waiting=bool(doc.get("schedule_waiting")),
-        controller_alerts=frozenset(str(r) for r in doc.get("controller_alerts") or ()))
+        controller_alerts=frozenset(str(r) for r in doc.get("controller_alerts") or ()),
+        remediation=_remediation(doc.get("remediation") or {}))
+
+
+def _remediation_doc(r: RemediationState) -> dict[str, Any]:
+    return {"last_seen": _time(r.last_seen), "impaired_since": _time(r.impaired_since), "announced": r.announced,
+            "remedy": r.remedy, "acted_at": _time(r.acted_at), "start_pending": r.start_pending,
+            "escalated": r.escalated}
+
+
+def _remediation(doc: dict[str, Any]) -> RemediationState:
+    remedy = doc.get("remedy")
+    return RemediationState(
+        last_seen=_parse(doc.get("last_seen")), impaired_since=_parse(doc.get("impaired_since")),
+        announced=bool(doc.get("announced")), remedy=remedy if remedy in ("reboot", "stop_start") else None,
+        acted_at=_parse(doc.get("acted_at")), start_pending=bool(doc.get("start_pending")),
+        escalated=bool(doc.get("escalated")))
 
 
 class KvStateStore:

@@ -14,6 +14,7 @@ from typing import Literal
 
 from autopilot.domain.idle import IdlePolicy, IdleState, Observation, idle_seconds, is_idle, observe
 from autopilot.domain.offhours import Schedule, step
+from autopilot.domain.remediation import RemediationState
 
 Mode = Literal["off", "dry-run", "enforce"]
 ActionKind = Literal["idle", "busy", "would_stop", "warned", "cancelled", "stop", "skipped",
@@ -46,6 +47,7 @@ class PilotState:
     schedule_handled: datetime | None = None  # the last scheduled change acted on (or found already true)
     schedule_waiting: bool = False  # the `schedule_waiting` notice for the pending change was sent
     controller_alerts: frozenset[str] = frozenset()  # controller rules firing (domain.controller)
+    remediation: RemediationState = field(default_factory=RemediationState)  # domain.remediation's own
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +142,7 @@ def _while_not_running(state: PilotState, obs: Observation) -> Decision:
     fresh = PilotState(stop_requested_at=state.stop_requested_at, stopped_since=state.stopped_since,
                        accounted_until=state.accounted_until, idle=IdleState(last_seen=obs.at),
                        schedule_handled=state.schedule_handled, schedule_waiting=state.schedule_waiting,
-                       controller_alerts=state.controller_alerts)
+                       controller_alerts=state.controller_alerts, remediation=state.remediation)
     if state.stop_requested_at is None:
         return Decision(fresh, [])
     since = state.stopped_since or obs.at

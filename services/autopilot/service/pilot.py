@@ -1,5 +1,6 @@
 """The autopilot's use-case: one metric sample in, the worker's controller probed, the pure decision taken
 under compare-and-set, then its actions done (a decision event and an alert for each; StopWorker for a stop).
+Remediation of impaired status checks (service.remedy) follows on the same sample, under the same state.
 
 A stop is preceded by a fresh probe of the controller: a lab node started since the sample, or a controller
 that stopped answering, cancels it. Off-hours schedules (tag `cmlmon:offhours` or OFFHOURS_SCHEDULE) are
@@ -26,6 +27,7 @@ from autopilot.domain.offhours import OFFHOURS_TAG, Schedule
 from autopilot.domain.offhours import parse as parse_schedule
 from autopilot.domain.prices import cost
 from autopilot.errors import AutopilotError, RegistryCallFailed
+from autopilot.service.remedy import Remediation
 from cml.monitor.v1 import alert_pb2, events_pb2, worker_pb2
 from cmlmon_core.cml import Controller, ControllerProbe
 
@@ -49,7 +51,8 @@ class Context:
 class Pilot:
     def __init__(self, registry: RegistryPort, probe: ControllerProbe, store: StateStore,
                  publisher: DecisionPublisher, policy: AutostopPolicy, prices: Mapping[str, float],
-                 default_schedule: str = "", addresses: ControllerAddresses | None = None) -> None:
+                 default_schedule: str = "", addresses: ControllerAddresses | None = None,
+                 remediation: Remediation | None = None) -> None:
         self._registry = registry
         self._probe = probe
         self._store = store
@@ -58,6 +61,7 @@ class Pilot:
         self._prices = prices
         self._default_schedule = default_schedule
         self._addresses = addresses or TagAddresses()
+        self._remediation = remediation
 
     async def handle_sample(self, sample: events_pb2.MetricSample) -> None:
         """Raises AutopilotError when the sample must be handled again later."""
@@ -94,6 +98,8 @@ class Pilot:
                 state, schedule, obs, running=running, mode=self.policy.mode))
             for action in followed.actions:
                 await self._act(ctx, action)
+        if self._remediation is not None:
+            await self._remediation.handle(worker, sample, at, self._decide)
 
     async def _controller_alerts(self, worker: worker_pb2.Worker, c: Controller,
                                  sample: events_pb2.MetricSample) -> None:
@@ -178,8 +184,8 @@ class Pilot:
         for _ in range(CAS_ATTEMPTS):
             state, revision = await self._store.get(worker_id)
             try:
-                await self._store.put(worker_id, replace(PilotState(), idle=IdleState(last_seen=state.idle.last_seen)),
-                                      revision)
+                await self._store.put(worker_id, replace(PilotState(), idle=IdleState(last_seen=state.idle.last_seen),
+                                                         remediation=state.remediation), revision)
                 return
             except StateConflict:
                 continue

@@ -1,4 +1,4 @@
-"""EC2 behind a small port: launch, look up, start, stop, terminate. botocore errors become registry errors."""
+"""EC2 behind a small port: launch, look up, start, stop, reboot, terminate. botocore errors become registry errors."""
 
 from __future__ import annotations
 
@@ -61,6 +61,7 @@ class Ec2(Protocol):
     async def describe(self, region: str, instance_id: str) -> Instance | None: ...
     async def start(self, region: str, instance_id: str) -> worker_pb2.WorkerStatus: ...
     async def stop(self, region: str, instance_id: str) -> worker_pb2.WorkerStatus: ...
+    async def reboot(self, region: str, instance_id: str) -> None: ...
     async def terminate(self, region: str, instance_id: str) -> worker_pb2.WorkerStatus: ...
 
 
@@ -161,6 +162,9 @@ class AwsEc2:
 
     async def stop(self, region: str, instance_id: str) -> worker_pb2.WorkerStatus:
         return await self._state_change(region, "stop_instances", "StoppingInstances", instance_id)
+
+    async def reboot(self, region: str, instance_id: str) -> None:
+        await self._call(region, "reboot_instances", InstanceIds=[instance_id])
 
     async def terminate(self, region: str, instance_id: str) -> worker_pb2.WorkerStatus:
         return await self._state_change(region, "terminate_instances", "TerminatingInstances", instance_id)

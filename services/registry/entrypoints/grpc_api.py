@@ -49,7 +49,8 @@ SERVICE_NAME = rs.DESCRIPTOR.services_by_name["WorkerRegistryService"].full_name
 # The role each method needs (viewer < operator < admin): launching and terminating instances cost money.
 ROLES: dict[str, Role] = {
     "GetWorker": Role.VIEWER, "ListWorkers": Role.VIEWER, "WatchWorkers": Role.VIEWER, "GetWorkerMetrics": Role.VIEWER,
-    "StartWorker": Role.OPERATOR, "StopWorker": Role.OPERATOR, "ImportWorker": Role.OPERATOR,
+    "StartWorker": Role.OPERATOR, "StopWorker": Role.OPERATOR, "RebootWorker": Role.OPERATOR,
+    "ImportWorker": Role.OPERATOR,
     "CreateWorker": Role.ADMIN, "TerminateWorker": Role.ADMIN,
 }
 
@@ -157,6 +158,12 @@ class WorkerRegistryServicer:
     async def StopWorker(self, request: rs.StopWorkerRequest, context: Any) -> rs.StopWorkerResponse:
         who = current_principal()
         return rs.StopWorkerResponse(worker=_audit("StopWorker", await self._registry.stop_worker(
+            request.id, request.etag, who), who))
+
+    @rpc
+    async def RebootWorker(self, request: rs.RebootWorkerRequest, context: Any) -> rs.RebootWorkerResponse:
+        who = current_principal()
+        return rs.RebootWorkerResponse(worker=_audit("RebootWorker", await self._registry.reboot_worker(
             request.id, request.etag, who), who))
 
     @rpc

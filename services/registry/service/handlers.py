@@ -215,6 +215,18 @@ class Registry:
         return await self._transition(worker_id, etag, model.stop_needed, self.ec2.stop, model.STOPPED,
                                       events_pb2.WORKER_EVENT_TYPE_STOPPED, principal)
 
+    async def reboot_worker(self, worker_id: str, etag: str = "", principal: str = "") -> worker_pb2.Worker:
+        """EC2 reboots a running instance in place: no status change, so nothing is written and no lifecycle
+        event made (the caller's audit line names who asked; the autopilot publishes its own decision)."""
+        validation.change(worker_id, etag)
+        stored = await self.get_stored(worker_id)
+        if etag and etag != stored.worker.etag:
+            raise Aborted(f"worker {worker_id} changed: etag {stored.worker.etag}, not {etag}")
+        if stored.worker.status != model.RUNNING:
+            raise FailedPrecondition(f"worker {worker_id} is not running: only a running instance is rebooted")
+        await self.ec2.reboot(stored.worker.region, stored.worker.instance_id)
+        return stored.worker
+
     async def terminate_worker(self, worker_id: str, etag: str = "", principal: str = "", force: bool = False
                                ) -> worker_pb2.Worker:
         if self.licences is not None:

@@ -36,6 +36,10 @@ class Recording(rs_grpc.WorkerRegistryServiceServicer):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "operator role needed")
         return rs.StopWorkerResponse(worker=worker_pb2.Worker(id=request.id))
 
+    async def RebootWorker(self, request: rs.RebootWorkerRequest, context: Any) -> rs.RebootWorkerResponse:
+        self._auth("RebootWorker", context)
+        return rs.RebootWorkerResponse(worker=worker_pb2.Worker(id=request.id))
+
 
 async def test_the_token_is_sent_as_bearer_metadata_and_a_refusal_is_named() -> None:
     recording = Recording()  # type: ignore[abstract]  # the RPCs it does not define answer UNIMPLEMENTED
@@ -47,9 +51,10 @@ async def test_the_token_is_sent_as_bearer_metadata_and_a_refusal_is_named() -> 
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             assert (await GrpcRegistry(channel, "autopilot-token").stop_worker("w-1")).id == "w-1"
             assert (await GrpcRegistry(channel, "autopilot-token").get_worker("w-1")) is not None
+            assert (await GrpcRegistry(channel, "autopilot-token").reboot_worker("w-1")).id == "w-1"
             with pytest.raises(RegistryCallFailed, match="PERMISSION_DENIED"):
                 await GrpcRegistry(channel, "").stop_worker("w-1")
     finally:
         await server.stop(None)
     assert recording.seen == [("StopWorker", "Bearer autopilot-token"), ("GetWorker", "Bearer autopilot-token"),
-                              ("StopWorker", "")]
+                              ("RebootWorker", "Bearer autopilot-token"), ("StopWorker", "")]

@@ -39,6 +39,9 @@ class CountingRegistry:
     async def start_worker(self, worker_id: str) -> worker_pb2.Worker:
         raise AssertionError("nothing starts here")
 
+    async def reboot_worker(self, worker_id: str) -> worker_pb2.Worker:
+        raise AssertionError("nothing reboots here")
+
 
 class NoController:
     async def probe(self, url: str) -> Controller:

@@ -58,7 +58,7 @@ def test_reflection_alone_is_enough_to_use_every_rpc(channel: grpc.Channel, uid:
     assert "grpc.reflection.v1alpha.ServerReflection" in services
     methods = {m.name for m in client.pool.FindServiceByName(SERVICE).methods}
     assert methods == {"CreateWorker", "ImportWorker", "GetWorker", "ListWorkers", "StartWorker", "StopWorker",
-                       "TerminateWorker", "WatchWorkers", "GetWorkerMetrics"}
+                       "RebootWorker", "TerminateWorker", "WatchWorkers", "GetWorkerMetrics"}
     worker_fields = {f.name for f in client.pool.FindMessageTypeByName("cml.monitor.v1.Worker").fields}
     assert {"id", "name", "region", "instance_id", "status", "etag"} <= worker_fields
 
@@ -85,6 +85,9 @@ def test_reflection_alone_is_enough_to_use_every_rpc(channel: grpc.Channel, uid:
     with pytest.raises(grpc.RpcError) as refused:
         client.call(SERVICE, "StartWorker", {"id": worker_id})  # still stopping: makes no sense yet
     assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # type: ignore[attr-defined]
+    with pytest.raises(grpc.RpcError) as not_running:
+        client.call(SERVICE, "RebootWorker", {"id": worker_id})  # only a running worker is rebooted
+    assert not_running.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # type: ignore[attr-defined]
     terminated = client.call(SERVICE, "TerminateWorker", {"id": worker_id})["worker"]
     assert terminated["status"] in ("WORKER_STATUS_SHUTTING_DOWN", "WORKER_STATUS_TERMINATED")
 

@@ -91,6 +91,7 @@ class FakeEc2(Ec2):
     def __init__(self) -> None:
         self.instances: dict[str, Instance] = {}
         self.launches = 0
+        self.reboots: list[str] = []
 
     async def launch(self, spec: LaunchSpec) -> Instance:
         await asyncio.sleep(0)  # EC2 takes a while; a concurrent caller may look meanwhile
@@ -116,6 +117,9 @@ class FakeEc2(Ec2):
 
     async def stop(self, region: str, instance_id: str) -> worker_pb2.WorkerStatus:
         return self._set(instance_id, worker_pb2.WORKER_STATUS_STOPPING)
+
+    async def reboot(self, region: str, instance_id: str) -> None:
+        self.reboots.append(instance_id)
 
     async def terminate(self, region: str, instance_id: str) -> worker_pb2.WorkerStatus:
         return self._set(instance_id, worker_pb2.WORKER_STATUS_SHUTTING_DOWN)
