@@ -73,7 +73,7 @@ class Pilot:
         at = sample.observe_time.ToDatetime(tzinfo=UTC) if sample.HasField("observe_time") else datetime.now(UTC)
         obs = Observation(at=at, cpu=sample.cpu_utilization if sample.HasField("cpu_utilization") else None,
                           running_nodes=controller.running_nodes if controller and controller.reachable else None,
-                          has_controller=bool(url))
+                          has_controller=bool(url), network=_network(sample))
         ctx = Context(worker, obs, controller, url)
         tags = dict(worker.tags)
         decision = await self._decide(worker.id, lambda state: decide(state, obs, running=running, tags=tags,
@@ -210,6 +210,13 @@ class Pilot:
         await self._publisher.publish(decision, alert)
         metrics.DECISIONS.labels(action, self.policy.mode).inc()
         log.info(summary, extra={"worker_id": w.id, "action": action, "mode": self.policy.mode})
+
+
+def _network(sample: events_pb2.MetricSample) -> float | None:
+    """Bytes per second in + out; None unless CloudWatch had both."""
+    if not (sample.HasField("network_in_bytes_per_second") and sample.HasField("network_out_bytes_per_second")):
+        return None
+    return sample.network_in_bytes_per_second + sample.network_out_bytes_per_second
 
 
 def _summary(w: worker_pb2.Worker, action: str, reason: str, idle_seconds: float, spent: float | None,

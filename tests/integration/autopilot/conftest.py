@@ -59,13 +59,18 @@ class Fleet:
         return reply.worker
 
     async def sample(self, worker: worker_pb2.Worker, minute: float, cpu: float | None = 1.0,
-                     status: int = worker_pb2.WORKER_STATUS_RUNNING, base: datetime = BASE) -> None:
+                     status: int = worker_pb2.WORKER_STATUS_RUNNING, base: datetime = BASE,
+                     network: float | None = 2_000.0) -> None:
+        """Publish a sample as the collector would; network is bytes per second in + out."""
         when = Timestamp()
         when.FromDatetime(base + timedelta(minutes=minute))
         sample = events_pb2.MetricSample(worker_id=worker.id, region=REGION, instance_id=worker.instance_id,
                                          observe_time=when, status=status)  # type: ignore[arg-type]
         if cpu is not None:
             sample.cpu_utilization = cpu
+        if network is not None:
+            sample.network_in_bytes_per_second = network * 0.75
+            sample.network_out_bytes_per_second = network * 0.25
         data, headers = messages.encode(sample, msg_id=uuid.uuid4().hex)
         await self.js.publish(subjects.metric(REGION, worker.id), data, headers=headers)
 

@@ -1,6 +1,6 @@
 """Auto-stop end to end: idle -> warn -> stop through the registry (moto stops the instance); a lab start in
-the grace period cancels it; a running lab and the never-tag block it; dry-run stops nothing; two replicas stop
-an idle worker once."""
+the grace period cancels it; a running lab, the never-tag and network traffic block it; dry-run stops nothing;
+two replicas stop an idle worker once."""
 
 from __future__ import annotations
 
@@ -61,20 +61,21 @@ async def test_a_lab_start_in_the_grace_period_cancels_the_stop(
     assert await fleet.ec2_state(worker) == "running"
 
 
-@pytest.mark.parametrize("blocker", ["running lab", "never tag"])
-async def test_a_running_lab_or_the_never_tag_blocks_the_stop(
+@pytest.mark.parametrize("blocker", ["running lab", "never tag", "network traffic"])
+async def test_a_running_lab_the_never_tag_or_network_traffic_blocks_the_stop(
         blocker: str, fleet: Fleet, cml: CmlController, nats_url: str, js: JetStreamContext) -> None:
     tags = {"cml:url": cml.url}
     if blocker == "running lab":
         cml.add_lab("BOOTED", "STOPPED")
-    else:
+    elif blocker == "never tag":
         tags["cmlmon:autostop"] = "never"
+    network = 400_000.0 if blocker == "network traffic" else 2_000.0  # bytes per second; CPU stays at 1 %
     worker = await fleet.worker(tags)
     async with running_autopilots(js, autopilot_settings(nats_url, fleet.registry, durable())):
         for minute in range(0, 30):
-            await fleet.sample(worker, minute)
+            await fleet.sample(worker, minute, network=network)
         await fleet.handled(worker, 29)
-    expected = [] if blocker == "running lab" else ["idle", "skipped"]
+    expected = ["idle", "skipped"] if blocker == "never tag" else []
     assert fleet.decisions.actions(worker.id) == expected
     assert await fleet.ec2_state(worker) == "running"
 

@@ -89,6 +89,7 @@ async def test_two_replicas_deciding_at_once_stop_once(js: JetStreamContext) -> 
     when = Timestamp()
     when.FromDatetime(NOW)
     sample = events_pb2.MetricSample(worker_id=worker.id, observe_time=when, cpu_utilization=0.5,
+                                     network_in_bytes_per_second=900.0, network_out_bytes_per_second=100.0,
                                      status=worker_pb2.WORKER_STATUS_RUNNING)
     await asyncio.gather(*(r.handle_sample(sample) for r in replicas))
     assert registry.stops == [worker.id]
