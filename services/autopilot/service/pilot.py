@@ -234,6 +234,7 @@ def _duration(seconds: float) -> str:
 
 
 def _export(worker_id: str, c: Controller) -> None:
+    metrics.CML_PROBE_TIME.labels(worker_id).set_to_current_time()
     metrics.CML_REACHABLE.labels(worker_id).set(1 if c.reachable else 0)
     if not c.reachable:
         return
