@@ -50,6 +50,7 @@ SERVICE_NAME = rs.DESCRIPTOR.services_by_name["WorkerRegistryService"].full_name
 ROLES: dict[str, Role] = {
     "GetWorker": Role.VIEWER, "ListWorkers": Role.VIEWER, "WatchWorkers": Role.VIEWER, "GetWorkerMetrics": Role.VIEWER,
     "StartWorker": Role.OPERATOR, "StopWorker": Role.OPERATOR, "ImportWorker": Role.OPERATOR,
+    "SetWorkerController": Role.OPERATOR,
     "CreateWorker": Role.ADMIN, "TerminateWorker": Role.ADMIN,
 }
 
@@ -158,6 +159,11 @@ class WorkerRegistryServicer:
         who = current_principal()
         return rs.StopWorkerResponse(worker=_audit("StopWorker", await self._registry.stop_worker(
             request.id, request.etag, who), who))
+
+    @rpc
+    async def SetWorkerController(self, request: rs.SetWorkerControllerRequest, context: Any
+                                  ) -> rs.SetWorkerControllerResponse:
+        return rs.SetWorkerControllerResponse(worker=await self._registry.set_controller(request))
 
     @rpc
     async def TerminateWorker(self, request: rs.TerminateWorkerRequest, context: Any

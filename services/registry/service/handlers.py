@@ -215,6 +215,10 @@ class Registry:
         return await self._transition(worker_id, etag, model.stop_needed, self.ec2.stop, model.STOPPED,
                                       events_pb2.WORKER_EVENT_TYPE_STOPPED, principal)
 
+    async def set_controller(self, req: registry_service_pb2.SetWorkerControllerRequest) -> worker_pb2.Worker:
+        validation.set_controller(req)
+        return await self.mutate(req.id, lambda w: model.set_controller(w, req.controller))
+
     async def terminate_worker(self, worker_id: str, etag: str = "", principal: str = "", force: bool = False
                                ) -> worker_pb2.Worker:
         if self.licences is not None:

@@ -39,6 +39,9 @@ class CountingRegistry:
     async def start_worker(self, worker_id: str) -> worker_pb2.Worker:
         raise AssertionError("nothing starts here")
 
+    async def set_controller(self, worker_id: str, controller: worker_pb2.CmlController) -> worker_pb2.Worker:
+        raise AssertionError("the worker has no controller")
+
 
 class NoController:
     async def probe(self, url: str) -> Controller:
