@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -13,7 +14,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aioboto3
+import aiohttp
 import pytest
+from aiohttp import web
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
@@ -43,6 +46,51 @@ class Decisions:
         return [d.action for d in self.seen if d.worker_id == worker_id]
 
 
+class CountingAws:
+    """An HTTP proxy in front of moto's server that records the AWS action of every request it forwards (the
+    `Action` form field of the EC2 query protocol) and the instance ids it names: the registry talks to AWS
+    through it, so a test counts the calls really made (a StopInstances, for instance), not the decisions."""
+
+    def __init__(self, upstream: str) -> None:
+        self._upstream = upstream.rstrip("/")
+        self.calls: list[tuple[str, list[str]]] = []
+        self.url = ""
+
+    def count(self, action: str, instance_id: str) -> int:
+        return sum(1 for name, ids in self.calls if name == action and instance_id in ids)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[CountingAws]:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._forward)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        async with aiohttp.ClientSession(auto_decompress=False) as self._session:
+            await site.start()
+            port = runner.addresses[0][1]
+            self.url = f"http://127.0.0.1:{port}"
+            try:
+                yield self
+            finally:
+                await runner.cleanup()
+
+    async def _forward(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
+        ids = [v for key, values in form.items() if key.startswith("InstanceId") for v in values]
+        self.calls.append((form.get("Action", [""])[0], ids))
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
+        async with self._session.request(request.method, self._upstream + request.path_qs, data=body,
+                                         headers=headers) as reply:
+            answer = await reply.read()
+            return web.Response(status=reply.status, body=answer, headers={
+                k: v for k, v in reply.headers.items() if k.lower() not in _HOP_HEADERS})
+
+
+_HOP_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+
+
 @dataclass
 class Fleet:
     js: JetStreamContext
@@ -50,6 +98,7 @@ class Fleet:
     ec2: Any
     decisions: Decisions
     store: KvStateStore
+    aws: CountingAws  # the registry's way to AWS (the test's own ec2 client goes to moto directly)
 
     async def worker(self, tags: dict[str, str]) -> worker_pb2.Worker:
         run = await self.ec2.run_instances(ImageId=AMI, InstanceType="c5.metal", MinCount=1, MaxCount=1)
@@ -104,9 +153,10 @@ async def fleet(nats_url: str, aws_endpoint: str, js: JetStreamContext) -> Async
 
     sub = await js.subscribe(subjects.AUTOPILOT_ALL, cb=on_msg, ordered_consumer=True,
                              deliver_policy=DeliverPolicy.NEW)
-    async with (running_registry(registry_settings(nats_url, aws_endpoint)) as registry,
+    async with (CountingAws(aws_endpoint).running() as aws,
+                running_registry(registry_settings(nats_url, aws.url)) as registry,
                 aioboto3.Session().client("ec2", region_name=REGION, endpoint_url=aws_endpoint) as ec2):
-        yield Fleet(js, registry, ec2, decisions, await KvStateStore.open(js))
+        yield Fleet(js, registry, ec2, decisions, await KvStateStore.open(js), aws)
     await sub.unsubscribe()
 
 
