@@ -21,7 +21,7 @@ Replicas mode, `bench/collector.py --replicas`: the real topology. For N = BENCH
 processes (`python -m collector`) and each size, one clock-aligned schedule per worker (every BENCH_INTERVAL
 seconds, 10) is written to CML_POLLS, the replicas start, and after a warm-up of BENCH_WARMUP_INTERVALS (2) the
 calls at the fake endpoint are counted over BENCH_COUNT_INTERVALS (2) whole intervals: calls per worker per
-interval and the ratio to the ideal (per region ceil(workers/100) DescribeInstanceStatus + ceil(2 x running/500)
+interval and the ratio to the ideal (per region ceil(workers/100) DescribeInstanceStatus + ceil(4 x running/500)
 GetMetricData), the samples stored per worker per interval and how many replicas produced samples.
 BENCH_COLLECTOR_SRC=<dir holding services/ and libs/> runs another version of the collector (e.g.
 `git archive consumers services libs | tar -x -C /tmp/old`) for before/after figures."""
@@ -237,9 +237,9 @@ COLLECTOR_SRC = os.environ.get("BENCH_COLLECTOR_SRC", "")
 
 
 def ideal_calls(n: int) -> int:
-    """Per region ceil(workers/100) DescribeInstanceStatus + ceil(2 x running/500) GetMetricData (all run)."""
+    """Per region ceil(workers/100) DescribeInstanceStatus + ceil(4 x running/500) GetMetricData (all run)."""
     per_region = [sum(1 for i in range(n) if i % len(REGIONS) == r) for r in range(len(REGIONS))]
-    return sum(-(-w // 100) + -(-2 * w // 500) for w in per_region if w)
+    return sum(-(-w // 100) + -(-4 * w // 500) for w in per_region if w)
 
 
 async def write_schedules(js: Any, nc: Any, n: int) -> None:

@@ -51,7 +51,21 @@ def _tags(tags: Mapping[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(tags.items())) or "-"
 
 
-def worker_columns() -> list[Column]:
+def controller_summary(w: worker_pb2.Worker) -> str:
+    """What the last probe of the worker's CML controller found, in one cell; "-" when none was recorded."""
+    if not w.HasField("controller"):
+        return "-"
+    c = w.controller
+    if not c.reachable:
+        return "unreachable"
+    health = "health ?" if not c.HasField("healthy") else "healthy" if c.healthy else "unhealthy"
+    labs = f"{c.labs} labs" if c.HasField("labs") else "labs ?"
+    nodes = f"{c.running_nodes} nodes running" if c.HasField("running_nodes") else "nodes ?"
+    return f"{c.version or 'version ?'} {health}, licence {c.licence_authorization or '?'}, {labs}, {nodes}"
+
+
+def worker_columns(controller_in_table: bool = False) -> list[Column]:
+    """The worker table; the CML controller's figures only with -o wide unless controller_in_table (one worker)."""
     return [
         Column("ID", lambda w: w.id, priority=10),
         Column("NAME", lambda w: w.name, priority=9),
@@ -69,6 +83,7 @@ def worker_columns() -> list[Column]:
                wide_only=True),
         Column("ORIGIN", lambda w: short_name(worker_pb2.WorkerOrigin, w.origin), priority=1, wide_only=True),
         Column("TAGS", lambda w: _tags(w.tags), priority=1, wide_only=True),
+        Column("CML", controller_summary, priority=3, wide_only=not controller_in_table),
         Column("AGE", lambda w: ago(w.create_time, time.time()).removesuffix(" ago"), priority=4),
     ]
 

@@ -82,8 +82,9 @@ def list_workers(
 @app.command("get", epilog="Example:\n\n  cmlmon workers get 3f9c2a1b-... -o yaml")
 def get_worker(ctx: typer.Context, worker_id: Annotated[str, typer.Argument(metavar="ID", help="Worker id.")],
                output: OutputOption = Format.table) -> None:
-    """Show one worker (exit code 3 when there is none with that id)."""
-    print_message(clients(ctx).registry.get(worker_id), worker_columns(), output)
+    """Show one worker, with what its CML controller reported last (exit code 3 when there is none with that
+    id)."""
+    print_message(clients(ctx).registry.get(worker_id), worker_columns(controller_in_table=True), output)
 
 
 @app.command("create", epilog="Example:\n\n  cmlmon workers create --name cml-lab-1 --region us-east-1 "

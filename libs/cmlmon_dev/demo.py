@@ -1,5 +1,5 @@
 """The demo fleet of `make run`: CML-like instances in two regions of the simulated AWS, and a generator
-that keeps putting CPU and memory datapoints for them (some above the 90 % threshold, one idle)."""
+that keeps putting CPU, memory and network datapoints for them (some above the 90 % threshold, one idle)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ class DemoWorker:
     instance_type: str
     cpu: float  # mean CPU %, the generator adds noise
     memory: float  # mean memory %
+    network: float = 300_000.0  # mean bytes per second in + out
     instance_id: str = ""
     image_id: str = ""
 
@@ -32,7 +33,7 @@ FLEET = [
     DemoWorker("cml-east-1", "us-east-1", "c5.metal", cpu=35, memory=48),
     DemoWorker("cml-east-2", "us-east-1", "c5.metal", cpu=97, memory=62),  # hot CPU
     DemoWorker("cml-east-3", "us-east-1", "m5zn.metal", cpu=55, memory=94),  # hot memory
-    DemoWorker("cml-east-4", "us-east-1", "c5.metal", cpu=1.5, memory=30),  # idle: the autopilot's demo
+    DemoWorker("cml-east-4", "us-east-1", "c5.metal", cpu=1.5, memory=30, network=1_500),  # idle: autopilot demo
     DemoWorker("cml-west-1", "eu-west-1", "c5.metal", cpu=45, memory=51),
     DemoWorker("cml-west-2", "eu-west-1", "c5.metal", cpu=98, memory=96),  # hot both
     DemoWorker("cml-west-3", "eu-west-1", "c5.9xlarge", cpu=20, memory=40),
@@ -61,8 +62,9 @@ def seed_fleet(endpoint: str) -> list[DemoWorker]:
     return seeded
 
 
-def put_datapoints(endpoint: str, fleet: list[DemoWorker], rng: random.Random) -> None:
-    """One CPU and one memory datapoint per worker, timestamped now.
+def put_datapoints(endpoint: str, fleet: list[DemoWorker], rng: random.Random, every: float = 10.0) -> None:
+    """One CPU, one memory and one NetworkIn and NetworkOut datapoint per worker, timestamped now; the network
+    ones count the bytes of the last `every` seconds, as EC2's count those of its datapoint interval.
 
     Memory is written twice, with the InstanceId-only dimension set and with the set the CloudWatch agent
     writes when it appends ImageId and InstanceType, so the collector finds it with either configuration."""
@@ -74,6 +76,7 @@ def put_datapoints(endpoint: str, fleet: list[DemoWorker], rng: random.Random) -
         cw = _client("cloudwatch", region, endpoint)
         cpu, mem = [], []
         for w in workers:
+            cpu += _network(w, every, rng, now)
             iid = [{"Name": "InstanceId", "Value": w.instance_id}]
             full = [*iid, {"Name": "ImageId", "Value": w.image_id}, {"Name": "InstanceType", "Value": w.instance_type}]
             cpu.append({"MetricName": "CPUUtilization", "Dimensions": iid, "Timestamp": now, "Unit": "Percent",
@@ -84,6 +87,14 @@ def put_datapoints(endpoint: str, fleet: list[DemoWorker], rng: random.Random) -
                             "Unit": "Percent", "Value": value})
         cw.put_metric_data(Namespace="AWS/EC2", MetricData=cpu)
         cw.put_metric_data(Namespace="CWAgent", MetricData=mem)
+
+
+def _network(w: DemoWorker, every: float, rng: random.Random, now: datetime) -> list[dict[str, Any]]:
+    """NetworkIn (two thirds) and NetworkOut (one third) datapoints, in bytes over `every` seconds."""
+    total = max(0.0, rng.gauss(w.network, w.network * 0.1)) * every
+    iid = [{"Name": "InstanceId", "Value": w.instance_id}]
+    return [{"MetricName": name, "Dimensions": iid, "Timestamp": now, "Unit": "Bytes", "Value": round(total * part)}
+            for name, part in (("NetworkIn", 2 / 3), ("NetworkOut", 1 / 3))]
 
 
 def _noisy(mean: float, rng: random.Random) -> float:
@@ -104,7 +115,7 @@ def generate_forever(endpoint: str, fleet: list[DemoWorker], every: float) -> No
     rng = random.Random(7)
     while True:
         try:
-            put_datapoints(endpoint, fleet, rng)
+            put_datapoints(endpoint, fleet, rng, every)
         except Exception as exc:  # the simulator must outlive a hiccup
             log.warning("putting demo datapoints failed: %r", exc)
         time.sleep(every)

@@ -30,7 +30,8 @@ from cmlmon_core.cml import ControllerProbe, Credentials, HttpCmlProbe
 def policy(settings: AutopilotSettings) -> AutostopPolicy:
     return AutostopPolicy(mode=settings.autostop_mode, grace_seconds=settings.autostop_grace_seconds,
                           idle=IdlePolicy(cpu_threshold=settings.idle_cpu_threshold,
-                                          idle_for_seconds=settings.idle_for_seconds))
+                                          idle_for_seconds=settings.idle_for_seconds,
+                                          network_threshold=settings.idle_network_threshold))
 
 
 def remediation_policy(settings: AutopilotSettings) -> RemediationPolicy:

@@ -6,6 +6,9 @@ from prometheus_client import Counter, Gauge
 
 CML_REACHABLE = Gauge("autopilot_cml_reachable", "1 when the worker's CML controller answered the last probe",
                       ["worker_id"])
+CML_PROBE_TIME = Gauge("autopilot_cml_probe_timestamp_seconds",
+                       "when this replica last probed the worker's controller (Unix time): replicas share the "
+                       "workers, so the one with the newest probe speaks for a worker", ["worker_id"])
 CML_HEALTHY = Gauge("autopilot_cml_healthy", "1 when the controller's system health is valid", ["worker_id"])
 CML_LICENCE_IN_COMPLIANCE = Gauge("autopilot_cml_licence_in_compliance",
                                   "1 when the controller's licence authorization is IN_COMPLIANCE", ["worker_id"])

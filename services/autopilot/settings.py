@@ -28,6 +28,8 @@ class AutopilotSettings(CommonSettings, AwsSettings, RegistryClientSettings):
     autostop_grace_seconds: float = Field(default=900.0, ge=0, description="warning to stop; activity cancels")
     idle_cpu_threshold: float = Field(default=5.0, gt=0, le=100, description="percent; idle is strictly below")
     idle_for_seconds: float = Field(default=7200.0, gt=0, description="quiet this long to count as idle")
+    idle_network_threshold: float = Field(default=50_000.0, gt=0, description="bytes per second, in + out; "
+                                          "idle is strictly below")
     prices_file: str = Field(default="", description="YAML/JSON mapping instance type -> USD per hour")
 
     offhours_schedule: str = Field(default="", description="e.g. 'Mon-Fri 08:00-19:00 Europe/Berlin'; tag "

@@ -62,6 +62,10 @@ def sample_from_observation(obs: Observation, observed_at: datetime, collector_i
         sample.cpu_utilization = obs.cpu
     if obs.memory is not None:
         sample.memory_utilization = obs.memory
+    if obs.network_in is not None:
+        sample.network_in_bytes_per_second = obs.network_in
+    if obs.network_out is not None:
+        sample.network_out_bytes_per_second = obs.network_out
     return sample
 
 

@@ -24,3 +24,7 @@ def test_every_notifier_rpc_has_a_role() -> None:
 def test_reads_are_for_viewers_and_money_is_for_admins() -> None:
     assert registry_api.ROLES["GetWorkerMetrics"] is Role.VIEWER
     assert registry_api.ROLES["CreateWorker"] is Role.ADMIN and registry_api.ROLES["TerminateWorker"] is Role.ADMIN
+
+
+def test_only_an_operator_writes_a_workers_controller_figures() -> None:
+    assert registry_api.ROLES["SetWorkerController"] is Role.OPERATOR  # the autopilot's role; a viewer only reads

@@ -1,6 +1,6 @@
-"""The registry as the autopilot calls it: GetWorker, StopWorker, StartWorker and RebootWorker over gRPC, with
-the autopilot's own token as `authorization: Bearer` metadata; gRPC errors become RegistryCallFailed (or None
-for NOT_FOUND)."""
+"""The registry as the autopilot calls it: GetWorker, StopWorker, StartWorker, RebootWorker and
+SetWorkerController over gRPC, with the autopilot's own token as `authorization: Bearer` metadata; gRPC errors
+become RegistryCallFailed (or None for NOT_FOUND)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ class RegistryPort(Protocol):
     async def stop_worker(self, worker_id: str) -> worker_pb2.Worker: ...
     async def start_worker(self, worker_id: str) -> worker_pb2.Worker: ...
     async def reboot_worker(self, worker_id: str) -> worker_pb2.Worker: ...
+    async def set_controller(self, worker_id: str, controller: worker_pb2.CmlController) -> worker_pb2.Worker: ...
 
 
 class GrpcRegistry:
@@ -59,4 +60,13 @@ class GrpcRegistry:
                                                   timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:
             raise RegistryCallFailed(f"RebootWorker {worker_id}: {exc.code().name}: {exc.details()}") from exc
+        return reply.worker
+
+    async def set_controller(self, worker_id: str, controller: worker_pb2.CmlController) -> worker_pb2.Worker:
+        try:
+            reply = await self._stub.SetWorkerController(
+                rs.SetWorkerControllerRequest(id=worker_id, controller=controller), metadata=self._metadata,
+                timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise RegistryCallFailed(f"SetWorkerController {worker_id}: {exc.code().name}: {exc.details()}") from exc
         return reply.worker

@@ -82,7 +82,7 @@ def decide(state: PilotState, obs: Observation, *, running: bool, tags: dict[str
     seconds = idle_seconds(new_idle)
     actions: list[Action] = []
     if not state.idle_notified:
-        actions.append(Action("idle", "cpu below threshold and no running lab node", seconds))
+        actions.append(Action("idle", "cpu and network below their thresholds and no running lab node", seconds))
         state = replace(state, idle_notified=True)
     if policy.mode == "off":
         return Decision(state, actions)

@@ -1,7 +1,8 @@
-"""Idle detection as pure functions: a worker is idle when every observation for `idle_for` seconds had CPU
-under the threshold and (where the controller answered) no running lab node. Missing data is not idleness:
-an observation without a CPU reading, or with a controller that did not answer while one is configured, ends
-the idle run, so a new or just-started worker (no data yet) is never idle."""
+"""Idle detection as pure functions: a worker is idle when every observation for `idle_for` seconds had CPU and
+network traffic (in + out) under their thresholds and (where the controller answered) no running lab node.
+Missing data is not idleness: an observation without a CPU or network reading, or with a controller that did
+not answer while one is configured, ends the idle run, so a new or just-started worker (no data yet) is never
+idle."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from datetime import datetime
 class IdlePolicy:
     cpu_threshold: float = 5.0  # percent; idle means strictly below
     idle_for_seconds: float = 7200.0
+    network_threshold: float = 50_000.0  # bytes per second, in + out; idle means strictly below
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +25,7 @@ class Observation:
     cpu: float | None  # None: CloudWatch had no datapoint
     running_nodes: int | None  # None: no controller, or it did not answer
     has_controller: bool = False
+    network: float | None = None  # bytes per second in + out; None: CloudWatch had no datapoint for either
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +37,8 @@ class IdleState:
 def is_quiet(obs: Observation, policy: IdlePolicy) -> bool:
     """True when this observation, on its own, shows nothing going on (and enough data to say so)."""
     if obs.cpu is None or obs.cpu >= policy.cpu_threshold:
+        return False
+    if obs.network is None or obs.network >= policy.network_threshold:
         return False
     if obs.has_controller:
         return obs.running_nodes == 0  # unreachable (None) is not "no lab"

@@ -34,6 +34,7 @@ from cmlmon_core.cml import Controller, ControllerProbe
 log = logging.getLogger(__name__)
 
 CAS_ATTEMPTS = 8
+RECORD_EVERY_SECONDS = 600  # unchanged controller figures are recorded with the worker this often
 _SEVERITY = {"idle": alert_pb2.ALERT_SEVERITY_INFO, "would_stop": alert_pb2.ALERT_SEVERITY_INFO,
              "warned": alert_pb2.ALERT_SEVERITY_WARNING, "stopped": alert_pb2.ALERT_SEVERITY_INFO,
              "stop_failed": alert_pb2.ALERT_SEVERITY_WARNING, "start_failed": alert_pb2.ALERT_SEVERITY_WARNING,
@@ -74,10 +75,11 @@ class Pilot:
         if controller is not None:
             _export(worker.id, controller)
             await self._controller_alerts(worker, controller, sample)
+            await self._record(worker, controller)
         at = sample.observe_time.ToDatetime(tzinfo=UTC) if sample.HasField("observe_time") else datetime.now(UTC)
         obs = Observation(at=at, cpu=sample.cpu_utilization if sample.HasField("cpu_utilization") else None,
                           running_nodes=controller.running_nodes if controller and controller.reachable else None,
-                          has_controller=bool(url))
+                          has_controller=bool(url), network=_network(sample))
         ctx = Context(worker, obs, controller, url)
         tags = dict(worker.tags)
         decision = await self._decide(worker.id, lambda state: decide(state, obs, running=running, tags=tags,
@@ -120,6 +122,18 @@ class Pilot:
                 state=alert_pb2.ALERT_STATE_FIRING if t.state == "firing" else alert_pb2.ALERT_STATE_RESOLVED,
                 summary=f"{worker.name or worker.id}: {t.summary}", start_time=sample.observe_time,
                 transition_id=f"{worker.id}.{t.rule}.{stamp}.{t.state}"))
+
+    async def _record(self, worker: worker_pb2.Worker, c: Controller) -> None:
+        """Have the registry keep the figures with the worker (GetWorker, cmlmon) when they changed or the
+        recorded ones are old; a failure only waits for the next sample."""
+        now = datetime.now(UTC)
+        found = controller_message(c, now)
+        if not needs_recording(worker.controller if worker.HasField("controller") else None, found, now):
+            return
+        try:
+            await self._registry.set_controller(worker.id, found)
+        except RegistryCallFailed as exc:
+            log.warning("controller figures not recorded", extra={"worker_id": worker.id, "error": str(exc)})
 
     def _schedule(self, worker: worker_pb2.Worker) -> Schedule | None:
         text = worker.tags.get(OFFHOURS_TAG) or self._default_schedule
@@ -218,6 +232,40 @@ class Pilot:
         log.info(summary, extra={"worker_id": w.id, "action": action, "mode": self.policy.mode})
 
 
+def controller_message(c: Controller, probed_at: datetime) -> worker_pb2.CmlController:
+    """A probe's figures as the Worker's controller field; unknown figures stay absent."""
+    msg = worker_pb2.CmlController(url=c.url, reachable=c.reachable, error=c.error, version=c.version,
+                                   licence_registration=c.registration, licence_authorization=c.authorization)
+    if c.healthy is not None:
+        msg.healthy = c.healthy
+    if c.labs is not None:
+        msg.labs = c.labs
+    if c.running_nodes is not None:
+        msg.running_nodes = c.running_nodes
+    msg.probe_time.FromDatetime(probed_at)
+    return msg
+
+
+def needs_recording(recorded: worker_pb2.CmlController | None, found: worker_pb2.CmlController,
+                    now: datetime) -> bool:
+    """True when the figures differ from those recorded (probe time aside), or those are RECORD_EVERY old."""
+    if recorded is None:
+        return True
+    if (now - recorded.probe_time.ToDatetime(tzinfo=UTC)).total_seconds() >= RECORD_EVERY_SECONDS:
+        return True
+    same = worker_pb2.CmlController()
+    same.CopyFrom(found)
+    same.probe_time.CopyFrom(recorded.probe_time)
+    return same != recorded
+
+
+def _network(sample: events_pb2.MetricSample) -> float | None:
+    """Bytes per second in + out; None unless CloudWatch had both."""
+    if not (sample.HasField("network_in_bytes_per_second") and sample.HasField("network_out_bytes_per_second")):
+        return None
+    return sample.network_in_bytes_per_second + sample.network_out_bytes_per_second
+
+
 def _summary(w: worker_pb2.Worker, action: str, reason: str, idle_seconds: float, spent: float | None,
              mode: str) -> str:
     money = f", about ${spent:.2f}" if spent is not None else ""
@@ -233,6 +281,7 @@ def _duration(seconds: float) -> str:
 
 
 def _export(worker_id: str, c: Controller) -> None:
+    metrics.CML_PROBE_TIME.labels(worker_id).set_to_current_time()
     metrics.CML_REACHABLE.labels(worker_id).set(1 if c.reachable else 0)
     if not c.reachable:
         return

@@ -13,7 +13,7 @@ T = TypeVar("T")
 
 DESCRIBE_MAX_IDS = 100  # DescribeInstanceStatus: InstanceIds per call
 METRIC_DATA_MAX_QUERIES = 500  # GetMetricData: MetricDataQueries per call
-QUERIES_PER_TARGET = 2  # CPU and memory
+QUERIES_PER_TARGET = 4  # CPU, memory, network in, network out
 
 _INSTANCE_ID = re.compile(r"^i-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 _ID_IN_MESSAGE = re.compile(r"i-[0-9a-zA-Z]+")

@@ -51,10 +51,24 @@ class InstanceState:
 
 
 @dataclass(frozen=True, slots=True)
+class Readings:
+    """What CloudWatch had for one instance: percent for CPU and memory, bytes per second for network traffic;
+    None where it had no datapoint (unknown, not 0)."""
+
+    cpu: float | None = None
+    memory: float | None = None
+    network_in: float | None = None
+    network_out: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Observation:
-    """One poll of one worker: the instance state and, when CloudWatch has them, CPU and memory."""
+    """One poll of one worker: the instance state and, when CloudWatch has them, CPU and memory (percent) and
+    network traffic (bytes per second)."""
 
     target: Target
     state: InstanceState
     cpu: float | None = None
     memory: float | None = None
+    network_in: float | None = None
+    network_out: float | None = None

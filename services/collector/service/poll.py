@@ -10,8 +10,10 @@ from typing import Protocol
 
 from collector.adapters.aws import InstanceStatusPort, MetricDataPort
 from collector.domain import batching, cloudwatch, ec2_status
-from collector.domain.model import InstanceState, Observation, Target
+from collector.domain.model import InstanceState, Observation, Readings, Target
 from collector.errors import InstancesNotFound
+
+NO_READINGS = Readings()
 
 
 class Poller(Protocol):
@@ -42,8 +44,9 @@ class RegionPoller:
         out = []
         for t in targets:
             state = states[t.instance_id]
-            cpu, mem = values.get(t.instance_id, (None, None)) if state.running else (None, None)
-            out.append(Observation(target=t, state=state, cpu=cpu, memory=mem))
+            r = values.get(t.instance_id, NO_READINGS) if state.running else NO_READINGS
+            out.append(Observation(target=t, state=state, cpu=r.cpu, memory=r.memory, network_in=r.network_in,
+                                   network_out=r.network_out))
         return out
 
     async def describe(self, region: str, instance_ids: Sequence[str]) -> dict[str, InstanceState]:
@@ -79,20 +82,24 @@ class RegionPoller:
                     out[iid] = ec2_status.missing(iid)
             return
 
-    async def metrics(self, region: str, targets: Sequence[Target]) -> dict[str, tuple[float | None, float | None]]:
-        """(cpu, memory) per instance id; None where CloudWatch has no datapoint in the window."""
+    async def metrics(self, region: str, targets: Sequence[Target]) -> dict[str, Readings]:
+        """Readings per instance id; None where CloudWatch has no datapoint in the window."""
         periods = [cloudwatch.period_for(t.monitoring) for t in targets]
         win = cloudwatch.window(self._clock(), periods, self._opts)
         plans = batching.metric_plan(targets)
         answers = await asyncio.gather(*(
             self._metrics.get_metric_data(region, cloudwatch.queries(plan, self._opts), win.start, win.end)
             for plan in plans))
-        out: dict[str, tuple[float | None, float | None]] = {}
+        out: dict[str, Readings] = {}
         for plan, results in zip(plans, answers, strict=True):
             newest = cloudwatch.newest_by_query(results)
             for index, t in enumerate(plan):
-                out[t.instance_id] = (newest.get(cloudwatch.cpu_query_id(index)),
-                                      newest.get(cloudwatch.memory_query_id(index)))
+                period = cloudwatch.period_for(t.monitoring)
+                out[t.instance_id] = Readings(
+                    cpu=newest.get(cloudwatch.cpu_query_id(index)),
+                    memory=newest.get(cloudwatch.memory_query_id(index)),
+                    network_in=cloudwatch.per_second(newest.get(cloudwatch.network_in_query_id(index)), period),
+                    network_out=cloudwatch.per_second(newest.get(cloudwatch.network_out_query_id(index)), period))
         return out
 
 

@@ -161,6 +161,19 @@ def apply_sample(worker: worker_pb2.Worker, sample: events_pb2.MetricSample, gra
     return Change(new, event, worker.status, was_requested(worker, new.status))
 
 
+def set_controller(worker: worker_pb2.Worker, controller: worker_pb2.CmlController) -> Change | None:
+    """The worker with what a probe of its controller found, or None when that probe is older than the one
+    recorded (two autopilot replicas) or the worker is terminated. Never a lifecycle event."""
+    if worker.status == TERMINATED:
+        return None
+    if worker.HasField("controller") and _ts(controller.probe_time) < _ts(worker.controller.probe_time):
+        return None
+    new = worker_pb2.Worker()
+    new.CopyFrom(worker)
+    new.controller.CopyFrom(controller)
+    return Change(new)
+
+
 def _copy_optional(new: worker_pb2.Worker, sample: events_pb2.MetricSample, name: str) -> None:
     if sample.HasField(name):
         setattr(new, name, getattr(sample, name))

@@ -130,6 +130,22 @@ def change(worker_id_value: str, etag_value: str) -> None:
     etag(etag_value)
 
 
+MAX_CONTROLLER_TEXT = 2048
+MIN_TIMESTAMP, MAX_TIMESTAMP = -62_135_596_800, 253_402_300_799  # 0001-01-01 .. 9999-12-31, as protobuf allows
+
+
+def set_controller(req: rs.SetWorkerControllerRequest) -> None:
+    worker_id(req.id)
+    c = req.controller
+    if not req.HasField("controller") or not c.HasField("probe_time"):
+        raise InvalidArgument("controller.probe_time", "required")
+    if not (MIN_TIMESTAMP <= c.probe_time.seconds <= MAX_TIMESTAMP and 0 <= c.probe_time.nanos < 1_000_000_000):
+        raise InvalidArgument("controller.probe_time", "not a valid time")
+    for field in ("url", "error", "version", "licence_registration", "licence_authorization"):
+        if len(getattr(c, field)) > MAX_CONTROLLER_TEXT:
+            raise InvalidArgument(f"controller.{field}", f"at most {MAX_CONTROLLER_TEXT} characters")
+
+
 def sanitize_name(value: str, fallback: str) -> str:
     """A valid worker name from an EC2 Name tag (which may hold anything)."""
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", value).strip("-")[:64]

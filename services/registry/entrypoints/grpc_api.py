@@ -50,7 +50,7 @@ SERVICE_NAME = rs.DESCRIPTOR.services_by_name["WorkerRegistryService"].full_name
 ROLES: dict[str, Role] = {
     "GetWorker": Role.VIEWER, "ListWorkers": Role.VIEWER, "WatchWorkers": Role.VIEWER, "GetWorkerMetrics": Role.VIEWER,
     "StartWorker": Role.OPERATOR, "StopWorker": Role.OPERATOR, "RebootWorker": Role.OPERATOR,
-    "ImportWorker": Role.OPERATOR,
+    "ImportWorker": Role.OPERATOR, "SetWorkerController": Role.OPERATOR,
     "CreateWorker": Role.ADMIN, "TerminateWorker": Role.ADMIN,
 }
 
@@ -165,6 +165,9 @@ class WorkerRegistryServicer:
         who = current_principal()
         return rs.RebootWorkerResponse(worker=_audit("RebootWorker", await self._registry.reboot_worker(
             request.id, request.etag, who), who))
+    async def SetWorkerController(self, request: rs.SetWorkerControllerRequest, context: Any
+                                  ) -> rs.SetWorkerControllerResponse:
+        return rs.SetWorkerControllerResponse(worker=await self._registry.set_controller(request))
 
     @rpc
     async def TerminateWorker(self, request: rs.TerminateWorkerRequest, context: Any

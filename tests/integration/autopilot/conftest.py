@@ -26,6 +26,7 @@ from cml.monitor.v1 import events_pb2, worker_pb2
 from cml.monitor.v1 import registry_service_pb2 as rs
 from cmlmon_core import messages, subjects
 from cmlmon_core.topology import METRICS_STREAM
+from cmlmon_dev.aws_proxy import CountingAwsProxy
 from cmlmon_dev.cml_sim import CmlController
 from tests.integration.registry.conftest import RunningRegistry, registry_settings, running_registry
 from tests.support import eventually
@@ -50,6 +51,7 @@ class Fleet:
     ec2: Any
     decisions: Decisions
     store: KvStateStore
+    aws: CountingAwsProxy  # the registry's way to AWS (the test's own ec2 client goes to moto directly)
 
     async def worker(self, tags: dict[str, str]) -> worker_pb2.Worker:
         run = await self.ec2.run_instances(ImageId=AMI, InstanceType="c5.metal", MinCount=1, MaxCount=1)
@@ -59,13 +61,18 @@ class Fleet:
         return reply.worker
 
     async def sample(self, worker: worker_pb2.Worker, minute: float, cpu: float | None = 1.0,
-                     status: int = worker_pb2.WORKER_STATUS_RUNNING, base: datetime = BASE) -> None:
+                     status: int = worker_pb2.WORKER_STATUS_RUNNING, base: datetime = BASE,
+                     network: float | None = 2_000.0) -> None:
+        """Publish a sample as the collector would; network is bytes per second in + out."""
         when = Timestamp()
         when.FromDatetime(base + timedelta(minutes=minute))
         sample = events_pb2.MetricSample(worker_id=worker.id, region=REGION, instance_id=worker.instance_id,
                                          observe_time=when, status=status)  # type: ignore[arg-type]
         if cpu is not None:
             sample.cpu_utilization = cpu
+        if network is not None:
+            sample.network_in_bytes_per_second = network * 0.75
+            sample.network_out_bytes_per_second = network * 0.25
         data, headers = messages.encode(sample, msg_id=uuid.uuid4().hex)
         await self.js.publish(subjects.metric(REGION, worker.id), data, headers=headers)
 
@@ -99,9 +106,10 @@ async def fleet(nats_url: str, aws_endpoint: str, js: JetStreamContext) -> Async
 
     sub = await js.subscribe(subjects.AUTOPILOT_ALL, cb=on_msg, ordered_consumer=True,
                              deliver_policy=DeliverPolicy.NEW)
-    async with (running_registry(registry_settings(nats_url, aws_endpoint)) as registry,
+    async with (CountingAwsProxy(aws_endpoint) as aws,
+                running_registry(registry_settings(nats_url, aws.url)) as registry,
                 aioboto3.Session().client("ec2", region_name=REGION, endpoint_url=aws_endpoint) as ec2):
-        yield Fleet(js, registry, ec2, decisions, await KvStateStore.open(js))
+        yield Fleet(js, registry, ec2, decisions, await KvStateStore.open(js), aws)
     await sub.unsubscribe()
 
 

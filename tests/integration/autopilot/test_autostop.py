@@ -1,6 +1,7 @@
 """Auto-stop end to end: idle -> warn -> stop through the registry (moto stops the instance); a lab start in
-the grace period cancels it; a running lab and the never-tag block it; dry-run stops nothing; two replicas stop
-an idle worker once."""
+the grace period cancels it; a running lab, the never-tag and network traffic block it; dry-run stops nothing;
+two replicas stop an idle worker once. StopInstances calls are counted where the registry meets AWS (a
+counting proxy in front of moto): one in enforce mode, none in dry-run."""
 
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ async def test_idle_worker_is_warned_then_stopped_through_the_registry(
     got = (await fleet.registry.stub.GetWorker(rs.GetWorkerRequest(id=worker.id))).worker
     assert got.requested_status == worker_pb2.WORKER_STATUS_STOPPED
     assert await fleet.ec2_state(worker) in ("stopping", "stopped")
+    assert fleet.aws.made("StopInstances", worker.instance_id) == 1
 
 
 async def test_a_lab_start_in_the_grace_period_cancels_the_stop(
@@ -61,20 +63,21 @@ async def test_a_lab_start_in_the_grace_period_cancels_the_stop(
     assert await fleet.ec2_state(worker) == "running"
 
 
-@pytest.mark.parametrize("blocker", ["running lab", "never tag"])
-async def test_a_running_lab_or_the_never_tag_blocks_the_stop(
+@pytest.mark.parametrize("blocker", ["running lab", "never tag", "network traffic"])
+async def test_a_running_lab_the_never_tag_or_network_traffic_blocks_the_stop(
         blocker: str, fleet: Fleet, cml: CmlController, nats_url: str, js: JetStreamContext) -> None:
     tags = {"cml:url": cml.url}
     if blocker == "running lab":
         cml.add_lab("BOOTED", "STOPPED")
-    else:
+    elif blocker == "never tag":
         tags["cmlmon:autostop"] = "never"
+    network = 400_000.0 if blocker == "network traffic" else 2_000.0  # bytes per second; CPU stays at 1 %
     worker = await fleet.worker(tags)
     async with running_autopilots(js, autopilot_settings(nats_url, fleet.registry, durable())):
         for minute in range(0, 30):
-            await fleet.sample(worker, minute)
+            await fleet.sample(worker, minute, network=network)
         await fleet.handled(worker, 29)
-    expected = [] if blocker == "running lab" else ["idle", "skipped"]
+    expected = ["idle", "skipped"] if blocker == "never tag" else []
     assert fleet.decisions.actions(worker.id) == expected
     assert await fleet.ec2_state(worker) == "running"
 
@@ -87,6 +90,10 @@ async def test_dry_run_says_what_it_would_do_and_stops_nothing(
         for minute in range(0, 30):
             await fleet.sample(worker, minute)
         await fleet.handled(worker, 29)
+    # Samples of a worker are handled in order, so every action of the would_stop sample was done before the
+    # last sample was: the AWS calls the registry made are all counted by now.
+    assert fleet.aws.made("DescribeInstances", worker.instance_id) >= 1  # the proxy does see the registry's calls
+    assert fleet.aws.made("StopInstances", worker.instance_id) == 0
     assert fleet.decisions.actions(worker.id) == ["idle", "would_stop"]
     got = (await fleet.registry.stub.GetWorker(rs.GetWorkerRequest(id=worker.id))).worker
     assert got.requested_status == worker_pb2.WORKER_STATUS_UNSPECIFIED

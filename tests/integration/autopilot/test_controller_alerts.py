@@ -1,5 +1,6 @@
 """An unhealthy controller and a licence out of compliance become alerts on CML_ALERTS (which the notifier's
-sinks deliver), once each, and resolve when the controller is fine again."""
+sinks deliver), once each, and resolve when the controller is fine again; the registry's GetWorker shows the
+figures of the latest probe."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 
 from cml.monitor.v1 import alert_pb2
+from cml.monitor.v1 import registry_service_pb2 as rs
 from cmlmon_core import messages
 from cmlmon_dev.cml_sim import CmlController
 from tests.integration.autopilot.conftest import Fleet, autopilot_settings, running_autopilots
@@ -37,14 +39,22 @@ async def test_unhealthy_controller_and_noncompliant_licence_alert_once_and_reso
                                                              f"autopilot-{uuid.uuid4().hex[:8]}")):
             for minute in range(0, 3):
                 await fleet.sample(worker, minute, cpu=50.0)
-            await fleet.handled(worker, 2)
+            await fleet.handled(worker, 2)  # figures are recorded before the sample's state is written
+            sick = (await fleet.registry.stub.GetWorker(rs.GetWorkerRequest(id=worker.id))).worker.controller
             await eventually(lambda: len(seen) >= 2, timeout=15)
             cml.healthy, cml.authorization = True, "IN_COMPLIANCE"
+            cml.add_lab("BOOTED", "STOPPED")
             for minute in range(3, 6):
                 await fleet.sample(worker, minute, cpu=50.0)
             await fleet.handled(worker, 5)
+            well = (await fleet.registry.stub.GetWorker(rs.GetWorkerRequest(id=worker.id))).worker.controller
             await eventually(lambda: len(seen) >= 4, timeout=15)
     finally:
         await sub.unsubscribe()
     assert sorted(seen) == sorted([("cml_unhealthy", firing), ("cml_licence_noncompliant", firing),
                                    ("cml_unhealthy", resolved), ("cml_licence_noncompliant", resolved)])
+    assert (sick.url, sick.reachable, sick.version) == (cml.url, True, cml.version)
+    assert (sick.healthy, sick.licence_authorization, sick.labs, sick.running_nodes) == (
+        False, "OUT_OF_COMPLIANCE", 0, 0)
+    assert (well.healthy, well.licence_authorization, well.labs, well.running_nodes) == (True, "IN_COMPLIANCE", 1, 1)
+    assert well.probe_time.ToDatetime() > sick.probe_time.ToDatetime()

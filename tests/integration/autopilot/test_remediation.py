@@ -90,7 +90,7 @@ async def healing(nats_url: str, aws_endpoint: str, js: JetStreamContext) -> Asy
     async with (CountingAwsProxy(aws_endpoint) as aws,
                 running_registry(registry_settings(nats_url, aws.url)) as registry,
                 aioboto3.Session().client("ec2", region_name=REGION, endpoint_url=aws_endpoint) as ec2):
-        yield Healing(Fleet(js, registry, ec2, decisions, await KvStateStore.open(js)), aws, alerts)
+        yield Healing(Fleet(js, registry, ec2, decisions, await KvStateStore.open(js), aws), aws, alerts)
     for sub in subs:
         await sub.unsubscribe()
 

@@ -47,6 +47,9 @@ class Registry:
     async def stop_worker(self, worker_id: str) -> worker_pb2.Worker:
         raise AssertionError("nothing stops here")
 
+    async def set_controller(self, worker_id: str, controller: worker_pb2.CmlController) -> worker_pb2.Worker:
+        raise AssertionError("the worker has no controller")
+
     async def start_worker(self, worker_id: str) -> worker_pb2.Worker:
         raise AssertionError("nothing starts here")
 

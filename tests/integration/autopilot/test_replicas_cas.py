@@ -41,6 +41,8 @@ class CountingRegistry:
 
     async def reboot_worker(self, worker_id: str) -> worker_pb2.Worker:
         raise AssertionError("nothing reboots here")
+    async def set_controller(self, worker_id: str, controller: worker_pb2.CmlController) -> worker_pb2.Worker:
+        raise AssertionError("the worker has no controller")
 
 
 class NoController:
@@ -92,6 +94,7 @@ async def test_two_replicas_deciding_at_once_stop_once(js: JetStreamContext) -> 
     when = Timestamp()
     when.FromDatetime(NOW)
     sample = events_pb2.MetricSample(worker_id=worker.id, observe_time=when, cpu_utilization=0.5,
+                                     network_in_bytes_per_second=900.0, network_out_bytes_per_second=100.0,
                                      status=worker_pb2.WORKER_STATUS_RUNNING)
     await asyncio.gather(*(r.handle_sample(sample) for r in replicas))
     assert registry.stops == [worker.id]

@@ -85,13 +85,19 @@ def launch(endpoint: str, region: str, count: int = 1) -> list[str]:
 
 
 def put_metrics(endpoint: str, region: str, instance_id: str, cpu: float | None, memory: float | None,
-                at: datetime | None = None) -> None:
+                at: datetime | None = None, network_bytes: tuple[float, float] | None = None) -> None:
+    """Datapoints as EC2 and the CloudWatch agent write them; network_bytes: (NetworkIn, NetworkOut) bytes of one
+    datapoint interval."""
     cw = cloudwatch_client(endpoint, region)
     when = at or datetime.now(UTC)
     dims = [{"Name": "InstanceId", "Value": instance_id}]
     if cpu is not None:
         cw.put_metric_data(Namespace="AWS/EC2", MetricData=[
             {"MetricName": "CPUUtilization", "Dimensions": dims, "Timestamp": when, "Value": cpu, "Unit": "Percent"}])
+    if network_bytes is not None:
+        cw.put_metric_data(Namespace="AWS/EC2", MetricData=[
+            {"MetricName": name, "Dimensions": dims, "Timestamp": when, "Value": value, "Unit": "Bytes"}
+            for name, value in zip(("NetworkIn", "NetworkOut"), network_bytes, strict=True)])
     if memory is not None:
         cw.put_metric_data(Namespace="CWAgent", MetricData=[
             {"MetricName": "mem_used_percent", "Dimensions": dims, "Timestamp": when, "Value": memory,

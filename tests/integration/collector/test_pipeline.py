@@ -23,10 +23,10 @@ from tests.integration.collector.conftest import (
 REGION = "us-east-1"
 
 
-async def test_created_worker_is_scheduled_and_sampled_with_cpu_and_memory(
+async def test_created_worker_is_scheduled_and_sampled_with_cpu_memory_and_network(
         js: JetStreamContext, aws_endpoint: str, collector: RunningCollector, watch: SampleWatch, uid: str) -> None:
     (instance_id,) = launch(aws_endpoint, REGION)
-    put_metrics(aws_endpoint, REGION, instance_id, cpu=93.5, memory=41.0)
+    put_metrics(aws_endpoint, REGION, instance_id, cpu=93.5, memory=41.0, network_bytes=(600_000, 30_000))
     w = worker(uid, REGION, instance_id, monitoring_mode=worker_pb2.MONITORING_MODE_DETAILED)
     before = datetime.now(UTC) - timedelta(seconds=1)
     await publish_event(js, w, "created")
@@ -34,6 +34,8 @@ async def test_created_worker_is_scheduled_and_sampled_with_cpu_and_memory(
         sample = await watch.wait_for(lambda s: s.worker_id == w.id and s.HasField("cpu_utilization"))
         assert sample.cpu_utilization == 93.5
         assert sample.memory_utilization == 41.0
+        # detailed monitoring: a 60 s period, so the one datapoint's bytes / 60
+        assert (sample.network_in_bytes_per_second, sample.network_out_bytes_per_second) == (10_000, 500)
         assert sample.instance_id == instance_id and sample.region == REGION
         assert sample.status == worker_pb2.WORKER_STATUS_RUNNING and sample.ec2_state == "running"
         assert sample.collector_id == "test-collector"

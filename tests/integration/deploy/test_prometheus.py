@@ -54,7 +54,8 @@ def test_every_alert_has_a_test_that_makes_it_fire() -> None:
     assert alerts() - quiet == set(), "alerts no test shows quiet"
     assert alerts() >= {"CmlmonNoCollector", "CmlmonRegistryDown", "CmlmonNotifierDown", "CmlmonPollLagAboveInterval",
                         "CmlmonAwsThrottled", "CmlmonAwsErrors", "CmlmonConsumerBacklogGrowing",
-                        "CmlmonSinkDeliveriesFailing", "CmlmonDeadLetters"}
+                        "CmlmonSinkDeliveriesFailing", "CmlmonDeadLetters", "CmlControllerUnhealthy",
+                        "CmlLicenceOutOfCompliance"}
 
 
 @needs_promtool

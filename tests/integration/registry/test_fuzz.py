@@ -53,6 +53,8 @@ def scalar(field: FieldDescriptor) -> st.SearchStrategy[Any]:
             "seconds": st.one_of(st.sampled_from([0, 1, 60, 1_700_000_000, -1, 253_402_300_800]),
                                  st.integers(-(2**63), 2**63 - 1)),
             "nanos": st.one_of(st.sampled_from([0, 1, 999_999_999, -1]), st.integers(-(2**31), 2**31 - 1))})
+    if t == FieldDescriptor.TYPE_MESSAGE and field.message_type is not None:
+        return request_of(field.message_type)  # a nested message (SetWorkerControllerRequest.controller)
     raise AssertionError(f"no strategy for {field.full_name}")
 
 

@@ -58,7 +58,8 @@ def test_reflection_alone_is_enough_to_use_every_rpc(channel: grpc.Channel, uid:
     assert "grpc.reflection.v1alpha.ServerReflection" in services
     methods = {m.name for m in client.pool.FindServiceByName(SERVICE).methods}
     assert methods == {"CreateWorker", "ImportWorker", "GetWorker", "ListWorkers", "StartWorker", "StopWorker",
-                       "RebootWorker", "TerminateWorker", "WatchWorkers", "GetWorkerMetrics"}
+                       "RebootWorker", "TerminateWorker", "WatchWorkers", "GetWorkerMetrics",
+                       "SetWorkerController"}
     worker_fields = {f.name for f in client.pool.FindMessageTypeByName("cml.monitor.v1.Worker").fields}
     assert {"id", "name", "region", "instance_id", "status", "etag"} <= worker_fields
 

@@ -9,7 +9,8 @@ from autopilot.domain.autostop import AutostopPolicy, Decision, Mode, PilotState
 from autopilot.domain.idle import IdlePolicy, Observation
 
 T0 = datetime(2026, 12, 5, 10, 0, tzinfo=UTC)
-IDLE = IdlePolicy(cpu_threshold=5.0, idle_for_seconds=600)
+IDLE = IdlePolicy(cpu_threshold=5.0, idle_for_seconds=600, network_threshold=50_000)
+NET = 2_000.0  # bytes per second: quiet
 
 
 def policy(mode: Mode) -> AutostopPolicy:
@@ -17,7 +18,7 @@ def policy(mode: Mode) -> AutostopPolicy:
 
 
 def quiet(minute: float) -> Observation:
-    return Observation(T0 + timedelta(minutes=minute), 1.0, 0, True)
+    return Observation(T0 + timedelta(minutes=minute), 1.0, 0, True, NET)
 
 
 def play(mode: Mode, observations: list[tuple[Observation, bool]], tags: dict[str, str] | None = None,
@@ -55,20 +56,21 @@ def test_enforce_warns_then_stops_once_after_the_grace_period() -> None:
 
 
 def test_a_lab_start_in_the_grace_period_cancels_the_stop() -> None:
-    lab = (Observation(T0 + timedelta(minutes=12), 1.0, 3, True), True)
+    lab = (Observation(T0 + timedelta(minutes=12), 1.0, 3, True, NET), True)
     _, actions, _ = play("enforce", [*quiet_run(11), lab, *[(quiet(m), True) for m in range(13, 20)]])
     assert actions == [(10, "idle"), (10, "warned"), (12, "cancelled"), (12, "busy")]
 
 
-def test_a_cpu_rise_or_an_unreachable_controller_cancels_too() -> None:
-    for busy in (Observation(T0 + timedelta(minutes=12), 40.0, 0, True),
-                 Observation(T0 + timedelta(minutes=12), 1.0, None, True)):
+def test_a_cpu_or_network_rise_or_an_unreachable_controller_cancels_too() -> None:
+    for busy in (Observation(T0 + timedelta(minutes=12), 40.0, 0, True, NET),
+                 Observation(T0 + timedelta(minutes=12), 1.0, 0, True, 800_000.0),
+                 Observation(T0 + timedelta(minutes=12), 1.0, None, True, NET)):
         _, actions, _ = play("enforce", [*quiet_run(11), (busy, True), (quiet(16), True)])
         assert actions == [(10, "idle"), (10, "warned"), (12, "cancelled"), (12, "busy")]
 
 
 def test_a_running_lab_node_blocks_every_mode() -> None:
-    busy = [(Observation(T0 + timedelta(minutes=m), 0.5, 1, True), True) for m in range(0, 120)]
+    busy = [(Observation(T0 + timedelta(minutes=m), 0.5, 1, True, NET), True) for m in range(0, 120)]
     for mode in ("off", "dry-run", "enforce"):
         _, actions, _ = play(mode, busy)  # type: ignore[arg-type]
         assert actions == []
@@ -81,7 +83,7 @@ def test_never_tag_is_respected() -> None:
 
 def test_stopped_time_is_counted_while_stopped_and_ends_when_started_again() -> None:
     state, _, _ = play("enforce", quiet_run(15))
-    stopped_obs = [(Observation(T0 + timedelta(minutes=m), None, None, True), False) for m in (20, 30, 90)]
+    stopped_obs = [(Observation(T0 + timedelta(minutes=m), None, None, True, NET), False) for m in (20, 30, 90)]
     state, actions, seconds = play("enforce", stopped_obs, state=state)
     assert actions == [] and seconds == 70 * 60  # from the first stopped observation on
     state, _, seconds = play("enforce", [(quiet(100), True)], state=state)
@@ -89,7 +91,7 @@ def test_stopped_time_is_counted_while_stopped_and_ends_when_started_again() -> 
 
 
 def test_a_worker_stopped_by_someone_else_counts_nothing() -> None:
-    _, _, seconds = play("enforce", [(Observation(T0 + timedelta(minutes=m), None, None, True), False)
+    _, _, seconds = play("enforce", [(Observation(T0 + timedelta(minutes=m), None, None, True, NET), False)
                                      for m in range(0, 60, 10)])
     assert seconds == 0
 
@@ -99,17 +101,17 @@ def test_schedule_stops_once_per_change_and_waits_for_labs() -> None:
     from autopilot.domain.offhours import parse
     schedule = parse("Mon-Fri 08:00-19:00 UTC")
     closing = datetime(2026, 12, 2, 19, 0, tzinfo=UTC)
-    lab = Observation(closing + timedelta(minutes=1), 2.0, 1, True)
+    lab = Observation(closing + timedelta(minutes=1), 2.0, 1, True, NET)
     d = follow_schedule(PilotState(), schedule, lab, running=True, mode="enforce")
     assert [a.kind for a in d.actions] == ["schedule_waiting"] and d.state.schedule_handled is None
     d = follow_schedule(d.state, schedule, lab, running=True, mode="enforce")
     assert d.actions == []  # said once
-    free = Observation(closing + timedelta(minutes=2), 2.0, 0, True)
+    free = Observation(closing + timedelta(minutes=2), 2.0, 0, True, NET)
     d = follow_schedule(d.state, schedule, free, running=True, mode="enforce")
     assert [a.kind for a in d.actions] == ["scheduled_stop"] and d.state.schedule_handled == closing
     assert d.state.stop_requested_at == free.at
     # started again by hand: left alone until the next scheduled change
-    later = Observation(closing + timedelta(hours=2), 30.0, 3, True)
+    later = Observation(closing + timedelta(hours=2), 30.0, 3, True, NET)
     assert follow_schedule(d.state, schedule, later, running=True, mode="enforce").actions == []
     assert follow_schedule(PilotState(), schedule, free, running=True, mode="off").actions == []
     dry = follow_schedule(PilotState(), schedule, free, running=True, mode="dry-run")
@@ -117,7 +119,7 @@ def test_schedule_stops_once_per_change_and_waits_for_labs() -> None:
 
 
 def test_the_idle_notice_is_resolved_when_the_worker_is_busy_again() -> None:
-    busy = (Observation(T0 + timedelta(minutes=20), 60.0, 0, True), True)
+    busy = (Observation(T0 + timedelta(minutes=20), 60.0, 0, True, NET), True)
     _, actions, _ = play("off", [*quiet_run(15), busy, (quiet(21), True)])
     assert actions == [(10, "idle"), (20, "busy")]
 

@@ -16,7 +16,7 @@ SECRET = "s3cr3t-value-never-shown"
 def test_defaults_are_safe() -> None:
     s = AutopilotSettings()
     assert s.autostop_mode == "off" and s.cml_tls_verify and s.cml_verify() is True
-    assert (s.idle_cpu_threshold, s.idle_for_seconds) == (5.0, 7200.0)
+    assert (s.idle_cpu_threshold, s.idle_for_seconds, s.idle_network_threshold) == (5.0, 7200.0, 50_000.0)
 
 
 def test_secrets_are_read_from_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -35,6 +35,7 @@ def test_secrets_are_read_from_files(tmp_path: Path, monkeypatch: pytest.MonkeyP
     ({"AUTOSTOP_MODE": "always"}, "AUTOSTOP_MODE"),
     ({"OFFHOURS_SCHEDULE": "Mon-Fri 08:00-19:00 Mars/Olympus"}, "OFFHOURS_SCHEDULE"),
     ({"IDLE_CPU_THRESHOLD": "0"}, "IDLE_CPU_THRESHOLD"),
+    ({"IDLE_NETWORK_THRESHOLD": "-1"}, "IDLE_NETWORK_THRESHOLD"),
     ({"REGISTRY_TOKEN_FILE": "/nonexistent/token"}, "REGISTRY_TOKEN_FILE"),
     ({"CML_PASSWORD_FILE": "/nonexistent/password"}, "CML_PASSWORD_FILE"),
     ({"CML_PASSWORD_FILE": "/dev/null", "CML_PASSWORD": SECRET}, "CML_PASSWORD_FILE"),

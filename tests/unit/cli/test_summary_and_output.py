@@ -11,6 +11,7 @@ from cml.monitor.v1 import alert_pb2, worker_pb2
 from cml.monitor.v1 import registry_service_pb2 as rs
 from cmlmon_cli.output import Column, Format, build_table, console, print_messages, to_dict
 from cmlmon_cli.summary import staleness, summarize
+from cmlmon_cli.views import controller_summary, worker_columns
 
 NOW = 1_700_000_000
 
@@ -86,3 +87,25 @@ def test_narrow_table_drops_low_priority_columns_and_wide_adds_its_own() -> None
     with out.capture() as captured:
         out.print(build_table(columns, rows, Format.table, None))
     assert "[red]x" in captured.get(), "cells are data, never rich markup"
+
+
+def test_the_controller_cell_says_what_the_last_probe_found() -> None:
+    w = worker("w")
+    assert controller_summary(w) == "-"  # no controller, or never probed
+    w.controller.CopyFrom(worker_pb2.CmlController(reachable=False, error="ConnectError"))
+    assert controller_summary(w) == "unreachable"
+    w.controller.CopyFrom(worker_pb2.CmlController(reachable=True, version="2.8.1", healthy=False, labs=2,
+                                                   running_nodes=0, licence_authorization="OUT_OF_COMPLIANCE"))
+    assert controller_summary(w) == "2.8.1 unhealthy, licence OUT_OF_COMPLIANCE, 2 labs, 0 nodes running"
+    w.controller.ClearField("healthy")
+    w.controller.ClearField("labs")
+    assert controller_summary(w) == "2.8.1 health ?, licence OUT_OF_COMPLIANCE, labs ?, 0 nodes running"
+
+
+def test_one_worker_shows_its_controller_and_a_list_only_wide() -> None:
+    def headers(columns: list[Column], fmt: Format) -> list[str]:
+        return [str(c.header) for c in build_table(columns, [worker("w")], fmt, None).columns]
+
+    assert "CML" in headers(worker_columns(controller_in_table=True), Format.table)
+    assert "CML" not in headers(worker_columns(), Format.table)
+    assert "CML" in headers(worker_columns(), Format.wide)

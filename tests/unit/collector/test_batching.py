@@ -28,7 +28,7 @@ def test_metric_plan_respects_the_500_query_limit(n: int) -> None:
 def test_thousand_running_workers_in_one_region_cost_at_most_20_calls() -> None:
     targets = [Target(worker_id=f"w{i}", region="us-east-1", instance_id=f"i-{i:08x}") for i in range(1000)]
     calls = len(batching.describe_plan([t.instance_id for t in targets])) + len(batching.metric_plan(targets))
-    assert calls == 14
+    assert calls == 18  # 10 DescribeInstanceStatus + 4000 queries in 8 GetMetricData
 
 
 def test_chunks_refuses_non_positive_size() -> None:

@@ -59,12 +59,17 @@ def test_newest_is_the_value_at_the_max_timestamp(points: list[tuple[int, float]
     assert cloudwatch.newest(stamps, [v for _, v in points]) == expected
 
 
-def test_queries_name_cpu_and_memory_with_the_configured_dimension_set() -> None:
+def test_queries_name_cpu_memory_and_network_with_the_configured_dimension_set() -> None:
     t = Target(worker_id="w", region="us-east-1", instance_id="i-12345678", monitoring=Monitoring.DETAILED,
                instance_type="c5.metal", image_id="ami-12345678")
     opts = cloudwatch.MetricOptions(memory_dimensions=("InstanceId", "ImageId", "InstanceType"))
-    cpu, mem = cloudwatch.queries([t], opts)
+    cpu, mem, net_in, net_out = cloudwatch.queries([t], opts)
     assert cpu["Id"] == "cpu0" and mem["Id"] == "mem0"
+    assert (net_in["Id"], net_out["Id"]) == ("netin0", "netout0")
+    for q, name in ((net_in, "NetworkIn"), (net_out, "NetworkOut")):
+        assert q["MetricStat"]["Metric"] == {"Namespace": "AWS/EC2", "MetricName": name,
+                                             "Dimensions": [{"Name": "InstanceId", "Value": "i-12345678"}]}
+        assert q["MetricStat"]["Stat"] == "Sum" and q["MetricStat"]["Period"] == 60
     assert cpu["MetricStat"]["Metric"] == {"Namespace": "AWS/EC2", "MetricName": "CPUUtilization",
                                            "Dimensions": [{"Name": "InstanceId", "Value": "i-12345678"}]}
     assert cpu["MetricStat"]["Period"] == 60 and mem["MetricStat"]["Period"] == 60

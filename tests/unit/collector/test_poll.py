@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from cml.monitor.v1 import worker_pb2 as W
 from collector.domain.cloudwatch import MetricOptions
-from collector.domain.model import Target
+from collector.domain.model import Monitoring, Target
 from collector.errors import AwsError
 from collector.service.poll import RegionPoller
 from tests.unit.collector.fakes import FakeEc2, FakeMetrics
@@ -27,16 +28,16 @@ def poller(ec2: FakeEc2, metrics: FakeMetrics | None = None) -> RegionPoller:
     return RegionPoller(ec2, metrics or FakeMetrics(), OPTS, clock=lambda: NOW)
 
 
-async def test_thousand_running_workers_cost_14_calls_and_get_their_own_values() -> None:
+async def test_thousand_running_workers_cost_18_calls_and_get_their_own_values() -> None:
     ts = targets(1000)
     data = {("AWS/EC2", "CPUUtilization", t.instance_id): [(NOW - timedelta(minutes=5), float(i % 100))]
             for i, t in enumerate(ts)}
     ec2, cw = FakeEc2({t.instance_id: "running" for t in ts}), FakeMetrics(data)
     out = await poller(ec2, cw).poll("us-east-1", ts)
-    assert len(ec2.calls) + len(cw.calls) == 14  # 10 DescribeInstanceStatus + 4 GetMetricData
+    assert len(ec2.calls) + len(cw.calls) == 18  # 10 DescribeInstanceStatus + 8 GetMetricData
     assert [o.target for o in out] == ts
     assert all(o.cpu == float(i % 100) for i, o in enumerate(out))
-    assert all(o.memory is None for o in out)  # no memory data: unknown, not 0
+    assert all(o.memory is None and o.network_in is None for o in out)  # no data: unknown, not 0
 
 
 async def test_cloudwatch_is_not_asked_about_instances_that_are_not_running() -> None:
@@ -89,13 +90,28 @@ async def test_newest_datapoint_in_the_window_is_used() -> None:
     assert end == NOW - timedelta(seconds=60)
 
 
+async def test_network_traffic_is_the_newest_period_sum_in_bytes_per_second() -> None:
+    basic, detailed = targets(2)
+    detailed = replace(detailed, monitoring=Monitoring.DETAILED)
+    cw = FakeMetrics({("AWS/EC2", "NetworkIn", basic.instance_id): [(NOW - timedelta(minutes=7), 600_000.0),
+                                                                   (NOW - timedelta(minutes=2), 3_000.0)],
+                      ("AWS/EC2", "NetworkOut", basic.instance_id): [(NOW - timedelta(minutes=2), 1_500.0)],
+                      ("AWS/EC2", "NetworkIn", detailed.instance_id): [(NOW - timedelta(minutes=2), 6_000.0)]})
+    ec2 = FakeEc2({basic.instance_id: "running", detailed.instance_id: "running"})
+    out = await poller(ec2, cw).poll("us-east-1", [basic, detailed])
+    assert (out[0].network_in, out[0].network_out) == (10.0, 5.0)  # 300 s periods
+    assert (out[1].network_in, out[1].network_out) == (100.0, None)  # a 60 s period; no NetworkOut: unknown
+    stats = {q["MetricStat"]["Metric"]["MetricName"]: q["MetricStat"]["Stat"] for q in cw.calls[0]}
+    assert stats["NetworkIn"] == stats["NetworkOut"] == "Sum"
+
+
 async def test_duplicate_targets_of_one_instance_are_asked_once() -> None:
     t = targets(1)[0]
     ec2, cw = FakeEc2({t.instance_id: "running"}), FakeMetrics()
     out = await poller(ec2, cw).poll("us-east-1", [t, t])
     assert len(out) == 2
     assert ec2.calls == [[t.instance_id]]
-    assert len(cw.calls[0]) == 2
+    assert len(cw.calls[0]) == 4
 
 
 async def test_a_failing_region_raises_for_the_caller_to_nak() -> None:

@@ -52,7 +52,7 @@ def test_sample_carries_every_field_and_leaves_unknown_metrics_absent() -> None:
     state = InstanceState("i-12345678", worker_pb2.WORKER_STATUS_RUNNING, "running", worker_pb2.STATUS_CHECK_OK,
                           worker_pb2.STATUS_CHECK_IMPAIRED)
     at = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
-    s = sample_from_observation(Observation(t, state, cpu=12.5, memory=None), at, "replica-a")
+    s = sample_from_observation(Observation(t, state, cpu=12.5, memory=None, network_in=0.0), at, "replica-a")
     assert (s.worker_id, s.region, s.instance_id, s.collector_id) == ("w-1", "eu-west-1", "i-12345678", "replica-a")
     assert s.observe_time.ToDatetime(tzinfo=UTC) == at
     assert s.status == worker_pb2.WORKER_STATUS_RUNNING and s.ec2_state == "running"
@@ -61,6 +61,8 @@ def test_sample_carries_every_field_and_leaves_unknown_metrics_absent() -> None:
     assert s.monitoring_mode == worker_pb2.MONITORING_MODE_BASIC and s.poll_interval_seconds == 60
     assert s.HasField("cpu_utilization") and s.cpu_utilization == 12.5
     assert not s.HasField("memory_utilization")
+    assert s.HasField("network_in_bytes_per_second") and s.network_in_bytes_per_second == 0.0  # 0 is data
+    assert not s.HasField("network_out_bytes_per_second")
     assert not s.instance_missing
 
 

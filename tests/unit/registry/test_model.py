@@ -131,3 +131,20 @@ def test_ec2s_reason_is_asked_for_when_a_worker_leaves_the_way_it_was_asked_for(
     assert later is not None and later.worker.state_reason == change.worker.state_reason  # no change: kept
     back = model.apply_sample(later.worker, sample(30, W.WORKER_STATUS_PENDING), 300)
     assert back is not None and back.worker.state_reason == ""  # a later change without a reason clears it
+
+
+def probe(at: int, healthy: bool = True, running_nodes: int = 0) -> W.CmlController:
+    c = W.CmlController(url="https://10.0.1.23", reachable=True, version="2.8.0", healthy=healthy,
+                        licence_registration="COMPLETED", licence_authorization="IN_COMPLIANCE", labs=1,
+                        running_nodes=running_nodes)
+    c.probe_time.seconds = at
+    return c
+
+
+def test_a_controller_probe_is_recorded_and_an_older_one_changes_nothing() -> None:
+    first = model.set_controller(worker(), probe(100))
+    assert first is not None and not first.has_event and first.worker.controller == probe(100)
+    newer = model.set_controller(first.worker, probe(200, healthy=False))
+    assert newer is not None and newer.worker.controller.healthy is False
+    assert model.set_controller(newer.worker, probe(150, running_nodes=3)) is None  # late, from another replica
+    assert model.set_controller(worker(W.WORKER_STATUS_TERMINATED), probe(300)) is None

@@ -107,3 +107,23 @@ def test_page_tokens_round_trip_and_refuse_forgery_and_other_filters() -> None:
         tokens.read(token, rs.ListWorkersRequest(region="eu-west-1"))
     with pytest.raises(InvalidArgument):
         PageTokens(b"other-key").read(token, request)
+
+
+@pytest.mark.parametrize(("seconds", "nanos", "text", "field"), [
+    (None, 0, "", "controller.probe_time"),  # no probe time
+    (253_402_300_800, 0, "", "controller.probe_time"),  # after 9999-12-31
+    (1_700_000_000, -1, "", "controller.probe_time"),
+    (1_700_000_000, 0, "x" * 2049, "controller.version"),
+])
+def test_a_controller_report_needs_a_valid_probe_time_and_bounded_text(
+        seconds: int | None, nanos: int, text: str, field: str) -> None:
+    req = rs.SetWorkerControllerRequest(id="w-1", controller=worker_pb2.CmlController(version=text))
+    if seconds is not None:
+        req.controller.probe_time.seconds = seconds
+        req.controller.probe_time.nanos = nanos
+    with pytest.raises(InvalidArgument) as info:
+        validation.set_controller(req)
+    assert info.value.field == field
+    ok = rs.SetWorkerControllerRequest(id="w-1", controller=worker_pb2.CmlController(reachable=False))
+    ok.controller.probe_time.seconds = 1_700_000_000
+    validation.set_controller(ok)
