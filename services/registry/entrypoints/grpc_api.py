@@ -165,6 +165,8 @@ class WorkerRegistryServicer:
         who = current_principal()
         return rs.RebootWorkerResponse(worker=_audit("RebootWorker", await self._registry.reboot_worker(
             request.id, request.etag, who), who))
+
+    @rpc
     async def SetWorkerController(self, request: rs.SetWorkerControllerRequest, context: Any
                                   ) -> rs.SetWorkerControllerResponse:
         return rs.SetWorkerControllerResponse(worker=await self._registry.set_controller(request))

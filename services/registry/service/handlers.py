@@ -226,6 +226,7 @@ class Registry:
             raise FailedPrecondition(f"worker {worker_id} is not running: only a running instance is rebooted")
         await self.ec2.reboot(stored.worker.region, stored.worker.instance_id)
         return stored.worker
+
     async def set_controller(self, req: registry_service_pb2.SetWorkerControllerRequest) -> worker_pb2.Worker:
         validation.set_controller(req)
         return await self.mutate(req.id, lambda w: model.set_controller(w, req.controller))

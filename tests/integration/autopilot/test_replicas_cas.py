@@ -41,6 +41,7 @@ class CountingRegistry:
 
     async def reboot_worker(self, worker_id: str) -> worker_pb2.Worker:
         raise AssertionError("nothing reboots here")
+
     async def set_controller(self, worker_id: str, controller: worker_pb2.CmlController) -> worker_pb2.Worker:
         raise AssertionError("the worker has no controller")
 
