@@ -392,7 +392,8 @@ def replicas_main() -> None:
                       "max_ratio_to_ideal": max(r["ratio_to_ideal"] for r in results),
                       "max_ratio_per_poll_to_ideal": max(r["ratio_per_poll_to_ideal"] for r in results),
                       "targets_met": {
-                          "ratio_le_1_1": all(r["ratio_to_ideal"] <= 1.1 for r in results),
+                          "ratio_le_1_1": all(max(r["ratio_to_ideal"], r["ratio_per_poll_to_ideal"]) <= 1.1
+                                              for r in results),
                           # issue 14: an interval's ticks drained in <= 10 s, <= 300 MB per replica (100,000 workers)
                           "every_interval_whole_and_drained_le_10s": all(
                               r["drain_seconds"] and max(r["drain_seconds"]) <= 10
