@@ -321,12 +321,14 @@ async def replicas_run(count: int, n: int, nats_url: str, nats_pid: int, aws_url
             await wait_phase(INTERVAL - 2.0)  # polls of an interval are done 2 s before the next ticks
         before = aws_stats(aws_url)
         nats_cpu0, window0, counted_from = cpu_seconds(nats_pid), time.monotonic(), time.time()
+        replica_cpu0 = [cpu_seconds(p.pid) for p in procs]
         counting = True
         for _ in range(COUNT_INTERVALS):
             await wait_phase(INTERVAL - 2.0)
         counting = False
         after = aws_stats(aws_url)
         nats_cpu = (cpu_seconds(nats_pid) - nats_cpu0) / (time.monotonic() - window0)
+        replica_cpu = sum(cpu_seconds(p.pid) for p in procs) - sum(replica_cpu0)
         replica_peaks = [memory_mb(p.pid, "VmHWM") for p in procs]
         nats_memory = memory_mb(nats_pid, "VmRSS")
     finally:
@@ -359,7 +361,9 @@ async def replicas_run(count: int, n: int, nats_url: str, nats_pid: int, aws_url
             # an interval's ticks fire at its start (clock-aligned): drained when its last sample arrived
             "drain_seconds": [round(per_interval[start][1] - start, 2) for start in whole],
             "samples_per_interval": [int(per_interval[start][0]) for start in whole],
-            "replica_peak_rss_mb": replica_peaks, "nats_cpu_share": round(nats_cpu, 3), "nats_rss_mb": nats_memory}
+            "replica_peak_rss_mb": replica_peaks, "nats_cpu_share": round(nats_cpu, 3), "nats_rss_mb": nats_memory,
+            # what a whole interval of this fleet costs the replicas together, however loaded the machine is
+            "replica_cpu_seconds_per_interval": round(replica_cpu / max(polls, 1) * n, 1)}
 
 
 def replicas_main() -> None:
@@ -383,7 +387,9 @@ def replicas_main() -> None:
                           f"{r['samples_per_worker_per_interval']:.2f}, {r['replicas_with_samples']} replicas "
                           f"produced samples; intervals drained in {r['drain_seconds']} s "
                           f"({r['samples_per_interval']} samples); replica peak RSS {r['replica_peak_rss_mb']} MB; "
-                          f"nats-server {r['nats_cpu_share']:.0%} of a core, {r['nats_rss_mb']} MB", flush=True)
+                          f"nats-server {r['nats_cpu_share']:.0%} of a core, {r['nats_rss_mb']} MB; the replicas "
+                          f"spend {r['replica_cpu_seconds_per_interval']} CPU s per interval of {n} workers",
+                          flush=True)
     finally:
         fake.terminate()
         fake.wait(10)
