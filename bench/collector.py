@@ -22,7 +22,12 @@ processes (`python -m collector`) and each size, one clock-aligned schedule per 
 seconds, 10) is written to CML_POLLS, the replicas start, and after a warm-up of BENCH_WARMUP_INTERVALS (2) the
 calls at the fake endpoint are counted over BENCH_COUNT_INTERVALS (2) whole intervals: calls per worker per
 interval and the ratio to the ideal (per region ceil(workers/100) DescribeInstanceStatus + ceil(2 x running/500)
-GetMetricData), the samples stored per worker per interval and how many replicas produced samples.
+GetMetricData), the samples stored per worker per interval and how many replicas produced samples; per whole
+interval its drain time (its ticks fire at its start: until its last sample) and sample count, each replica's
+peak RSS, nats-server's share of a core and RSS, and the replicas' CPU seconds per interval of the fleet.
+`--workers N` sets the fleet (either mode); issue 14's 100,000 workers: `BENCH_REPLICAS=3 BENCH_INTERVAL=30
+BENCH_WARMUP_INTERVALS=1 BENCH_COUNT_INTERVALS=2 .venv/bin/python bench/collector.py --replicas --workers 100000`
+(targets: every interval drained in <= 10 s, <= 300 MB per replica).
 BENCH_COLLECTOR_SRC=<dir holding services/ and libs/> runs another version of the collector (e.g.
 `git archive consumers services libs | tar -x -C /tmp/old`) for before/after figures."""
 
