@@ -22,7 +22,12 @@ processes (`python -m collector`) and each size, one clock-aligned schedule per 
 seconds, 10) is written to CML_POLLS, the replicas start, and after a warm-up of BENCH_WARMUP_INTERVALS (2) the
 calls at the fake endpoint are counted over BENCH_COUNT_INTERVALS (2) whole intervals: calls per worker per
 interval and the ratio to the ideal (per region ceil(workers/100) DescribeInstanceStatus + ceil(4 x running/500)
-GetMetricData), the samples stored per worker per interval and how many replicas produced samples.
+GetMetricData), the samples stored per worker per interval and how many replicas produced samples; per whole
+interval its drain time (its ticks fire at its start: until its last sample) and sample count, each replica's
+peak RSS, nats-server's share of a core and RSS, and the replicas' CPU seconds per interval of the fleet.
+`--workers N` sets the fleet (either mode); issue 14's 100,000 workers: `BENCH_REPLICAS=3 BENCH_INTERVAL=30
+BENCH_WARMUP_INTERVALS=1 BENCH_COUNT_INTERVALS=2 .venv/bin/python bench/collector.py --replicas --workers 100000`
+(targets: every interval drained in <= 10 s, <= 300 MB per replica).
 BENCH_COLLECTOR_SRC=<dir holding services/ and libs/> runs another version of the collector (e.g.
 `git archive consumers services libs | tar -x -C /tmp/old`) for before/after figures."""
 
@@ -252,10 +257,12 @@ async def write_schedules(js: Any, nc: Any, n: int) -> None:
     with contextlib.suppress(NotFoundError):
         await js.delete_key_value("collector-leases")
     store = JetStreamSchedules(nc, js, timeout=30)
+    started = time.perf_counter()
     for start in range(0, n, 1000):
         await asyncio.gather(*(store.put(Target(worker_id=f"w-{i:06d}", region=REGIONS[i % len(REGIONS)],
                                                 instance_id=f"i-{i:017x}", interval_seconds=INTERVAL))
                                for i in range(start, min(n, start + 1000))))
+    print(f"{n} schedules written to {POLLS_STREAM} in {time.perf_counter() - started:.1f}s", flush=True)
 
 
 def start_replicas(count: int, nats_url: str, aws_url: str) -> list[subprocess.Popen[bytes]]:
@@ -279,30 +286,56 @@ async def wait_phase(phase: float) -> None:
     await asyncio.sleep(target - now if target > now else target + INTERVAL - now)
 
 
-async def replicas_run(count: int, n: int, nats_url: str, aws_url: str) -> dict[str, Any]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def memory_mb(pid: int, field: str) -> float:
+    """VmRSS (resident now) or VmHWM (peak resident) of a process, in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return round(int(line.split()[1]) / 1024, 1)
+    raise RuntimeError(f"process {pid} is gone")
+
+
+async def replicas_run(count: int, n: int, nats_url: str, nats_pid: int, aws_url: str) -> dict[str, Any]:
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
     await ensure_topology(js)
     await write_schedules(js, nc, n)
     by_replica: dict[str, int] = {}
+    per_interval: dict[int, list[float]] = {}  # interval start -> [samples, last arrival]
     counting = False
 
     async def on_sample(msg: Any) -> None:
         if counting:
+            now = time.time()
             s = messages.decode(events_pb2.MetricSample, msg.data, msg.headers)
             by_replica[s.collector_id] = by_replica.get(s.collector_id, 0) + 1
+            seen = per_interval.setdefault(int(now // INTERVAL) * INTERVAL, [0, 0.0])
+            seen[0] += 1
+            seen[1] = now
 
-    sub = await nc.subscribe(subjects.METRICS_ALL, cb=on_sample)
+    sub = await nc.subscribe(subjects.METRICS_ALL, cb=on_sample, pending_msgs_limit=4 * n + 65536,
+                             pending_bytes_limit=1024 * n + 64 * 1024 * 1024)
     procs = start_replicas(count, nats_url, aws_url)
     try:
         for _ in range(WARMUP_INTERVALS):
             await wait_phase(INTERVAL - 2.0)  # polls of an interval are done 2 s before the next ticks
         before = aws_stats(aws_url)
+        nats_cpu0, window0, counted_from = cpu_seconds(nats_pid), time.monotonic(), time.time()
+        replica_cpu0 = [cpu_seconds(p.pid) for p in procs]
         counting = True
         for _ in range(COUNT_INTERVALS):
             await wait_phase(INTERVAL - 2.0)
         counting = False
         after = aws_stats(aws_url)
+        nats_cpu = (cpu_seconds(nats_pid) - nats_cpu0) / (time.monotonic() - window0)
+        replica_cpu = sum(cpu_seconds(p.pid) for p in procs) - sum(replica_cpu0)
+        replica_peaks = [memory_mb(p.pid, "VmHWM") for p in procs]
+        nats_memory = memory_mb(nats_pid, "VmRSS")
     finally:
         for p in procs:
             p.terminate()
@@ -318,17 +351,24 @@ async def replicas_run(count: int, n: int, nats_url: str, aws_url: str) -> dict[
         raise SystemExit(f"a replica failed:\n{failed[0]}")
     calls = {k: after.get(k, 0) - before.get(k, 0) for k in after}
     calls = {k: v for k, v in calls.items() if v}
-    per_interval = sum(calls.values()) / COUNT_INTERVALS
+    whole = sorted(start for start in per_interval if start >= counted_from)  # intervals seen from their start
+    per_interval_calls = sum(calls.values()) / COUNT_INTERVALS
     ideal = ideal_calls(n)
     polls = sum(by_replica.values())  # samples published in the window: one per worker polled
     return {"replicas": count, "workers": n, "calls_by_action": calls,
-            "calls_per_interval": round(per_interval, 1), "ideal_per_interval": ideal,
-            "calls_per_worker_per_interval": round(per_interval / n, 4),
-            "ratio_to_ideal": round(per_interval / ideal, 3),
+            "calls_per_interval": round(per_interval_calls, 1), "ideal_per_interval": ideal,
+            "calls_per_worker_per_interval": round(per_interval_calls / n, 4),
+            "ratio_to_ideal": round(per_interval_calls / ideal, 3),
             "samples_per_worker_per_interval": round(polls / n / COUNT_INTERVALS, 3),
             # robust to a window edge cutting an interval's polls (a busy machine): calls per polled worker
             "ratio_per_poll_to_ideal": round(sum(calls.values()) / max(polls, 1) / (ideal / n), 3),
-            "replicas_with_samples": len(by_replica)}
+            "replicas_with_samples": len(by_replica),
+            # an interval's ticks fire at its start (clock-aligned): drained when its last sample arrived
+            "drain_seconds": [round(per_interval[start][1] - start, 2) for start in whole],
+            "samples_per_interval": [int(per_interval[start][0]) for start in whole],
+            "replica_peak_rss_mb": replica_peaks, "nats_cpu_share": round(nats_cpu, 3), "nats_rss_mb": nats_memory,
+            # what a whole interval of this fleet costs the replicas together, however loaded the machine is
+            "replica_cpu_seconds_per_interval": round(replica_cpu / max(polls, 1) * n, 1)}
 
 
 def replicas_main() -> None:
@@ -342,24 +382,48 @@ def replicas_main() -> None:
         with tempfile.TemporaryDirectory() as tmp, NatsServer(Path(tmp) / "js") as server:
             for n in SIZES:
                 for count in REPLICA_COUNTS:
-                    results.append(asyncio.run(replicas_run(count, n, server.url, aws_url)))
+                    assert server.process is not None
+                    results.append(asyncio.run(replicas_run(count, n, server.url, server.process.pid, aws_url)))
                     r = results[-1]
                     print(f"{count} replicas {n:>6} workers: {r['calls_per_interval']:>7.1f} calls/interval "
                           f"(ideal {r['ideal_per_interval']}), {r['calls_per_worker_per_interval']:.4f} per worker, "
                           f"ratio {r['ratio_to_ideal']:.2f} (per poll {r['ratio_per_poll_to_ideal']:.2f}), "
                           "samples/worker/interval "
                           f"{r['samples_per_worker_per_interval']:.2f}, {r['replicas_with_samples']} replicas "
-                          "produced samples", flush=True)
+                          f"produced samples; intervals drained in {r['drain_seconds']} s "
+                          f"({r['samples_per_interval']} samples); replica peak RSS {r['replica_peak_rss_mb']} MB; "
+                          f"nats-server {r['nats_cpu_share']:.0%} of a core, {r['nats_rss_mb']} MB; the replicas "
+                          f"spend {r['replica_cpu_seconds_per_interval']} CPU s per interval of {n} workers",
+                          flush=True)
     finally:
         fake.terminate()
         fake.wait(10)
     print(json.dumps({"mode": "replicas", "collector_src": COLLECTOR_SRC or "this checkout", "interval": INTERVAL,
                       "regions": len(REGIONS), "latency_ms": LATENCY * 1000, "runs": results,
                       "max_ratio_to_ideal": max(r["ratio_to_ideal"] for r in results),
-                      "max_ratio_per_poll_to_ideal": max(r["ratio_per_poll_to_ideal"] for r in results)}))
+                      "max_ratio_per_poll_to_ideal": max(r["ratio_per_poll_to_ideal"] for r in results),
+                      "targets_met": {
+                          "ratio_le_1_1": all(max(r["ratio_to_ideal"], r["ratio_per_poll_to_ideal"]) <= 1.1
+                                              for r in results),
+                          # issue 14: an interval's ticks drained in <= 10 s, <= 300 MB per replica (100,000 workers)
+                          "every_interval_whole_and_drained_le_10s": all(
+                              r["drain_seconds"] and max(r["drain_seconds"]) <= 10
+                              and min(r["samples_per_interval"]) >= r["workers"] for r in results),
+                          "replica_peak_le_300mb": all(max(r["replica_peak_rss_mb"]) <= 300 for r in results)}}))
+
+
+def take_workers_flag(argv: list[str]) -> list[str]:
+    """`--workers N[,M...]` sets the fleet sizes of either mode (instead of BENCH_SIZES); the rest of argv."""
+    global SIZES
+    if "--workers" not in argv:
+        return argv
+    at = argv.index("--workers")
+    SIZES = [int(n) for n in argv[at + 1].split(",")]
+    return argv[:at] + argv[at + 2:]
 
 
 if __name__ == "__main__":
+    sys.argv = take_workers_flag(sys.argv)
     if len(sys.argv) == 2 and sys.argv[1] == "--replicas":
         replicas_main()
     elif len(sys.argv) == 6 and sys.argv[1] == "--child":

@@ -8,8 +8,8 @@ messages of the same size, in the same run; then a metric history benchmark (Get
 - The bare server is `python bench/registry.py --bare PORT`: the same service and message types, every answer a
   prebuilt message (a Worker of the same size for GetWorker, 100 of them for ListWorkers), no work at all.
 - Each phase: 50 asyncio callers on one channel for BENCH_SECONDS after a warm-up; throughput and client-side
-  latency p50/p99. Targets: GetWorker >= 50 % of the bare server's throughput; ListWorkers p99 <= 20 ms;
-  registry RSS with 10,000 workers <= 200 MB.
+  latency p50/p99, and the server's CPU per call. Targets: GetWorker >= 50 % of the bare server's throughput;
+  ListWorkers >= 80 % of it and p99 <= 20 ms; registry RSS with 10,000 workers <= 200 MB (100,000: <= 500 MB).
 - Then samples are published (one per worker; at most 1,000 on mongodb, whose test server is a Python process)
   and the time until the registry's durable consumer has applied them all gives samples per second (each one a
   read and compare-and-set in the store).
@@ -17,8 +17,11 @@ messages of the same size, in the same run; then a metric history benchmark (Get
   minute) samples each in CML_METRICS; GetWorkerMetrics over one worker's day, raw and with a 300 s step, called
   in-process 100 times in a row: p50/p99 (target p99 <= 50 ms).
 
-Run: .venv/bin/python bench/registry.py  (ends with one JSON line). BENCH_SECONDS, BENCH_WORKERS change the
-phase length and the fleet; BENCH_PROFILE=<file> runs the registry under cProfile. BENCH_SECURE=1 serves the
+Run: .venv/bin/python bench/registry.py [--workers N]  (ends with one JSON line). BENCH_SECONDS, BENCH_WORKERS
+(or --workers) change the phase length and the fleet; with more than 10,000 workers the samples phase publishes
+10,000 and the RSS target is 500 MB (issue 14: 100,000 workers, e.g.
+`BENCH_STORES=kv BENCH_HISTORY_WORKERS=0 .venv/bin/python bench/registry.py --workers 100000`);
+BENCH_PROFILE=<file> runs the registry under cProfile. BENCH_SECURE=1 serves the
 registry as in production, TLS (a test CA made with trustme) and a bearer token checked on every call, against
 the same plaintext bare server: the ratio then includes what TLS and authentication cost."""
 
@@ -307,7 +310,7 @@ async def bench_store(store: str, tmp: Path) -> dict[str, Any]:
                 baseline[kind] = await bench_phase(GrpcTarget(f"127.0.0.1:{bare_port}"), bare.pid, kind, ids,
                                                    tokens)
             memory = rss_mb(registry.pid)
-            samples = await samples_per_second(server.url, ids if store == "kv" else ids[:1000])
+            samples = await samples_per_second(server.url, ids[:10_000] if store == "kv" else ids[:1000])
             print(f"samples: {samples:.0f}/s applied (one per worker, each a read and compare-and-set in {store})")
         finally:
             stop(registry)
@@ -422,20 +425,24 @@ def report(target: dict[str, dict[str, float]], baseline: dict[str, dict[str, fl
            ready: float) -> dict[str, Any]:
     get_ratio = target["get"]["rps"] / baseline["get"]["rps"]
     list_ratio = target["list"]["rps"] / baseline["list"]["rps"]
+    list_cpu_ratio = baseline["list"]["server_cpu_us_per_call"] / target["list"]["server_cpu_us_per_call"]
+    rss_target = 200 if WORKERS <= 10_000 else 500
     for name in ("get", "list"):
         t, b = target[name], baseline[name]
         print(f"{name:5s} registry {t['rps']:7.0f}/s p50 {t['p50_ms']:6.2f} ms p99 {t['p99_ms']:6.2f} ms "
               f"cpu {t['server_cpu_us_per_call']:6.1f} us/call | bare {b['rps']:7.0f}/s p50 {b['p50_ms']:6.2f} ms "
               f"p99 {b['p99_ms']:6.2f} ms cpu {b['server_cpu_us_per_call']:6.1f} us/call")
-    print(f"GetWorker throughput {get_ratio:.0%} of bare (target >= 50%); ListWorkers {list_ratio:.0%} of bare; "
-          f"ListWorkers p99 {target['list']['p99_ms']:.1f} ms (target <= 20); registry RSS {memory} MB "
-          f"with {WORKERS} workers (target <= 200)")
+    print(f"GetWorker throughput {get_ratio:.0%} of bare (target >= 50%); ListWorkers {list_ratio:.0%} of bare "
+          f"(target >= 80%; by server CPU per call {list_cpu_ratio:.0%}); ListWorkers p99 "
+          f"{target['list']['p99_ms']:.1f} ms (target <= 20; the bare server's {baseline['list']['p99_ms']:.1f} ms in "
+          f"the same run); registry RSS {memory} MB with {WORKERS} workers (target <= {rss_target})")
     return {
         "get": target["get"], "bare_get": baseline["get"], "get_ratio": round(get_ratio, 3),
         "list": target["list"], "bare_list": baseline["list"], "list_ratio": round(list_ratio, 3),
-        "registry_rss_mb": memory, "registry_ready_s": round(ready, 2),
-        "targets_met": {"get_ratio_ge_0.5": get_ratio >= 0.5, "list_p99_le_20ms": target["list"]["p99_ms"] <= 20,
-                        "rss_le_200mb": memory <= 200},
+        "list_cpu_ratio": round(list_cpu_ratio, 3), "registry_rss_mb": memory, "registry_ready_s": round(ready, 2),
+        "targets_met": {"get_ratio_ge_0.5": get_ratio >= 0.5, "list_ratio_ge_0.8": list_ratio >= 0.8,
+                        "list_p99_le_20ms": target["list"]["p99_ms"] <= 20,
+                        f"rss_le_{rss_target}mb": memory <= rss_target},
     }
 
 
@@ -443,4 +450,6 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--bare":
         asyncio.run(serve_bare(int(sys.argv[2])))
     else:
+        if len(sys.argv) == 3 and sys.argv[1] == "--workers":
+            WORKERS = int(sys.argv[2])
         print(json.dumps(asyncio.run(main())))

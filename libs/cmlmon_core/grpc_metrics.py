@@ -82,16 +82,22 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
     def __init__(self) -> None:
         self._methods: dict[str, _Method] = {}
+        self._wrapped: dict[str, tuple[Any, Any]] = {}  # method -> (its handler, that handler counted)
 
     async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Any],
                                 details: grpc.HandlerCallDetails) -> Any:
         handler = await continuation(details)
         if handler is None:  # unknown method: gRPC answers UNIMPLEMENTED itself
             return None
+        known = self._wrapped.get(details.method)
+        if known is not None and known[0] is handler:  # the counting handler is built once per method
+            return known[1]
         method = self._methods.get(details.method)
         if method is None:
             method = self._methods[details.method] = _Method.bind(details.method, _rpc_type(handler))
-        return _wrap(handler, method)
+        counted = _wrap(handler, method)
+        self._wrapped[details.method] = (handler, counted)
+        return counted
 
 
 def _wrap(handler: Any, method: _Method) -> Any:

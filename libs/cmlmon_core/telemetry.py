@@ -13,6 +13,8 @@ from opentelemetry import context, propagate, trace
 from opentelemetry.trace import SpanKind
 from prometheus_client import start_http_server
 
+from cmlmon_core import tracing
+
 log = logging.getLogger(__name__)
 
 
@@ -33,7 +35,12 @@ def tracer(name: str) -> trace.Tracer:
 
 @contextlib.contextmanager
 def publishing(span_name: str, subject: str) -> Iterator[dict[str, str]]:
-    """A PRODUCER span around one publish; yields the headers that carry its context to the consumer."""
+    """A PRODUCER span around one publish; yields the headers that carry its context to the consumer. With
+    tracing off the span would be a no-op one carrying the current context on: that context is injected
+    directly (what the collector does 100,000 times an interval, where the span objects cost ~6 % of its CPU)."""
+    if not tracing.enabled():
+        yield inject_trace({})
+        return
     with trace.get_tracer("cmlmon.nats").start_as_current_span(
             span_name, kind=SpanKind.PRODUCER,
             attributes={"messaging.system": "nats", "messaging.destination.name": subject}):

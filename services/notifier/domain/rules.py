@@ -31,7 +31,9 @@ CHECK_GOOD = frozenset({W.STATUS_CHECK_OK, W.STATUS_CHECK_NOT_APPLICABLE})
 
 def threshold_for(rule: Rule, worker: WorkerRef, default: float) -> float:
     """The worker's own threshold tag when it is a valid percentage, else the default."""
-    raw = worker.tags.get(THRESHOLD_TAGS[rule], "")
+    raw = worker.tags.get(THRESHOLD_TAGS[rule], "") if worker.tags else ""
+    if not raw:  # the common case: no tag (no exception raised and caught per sample)
+        return default
     try:
         value = float(raw)
     except ValueError:
@@ -60,6 +62,17 @@ def status_check_reading(sample: Sample, worker_label: str) -> Reading:
     if all(c in CHECK_GOOD for c in checks):
         return Reading(at=sample.at, breached=False, cleared=True)
     return Reading(at=sample.at, breached=None)  # initializing / insufficient data / not observed
+
+
+SAMPLE_RULES = (Rule.CPU_HIGH, Rule.MEMORY_HIGH, Rule.STATUS_CHECK_IMPAIRED)
+
+
+def breaches_nothing(sample: Sample, worker: WorkerRef, cpu_default: float, memory_default: float) -> bool:
+    """No rule of SAMPLE_RULES is breached by the sample (what sample_readings would say, without building the
+    readings): for a worker with no alert state, such a sample changes nothing."""
+    return ((sample.cpu is None or sample.cpu <= threshold_for(Rule.CPU_HIGH, worker, cpu_default))
+            and (sample.memory is None or sample.memory <= threshold_for(Rule.MEMORY_HIGH, worker, memory_default))
+            and sample.system_check != CHECK_BAD and sample.instance_check != CHECK_BAD)
 
 
 def sample_readings(sample: Sample, worker: WorkerRef, cpu_default: float, memory_default: float,

@@ -102,6 +102,24 @@ class Evaluator:
         self.directory.last_sample[sample.worker_id] = max(sample.at, self.directory.last_sample.get(
             sample.worker_id, 0.0))
         out: list[Transition] = []
+        if self._keeps_state(worker.worker_id) or not rules.breaches_nothing(
+                sample, worker, self._thresholds.cpu, self._thresholds.memory):
+            out += await self._evaluate_readings(sample, worker)
+        if self._firing(worker.worker_id, Rule.SILENT):
+            out += await self.apply(worker, Rule.SILENT, lambda s: rules.resolve(s, sample.at), only_if_firing=True)
+        if sample.status in rules.ALIVE and self._firing(worker.worker_id, Rule.UNEXPECTED_STOP):
+            out += await self.apply(worker, Rule.UNEXPECTED_STOP, lambda s: rules.resolve(s, sample.at),
+                                    only_if_firing=True)
+        return out
+
+    def _keeps_state(self, worker_id: str) -> bool:
+        """Some sample rule has a state for the worker (pending, firing, or a window to remember)."""
+        return any(self._store.cached(alert_key(worker_id, rule))[0] is not None for rule in rules.SAMPLE_RULES)
+
+    async def _evaluate_readings(self, sample: Sample, worker: WorkerRef) -> list[Transition]:
+        """Step every sample rule by its reading of the sample; the common no-change outcome is decided from
+        the cached state, without I/O."""
+        out: list[Transition] = []
         readings = rules.sample_readings(sample, worker, self._thresholds.cpu, self._thresholds.memory,
                                          self._policy.hysteresis)
         for rule, reading in readings.items():
@@ -114,11 +132,6 @@ class Evaluator:
             if rules.step(current, reading, self._policy)[0] is current:
                 continue  # decided from the cache: nothing changes (the common case, kept free of I/O)
             out += await self.apply(worker, rule, lambda s, r=reading: rules.step(s, r, self._policy))  # type: ignore[misc]
-        if self._firing(worker.worker_id, Rule.SILENT):
-            out += await self.apply(worker, Rule.SILENT, lambda s: rules.resolve(s, sample.at), only_if_firing=True)
-        if sample.status in rules.ALIVE and self._firing(worker.worker_id, Rule.UNEXPECTED_STOP):
-            out += await self.apply(worker, Rule.UNEXPECTED_STOP, lambda s: rules.resolve(s, sample.at),
-                                    only_if_firing=True)
         return out
 
     def firing_count(self) -> int:

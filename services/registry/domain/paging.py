@@ -31,24 +31,28 @@ class PageTokens:
     def __init__(self, secret: bytes) -> None:
         if not secret:
             raise ValueError("page token secret must not be empty")
-        self._secret = secret
+        self._keyed = hmac.new(secret, digestmod=hashlib.sha256)  # copied per token: the key is prepared once
 
-    def issue(self, last_id: str, req: PagedRequest) -> str:
-        body = filter_digest(req) + last_id.encode()
-        mac = hmac.new(self._secret, body, hashlib.sha256).digest()[:_MAC_BYTES]
-        return base64.urlsafe_b64encode(mac + body).decode().rstrip("=")
+    def _mac(self, body: bytes) -> bytes:
+        mac = self._keyed.copy()
+        mac.update(body)
+        return mac.digest()[:_MAC_BYTES]
 
-    def read(self, token: str, req: PagedRequest) -> str:
+    def issue(self, last_id: str, req: PagedRequest, digest: bytes | None = None) -> str:
+        """A token for the page after last_id; digest: filter_digest(req), when the caller has it already."""
+        body = (digest or filter_digest(req)) + last_id.encode()
+        return base64.urlsafe_b64encode(self._mac(body) + body).decode().rstrip("=")
+
+    def read(self, token: str, req: PagedRequest, digest: bytes | None = None) -> str:
         """The last id the token stands for; InvalidArgument when forged, corrupted or for other filters."""
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         except (ValueError, TypeError):
             raise InvalidArgument("page_token", "not a token this registry issued") from None
         mac, body = raw[:_MAC_BYTES], raw[_MAC_BYTES:]
-        expected = hmac.new(self._secret, body, hashlib.sha256).digest()[:_MAC_BYTES]
-        if len(body) < 8 or not hmac.compare_digest(mac, expected):
+        if len(body) < 8 or not hmac.compare_digest(mac, self._mac(body)):
             raise InvalidArgument("page_token", "not a token this registry issued")
-        if body[:8] != filter_digest(req):
+        if body[:8] != (digest or filter_digest(req)):
             raise InvalidArgument("page_token", "issued for other filters")
         try:
             return body[8:].decode()

@@ -2,24 +2,33 @@
 
 from __future__ import annotations
 
+import functools
+import operator
+from collections.abc import Callable
+
 from cml.monitor.v1 import registry_service_pb2 as rs
 from registry.adapters import wire
 from registry.domain import model, validation
-from registry.domain.paging import PageTokens
+from registry.domain.paging import PageTokens, filter_digest
 from registry.errors import Unavailable
 from registry.service.handlers import Registry
-from registry.service.view import Predicate
+from registry.service.view import Predicate, WorkerFilter, any_status
 
 
-def predicate(req: rs.ListWorkersRequest) -> Predicate:
+def predicate(req: rs.ListWorkersRequest) -> WorkerFilter:
     """The filter of a request, built from only the checks it asks for (a page walks ~page_size workers, so
-    each check runs ~100 times per call)."""
-    checks: list[Predicate] = []
+    each check runs ~100 times per call); the status check alone is answered without reading the worker."""
     statuses = frozenset(req.statuses)
+    hide_terminated = not req.show_terminated and model.TERMINATED not in statuses
+    status_ok: Callable[[int], bool]
     if statuses:
-        checks.append(lambda w: w.status in statuses)
-    if not req.show_terminated and model.TERMINATED not in statuses:
-        checks.append(lambda w: w.status != model.TERMINATED)
+        allowed = statuses - {model.TERMINATED} if hide_terminated else statuses
+        status_ok = allowed.__contains__
+    elif hide_terminated:
+        status_ok = functools.partial(operator.ne, model.TERMINATED)
+    else:
+        status_ok = any_status
+    checks: list[Predicate] = []
     if req.region:
         region = req.region
         checks.append(lambda w: w.region == region)
@@ -29,9 +38,9 @@ def predicate(req: rs.ListWorkersRequest) -> Predicate:
     if req.tags:
         tags = dict(req.tags)
         checks.append(lambda w: all(w.tags.get(k) == v for k, v in tags.items()))
-    if len(checks) == 1:
-        return checks[0]
-    return lambda w: all(check(w) for check in checks)
+    if len(checks) <= 1:
+        return WorkerFilter(status_ok, checks[0] if checks else None)
+    return WorkerFilter(status_ok, lambda w: all(check(w) for check in checks))
 
 
 async def list_workers(registry: Registry, req: rs.ListWorkersRequest) -> bytes:
@@ -40,11 +49,12 @@ async def list_workers(registry: Registry, req: rs.ListWorkersRequest) -> bytes:
     tokens: PageTokens | None = registry.page_tokens
     if tokens is None:
         raise Unavailable("registry is starting")
-    after = tokens.read(req.page_token, req) if req.page_token else ""
+    digest = filter_digest(req)
+    after = tokens.read(req.page_token, req, digest) if req.page_token else ""
     if not registry.view.ready.is_set():
         raise Unavailable("registry is loading its workers")
     view = registry.view
     parts, last_id, more = view.page(after, predicate(req), size)
     if more and parts:
-        parts.append(wire.response_page_token(tokens.issue(last_id, req)))
+        parts.append(wire.response_page_token(tokens.issue(last_id, req, digest)))
     return b"".join(parts)

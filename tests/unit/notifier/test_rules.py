@@ -110,6 +110,23 @@ def test_threshold_tags_override_the_default() -> None:
     assert readings[Rule.MEMORY_HIGH].breached is True
 
 
+_CHECKS = st.sampled_from(list(pb.StatusCheck.values()))
+_PERCENT = st.one_of(st.none(), st.sampled_from([80.0, 90.0, 99.5]), st.floats(0, 100))  # and the thresholds
+
+
+@given(_PERCENT, _PERCENT, _CHECKS, _CHECKS, st.sampled_from(["", "80", "bogus", "150", "99.5"]))
+def test_breaches_nothing_agrees_with_the_readings(cpu: float | None, memory: float | None, system: pb.StatusCheck,
+                                                   instance: pb.StatusCheck, tag: str) -> None:
+    """The evaluator skips building readings when this says nothing is breached: it must say so exactly when
+    no reading is breached."""
+    worker = WorkerRef(worker_id="w", tags={"cmlmon:cpu-threshold": tag} if tag else {})
+    sample = Sample(worker_id="w", region="r", instance_id="i", at=1.0, cpu=cpu, memory=memory,
+                    system_check=system, instance_check=instance)
+    readings = rules.sample_readings(sample, worker, 90, 90, 5)
+    assert set(readings) == set(rules.SAMPLE_RULES)
+    assert rules.breaches_nothing(sample, worker, 90, 90) == (not any(r.breached for r in readings.values()))
+
+
 @pytest.mark.parametrize(("system", "instance", "breached", "cleared"), [
     (pb.STATUS_CHECK_IMPAIRED, pb.STATUS_CHECK_OK, True, False),
     (pb.STATUS_CHECK_OK, pb.STATUS_CHECK_IMPAIRED, True, False),
