@@ -81,21 +81,21 @@ class Fleet:
         return found
 
     async def feed(self, workers: list[worker_pb2.Worker], minutes: range, *, copies: int = 1,
-                   base: datetime = BASE, until: Callable[[], bool] | None = None) -> None:
+                   base: datetime = BASE, until: Callable[[worker_pb2.Worker], bool] | None = None) -> None:
         """Play the collector minute by minute: publish each worker's sample of a minute (`copies` times), then
-        wait until the autopilot has judged it before publishing the next minute, and stop once `until` holds
-        (at the end of `minutes`, wait for it). Samples published all at once would be fetched by replicas in
-        batches minutes of observation time apart, and a worker's minutes judged out of order."""
+        wait until the autopilot has judged it before publishing the next minute. A worker for which `until`
+        holds gets no more samples; at the end of `minutes`, wait for `until` to hold for every worker. (Samples
+        published all at once are fetched by replicas in batches and a worker's minutes judged out of order.)"""
         for minute in minutes:
-            if until is not None and until():
-                return
+            if until is not None:
+                workers = [w for w in workers if not until(w)]
             for worker in workers:
                 for _ in range(copies):
                     await self.sample(worker, minute, base=base)
             for worker in workers:
                 await self.handled(worker, minute, base=base)
         if until is not None:
-            await eventually(until, timeout=60)
+            await eventually(lambda: all(until(w) for w in workers), timeout=60)
 
     async def ec2_state(self, worker: worker_pb2.Worker) -> str:
         reply = await self.ec2.describe_instances(InstanceIds=[worker.instance_id])
