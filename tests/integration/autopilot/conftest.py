@@ -138,11 +138,11 @@ async def running_autopilots(js: JetStreamContext, *settings: AutopilotSettings)
     readies = [asyncio.Event() for _ in settings]
     tasks = [asyncio.create_task(serve(s, stop, r)) for s, r in zip(settings, readies, strict=True)]
     try:
-        await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 30)
+        await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 60)
         yield
     finally:
         stop.set()
-        await asyncio.wait_for(asyncio.gather(*tasks), 30)
+        await asyncio.wait_for(asyncio.gather(*tasks), 60)
         for name in {s.autopilot_consumer_name for s in settings}:
             with contextlib.suppress(Exception):
                 await js.delete_consumer(METRICS_STREAM, name)
