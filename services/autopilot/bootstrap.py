@@ -27,11 +27,19 @@ from cmlmon_core.aws import ClientSource
 from cmlmon_core.cml import ControllerProbe, Credentials, HttpCmlProbe
 
 
+def handling_seconds(settings: AutopilotSettings) -> float:
+    """The longest a replica takes over one sample: a probe of the worker's controller twice plus the registry
+    calls. It is the samples' AckWait, and how long a claimed stop waits for its replica before another one
+    finishes it."""
+    return 2 * settings.cml_probe_timeout_seconds + 2 * settings.registry_timeout_seconds + 10
+
+
 def policy(settings: AutopilotSettings) -> AutostopPolicy:
     return AutostopPolicy(mode=settings.autostop_mode, grace_seconds=settings.autostop_grace_seconds,
                           idle=IdlePolicy(cpu_threshold=settings.idle_cpu_threshold,
                                           idle_for_seconds=settings.idle_for_seconds,
-                                          network_threshold=settings.idle_network_threshold))
+                                          network_threshold=settings.idle_network_threshold),
+                          claim_seconds=handling_seconds(settings))
 
 
 def remediation_policy(settings: AutopilotSettings) -> RemediationPolicy:
@@ -76,6 +84,4 @@ def bootstrap(settings: AutopilotSettings, js: JetStreamContext, store: StateSto
                   prices(settings), settings.offhours_schedule,
                   PrivateIpAddresses(aws) if settings.cml_url_from_private_ip and aws is not None else TagAddresses(),
                   remediation=remediation)
-    # AckWait covers a probe of the worker's controller twice plus the registry calls.
-    ack_wait = 2 * settings.cml_probe_timeout_seconds + 2 * settings.registry_timeout_seconds + 10
-    return SampleConsumer(js, pilot, samples_durable(settings.autopilot_consumer_name, ack_wait))
+    return SampleConsumer(js, pilot, samples_durable(settings.autopilot_consumer_name, handling_seconds(settings)))

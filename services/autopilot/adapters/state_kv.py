@@ -19,7 +19,8 @@ from autopilot.domain.remediation import RemediationState
 from autopilot.errors import AutopilotError
 from cmlmon_core.topology import AUTOPILOT_BUCKET
 
-_TIMES = ("warned_at", "stop_requested_at", "stopped_since", "accounted_until", "schedule_handled")
+_TIMES = ("warned_at", "stop_requested_at", "stop_claimed_at", "stop_settled", "stopped_since", "accounted_until",
+          "schedule_handled")
 _FLAGS = ("idle_notified", "dry_run_notified", "skipped_notified", "schedule_waiting")
 
 
@@ -55,7 +56,8 @@ def from_json(data: bytes) -> PilotState:
         idle=IdleState(idle_since=_parse(doc.get("idle_since")), last_seen=_parse(doc.get("last_seen"))),
         idle_notified=bool(doc.get("idle_notified")), dry_run_notified=bool(doc.get("dry_run_notified")),
         skipped_notified=bool(doc.get("skipped_notified")), warned_at=_parse(doc.get("warned_at")),
-        stop_requested_at=_parse(doc.get("stop_requested_at")), stopped_since=_parse(doc.get("stopped_since")),
+        stop_requested_at=_parse(doc.get("stop_requested_at")), stop_claimed_at=_parse(doc.get("stop_claimed_at")),
+        stop_settled=_parse(doc.get("stop_settled")), stopped_since=_parse(doc.get("stopped_since")),
         accounted_until=_parse(doc.get("accounted_until")), schedule_handled=_parse(doc.get("schedule_handled")),
         schedule_waiting=bool(doc.get("schedule_waiting")),
         controller_alerts=frozenset(str(r) for r in doc.get("controller_alerts") or ()),

@@ -3,8 +3,10 @@ under compare-and-set, then its actions done (a decision event and an alert for 
 Remediation of impaired status checks (service.remedy) follows on the same sample, under the same state.
 
 A stop is preceded by a fresh probe of the controller: a lab node started since the sample, or a controller
-that stopped answering, cancels it. Off-hours schedules (tag `cmlmon:offhours` or OFFHOURS_SCHEDULE) are
-followed on the same samples, under the same mode."""
+that stopped answering, cancels it. The stop is claimed in the state before the registry is called and the
+claim settled after its answer; only the replica that settles the newest claim announces the stop, so a stop
+finished by another replica (its claimer died, domain.autostop) is announced once. Off-hours schedules (tag
+`cmlmon:offhours` or OFFHOURS_SCHEDULE) are followed on the same samples, under the same mode."""
 
 from __future__ import annotations
 
@@ -53,7 +55,8 @@ class Pilot:
     def __init__(self, registry: RegistryPort, probe: ControllerProbe, store: StateStore,
                  publisher: DecisionPublisher, policy: AutostopPolicy, prices: Mapping[str, float],
                  default_schedule: str = "", addresses: ControllerAddresses | None = None,
-                 remediation: Remediation | None = None) -> None:
+                 remediation: Remediation | None = None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._registry = registry
         self._probe = probe
         self._store = store
@@ -63,6 +66,7 @@ class Pilot:
         self._default_schedule = default_schedule
         self._addresses = addresses or TagAddresses()
         self._remediation = remediation
+        self._clock = clock
 
     async def handle_sample(self, sample: events_pb2.MetricSample) -> None:
         """Raises AutopilotError when the sample must be handled again later."""
@@ -83,7 +87,7 @@ class Pilot:
         ctx = Context(worker, obs, controller, url)
         tags = dict(worker.tags)
         decision = await self._decide(worker.id, lambda state: decide(state, obs, running=running, tags=tags,
-                                                                 policy=self.policy))
+                                                                 policy=self.policy, now=self._clock()))
         metrics.IDLE_SECONDS.labels(worker.id).set(
             (decision.state.idle.last_seen - decision.state.idle.idle_since).total_seconds()
             if decision.state.idle.idle_since and decision.state.idle.last_seen else 0)
@@ -181,8 +185,28 @@ class Pilot:
             await self._reset(ctx.worker.id)
             await self._announce(ctx, "stop_failed", str(exc), action.idle_seconds)
             return
+        if action.claim is not None and not await self._settle(ctx.worker.id, action.claim):
+            log.info("a newer claim took the stop over; its replica announces it", extra={"worker_id": ctx.worker.id})
+            return
         await self._announce(ctx, "stopped" if action.kind == "stop" else action.kind, action.reason,
                              action.idle_seconds)
+
+    async def _settle(self, worker_id: str, claim: datetime) -> bool:
+        """After the registry accepted the stop claimed at `claim`: settle the claim. False when a newer claim
+        has been made since (this replica was presumed dead): that claim's replica settles and announces it."""
+        for _ in range(CAS_ATTEMPTS):
+            state, revision = await self._store.get(worker_id)
+            newer = (state.stop_claimed_at is not None and state.stop_claimed_at != claim) or (
+                state.stop_settled is not None and state.stop_settled > claim)
+            if newer:
+                return False
+            settled = replace(state, stop_claimed_at=None, stop_settled=claim)
+            try:
+                await self._store.put(worker_id, settled, revision)
+            except StateConflict:
+                continue
+            return True
+        raise AutopilotError(f"state of {worker_id} kept changing")
 
     async def _start(self, ctx: Context, action: Action) -> None:
         try:

@@ -32,13 +32,13 @@ async def test_live_from_the_start_ready_once_connected_and_consuming(tmp_path: 
     server = NatsServer(tmp_path / "jetstream", port=nats_port, log_file=tmp_path / "nats-server.log")
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{health_port}", timeout=2.0) as client:
-            await eventually(lambda: status(client, "/healthz"), timeout=30)
+            await eventually(lambda: status(client, "/healthz"), timeout=60)
             # No NATS yet: alive (a restart would not help), but not ready.
             assert await status(client, "/healthz") == 200
             assert await status(client, "/readyz") == 503
 
             server.start()
-            await eventually(lambda: _ready(client), timeout=30)
+            await eventually(lambda: _ready(client), timeout=60)
             async with await nats.connect(server.url) as nc:  # ready means bound: the durable exists
                 assert (await nc.jetstream().consumer_info(METRICS_STREAM, durable)).name == durable
         assert autopilot.stop() == 0

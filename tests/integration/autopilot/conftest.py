@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -77,14 +77,32 @@ class Fleet:
         await self.js.publish(subjects.metric(REGION, worker.id), data, headers=headers)
 
     async def handled(self, worker: worker_pb2.Worker, minute: float, base: datetime = BASE) -> PilotState:
-        """Wait until the autopilot has handled the worker's sample of `minute` (and so every earlier one)."""
+        """Wait until the autopilot has judged the worker's sample of `minute` (its state records it; the actions
+        of that sample may still be under way)."""
         at = base + timedelta(minutes=minute)
 
         async def state() -> PilotState | None:
             got, _ = await self.store.get(worker.id)
             return got if got.idle.last_seen == at else None
-        found: PilotState = await eventually(state, timeout=30)
+        found: PilotState = await eventually(state, timeout=60)
         return found
+
+    async def feed(self, workers: list[worker_pb2.Worker], minutes: range, *, copies: int = 1,
+                   base: datetime = BASE, until: Callable[[worker_pb2.Worker], bool] | None = None) -> None:
+        """Play the collector minute by minute: publish each worker's sample of a minute (`copies` times), then
+        wait until the autopilot has judged it before publishing the next minute. A worker for which `until`
+        holds gets no more samples; at the end of `minutes`, wait for `until` to hold for every worker. (Samples
+        published all at once are fetched by replicas in batches and a worker's minutes judged out of order.)"""
+        for minute in minutes:
+            if until is not None:
+                workers = [w for w in workers if not until(w)]
+            for worker in workers:
+                for _ in range(copies):
+                    await self.sample(worker, minute, base=base)
+            for worker in workers:
+                await self.handled(worker, minute, base=base)
+        if until is not None:
+            await eventually(lambda: all(until(w) for w in workers), timeout=60)
 
     async def ec2_state(self, worker: worker_pb2.Worker) -> str:
         reply = await self.ec2.describe_instances(InstanceIds=[worker.instance_id])
@@ -128,11 +146,11 @@ async def running_autopilots(js: JetStreamContext, *settings: AutopilotSettings)
     readies = [asyncio.Event() for _ in settings]
     tasks = [asyncio.create_task(serve(s, stop, r)) for s, r in zip(settings, readies, strict=True)]
     try:
-        await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 30)
+        await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 60)
         yield
     finally:
         stop.set()
-        await asyncio.wait_for(asyncio.gather(*tasks), 30)
+        await asyncio.wait_for(asyncio.gather(*tasks), 60)
         for name in {s.autopilot_consumer_name for s in settings}:
             with contextlib.suppress(Exception):
                 await js.delete_consumer(METRICS_STREAM, name)

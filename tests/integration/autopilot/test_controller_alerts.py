@@ -41,14 +41,14 @@ async def test_unhealthy_controller_and_noncompliant_licence_alert_once_and_reso
                 await fleet.sample(worker, minute, cpu=50.0)
             await fleet.handled(worker, 2)  # figures are recorded before the sample's state is written
             sick = (await fleet.registry.stub.GetWorker(rs.GetWorkerRequest(id=worker.id))).worker.controller
-            await eventually(lambda: len(seen) >= 2, timeout=15)
+            await eventually(lambda: len(seen) >= 2, timeout=60)
             cml.healthy, cml.authorization = True, "IN_COMPLIANCE"
             cml.add_lab("BOOTED", "STOPPED")
             for minute in range(3, 6):
                 await fleet.sample(worker, minute, cpu=50.0)
             await fleet.handled(worker, 5)
             well = (await fleet.registry.stub.GetWorker(rs.GetWorkerRequest(id=worker.id))).worker.controller
-            await eventually(lambda: len(seen) >= 4, timeout=15)
+            await eventually(lambda: len(seen) >= 4, timeout=60)
     finally:
         await sub.unsubscribe()
     assert sorted(seen) == sorted([("cml_unhealthy", firing), ("cml_licence_noncompliant", firing),

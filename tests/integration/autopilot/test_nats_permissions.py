@@ -49,10 +49,10 @@ async def test_the_autopilot_user_may_do_its_work_and_no_more(secured_nats: Nats
         stop, ready = asyncio.Event(), asyncio.Event()
         task = asyncio.create_task(serve(settings, stop, ready))  # topology, state bucket, durable
         try:
-            await asyncio.wait_for(ready.wait(), 30)
+            await asyncio.wait_for(ready.wait(), 60)
         finally:
             stop.set()
-            await asyncio.wait_for(task, 30)
+            await asyncio.wait_for(task, 60)
 
         async with connect(settings, "autopilot-test") as nc:
             js = nc.jetstream()

@@ -28,10 +28,11 @@ async def test_the_scheduled_stop_waits_for_a_running_lab_then_stops(
         for minute in range(-5, 10):
             await fleet.sample(worker, minute, base=CLOSING)
         await fleet.handled(worker, 9, base=CLOSING)
+        await eventually(lambda: "schedule_waiting" in fleet.decisions.actions(worker.id), timeout=60)
         assert fleet.decisions.actions(worker.id) == ["schedule_waiting"]
         assert await fleet.ec2_state(worker) == "running"
         cml.set_nodes(lab, "STOPPED")
         await fleet.sample(worker, 10, base=CLOSING)
-        await eventually(lambda: "scheduled_stop" in fleet.decisions.actions(worker.id), timeout=30)
+        await eventually(lambda: "scheduled_stop" in fleet.decisions.actions(worker.id), timeout=60)
     assert fleet.decisions.actions(worker.id) == ["schedule_waiting", "scheduled_stop"]
     assert await fleet.ec2_state(worker) in ("stopping", "stopped")

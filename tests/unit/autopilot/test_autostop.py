@@ -3,6 +3,7 @@ the grace period (cancelled by any activity) and stops once; never-tag and runni
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from autopilot.domain.autostop import AutostopPolicy, Decision, Mode, PilotState, decide
@@ -22,8 +23,10 @@ def quiet(minute: float) -> Observation:
 
 
 def play(mode: Mode, observations: list[tuple[Observation, bool]], tags: dict[str, str] | None = None,
-         state: PilotState | None = None) -> tuple[PilotState, list[tuple[float, str]], float]:
-    """Feed (observation, running) pairs; return the end state, (minute, action) pairs and stopped seconds."""
+         state: PilotState | None = None, settle: bool = True) -> tuple[PilotState, list[tuple[float, str]], float]:
+    """Feed (observation, running) pairs, the clock at each observation's time; return the end state, (minute,
+    action) pairs and stopped seconds. A stop's claim is settled as the service does after the registry
+    answered, unless `settle` is False (the replica died before the call)."""
     state = state or PilotState()
     actions: list[tuple[float, str]] = []
     stopped = 0.0
@@ -32,6 +35,10 @@ def play(mode: Mode, observations: list[tuple[Observation, bool]], tags: dict[st
         state = d.state
         stopped += d.stopped_seconds
         actions += [((obs.at - T0).total_seconds() / 60, a.kind) for a in d.actions]
+        for a in d.actions:
+            if a.kind == "stop" and settle:
+                assert a.claim is not None and state.stop_claimed_at == a.claim
+                state = replace(state, stop_claimed_at=None, stop_settled=a.claim)
     return state, actions, stopped
 
 
@@ -124,10 +131,42 @@ def test_the_idle_notice_is_resolved_when_the_worker_is_busy_again() -> None:
     assert actions == [(10, "idle"), (20, "busy")]
 
 
-def test_a_stop_that_did_not_happen_is_asked_again_after_a_while() -> None:
-    # the stop was claimed at minute 15, but the worker still runs idle: the claiming replica died before the call
+def test_a_stop_accepted_that_did_not_happen_is_asked_again_after_a_while() -> None:
+    # the registry accepted the stop of minute 15, but the worker still runs idle
     state, actions, _ = play("enforce", quiet_run(44))
     assert actions == [(10, "idle"), (10, "warned"), (15, "stop")]
     state, actions, _ = play("enforce", [(quiet(m), True) for m in range(45, 80)], state=state)
     assert actions == [(45, "stop"), (75, "stop")]
     assert state.stop_requested_at == quiet(75).at
+
+
+def test_a_stop_claimed_by_a_replica_that_died_is_finished_once_the_claim_expires() -> None:
+    state, actions, _ = play("enforce", quiet_run(15), settle=False)  # claimed at 15; no registry call followed
+    assert actions[-1] == (15, "stop") and state.stop_claimed_at == quiet(15).at
+    # the claim is two minutes old at minute 17 (claim_seconds): the next replica asks for the stop again, once
+    state, actions, _ = play("enforce", [(quiet(m), True) for m in range(16, 44)], state=state)
+    assert actions == [(17, "stop")]
+    assert state.stop_claimed_at is None and state.stop_settled == quiet(17).at
+
+
+def test_a_claim_left_by_a_dead_replica_is_dropped_when_the_worker_is_in_use_again() -> None:
+    state, _, _ = play("enforce", quiet_run(15), settle=False)
+    lab = (Observation(T0 + timedelta(minutes=18), 1.0, 2, True), True)
+    state, actions, _ = play("enforce", [lab, *[(quiet(m), True) for m in range(19, 40)]], state=state)
+    # no stop without a new warning and grace period: the idle run starts over at 19
+    assert actions == [(18, "busy"), (29, "idle"), (29, "warned"), (34, "stop")]
+
+
+def test_a_claim_is_dropped_once_the_worker_is_seen_stopped() -> None:
+    state, _, _ = play("enforce", quiet_run(15), settle=False)
+    down = [(Observation(T0 + timedelta(minutes=m), None, None, True), False) for m in (16, 18)]
+    state, actions, _ = play("enforce", down, state=state)
+    assert actions == [] and state.stop_claimed_at is None and state.stop_requested_at == quiet(15).at
+
+
+def test_an_observation_older_than_the_last_one_seen_changes_nothing() -> None:
+    dry, _, _ = play("dry-run", quiet_run(12))  # idle, never warned
+    for state in (dry, play("enforce", quiet_run(12))[0]):
+        for running in (True, False):
+            d = decide(state, quiet(5), running=running, tags={}, policy=policy("enforce"))
+            assert d.state == state and d.actions == []
