@@ -243,6 +243,8 @@ class PullConsumer:
                                                       "error": repr(exc)})
                 await stopped_within(stop, self._opts.retry_seconds)
             return []
+        if not msgs:  # nats-py answers an expired pull with [] as often as with a timeout: nothing to gather for
+            return []
         deadline = time.monotonic() + self._opts.gather_seconds
         while len(msgs) < want and not stop.is_set():
             left = deadline - time.monotonic()

@@ -181,6 +181,17 @@ async def test_a_fetch_that_finds_nothing_is_an_empty_batch(nothing: Exception) 
     assert await pull(sub).fetch(sub, asyncio.Event()) == []  # type: ignore[arg-type]
 
 
+async def test_gathering_starts_with_the_first_message_not_with_an_empty_fetch() -> None:
+    # An empty fetch (nats-py returns [] when the server's expiry of the pull arrives first) opens no gathering
+    # window: otherwise messages arriving as that window closes were cut into two batches.
+    sub = ScriptedSub([[], ["a"], ["b"], ["c"]])
+    consumer = pull(sub, gather_seconds=30)
+    assert await consumer.fetch(sub, asyncio.Event()) == []  # type: ignore[arg-type]
+    assert sub.fetches == 1
+    gathered: list[Any] = await consumer.fetch(sub, asyncio.Event())  # type: ignore[arg-type]
+    assert gathered == ["a", "b", "c"]
+
+
 async def test_a_failed_fetch_backs_off_until_a_stop_cuts_it_short() -> None:
     sub = ScriptedSub([ConnectionClosedError()])
     stop = asyncio.Event()

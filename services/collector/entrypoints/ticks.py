@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from cml.monitor.v1 import events_pb2
 from cmlmon_core import messages, subjects
@@ -38,6 +40,7 @@ from collector.service.poll import Poller
 log = logging.getLogger(__name__)
 
 DURABLE = "collector-ticks"  # the prefix of every region's durable
+OBSOLETE_DURABLE = "collector-ticks"  # the one durable all replicas shared, on every region, before region leases
 DEADLINE_SHARE_OF_ACK_WAIT = 0.8
 LEASE_ROUNDS_PER_LEASE = 3  # leases are renewed this many times per lease time
 
@@ -91,6 +94,7 @@ class TickConsumer:
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("keeping region leases", extra={"durable": DURABLE, "collector_id": self._collector_id})
+        await self._delete_obsolete_durable()
         try:
             await self._keep_leases(stop)
         finally:
@@ -101,6 +105,19 @@ class TickConsumer:
                 await asyncio.wait([task for _, task in self._regions.values()])
             await self._finish_in_flight()
             await self._leases.leave()
+
+    async def _delete_obsolete_durable(self) -> None:
+        """No one reads the durable shared before region leases; left on an upgraded stream it keeps every tick
+        pending, and an old replica still fetching from it polls every tick a second time. Best effort."""
+        try:
+            await self._js.delete_consumer(POLLS_STREAM, OBSOLETE_DURABLE)
+        except NotFoundError:
+            return
+        except (NatsError, TimeoutError) as exc:
+            log.warning("deleting the obsolete tick durable failed", extra={
+                "durable": OBSOLETE_DURABLE, "error": repr(exc)})
+            return
+        log.info("obsolete tick durable deleted", extra={"durable": OBSOLETE_DURABLE})
 
     async def _keep_leases(self, stop: asyncio.Event) -> None:
         """Every lease time / 3: announce this replica, renew its leases, release and claim regions as

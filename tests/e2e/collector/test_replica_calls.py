@@ -17,14 +17,18 @@ from typing import Any
 
 import nats
 import pytest
+from nats.js import JetStreamContext
+from nats.js.errors import BucketNotFoundError
 
 from cml.monitor.v1 import events_pb2
 from cmlmon_core import messages, subjects
 from cmlmon_core.topology import ensure_topology
 from cmlmon_dev.servers import NatsServer, free_port, wait_for_port
+from collector.adapters import leases
 from collector.adapters.schedules import JetStreamSchedules
 from collector.domain.model import Target
 from tests.e2e.conftest import ServiceLauncher
+from tests.support import eventually
 
 FAKE_AWS = Path(__file__).resolve().parents[3] / "bench" / "fake_aws.py"
 INTERVAL = 5
@@ -50,17 +54,29 @@ def calls(endpoint: str) -> Counter[str]:
         return Counter(json.loads(reply.read()))
 
 
-async def until_phase(phase: float) -> None:
-    """Sleep until `phase` seconds into the next interval of the wall clock (the schedules fire on its start)."""
-    now = time.time()
-    await asyncio.sleep(now - now % INTERVAL + INTERVAL + phase - now)
+async def lease_holders(js: JetStreamContext) -> tuple[set[str], dict[str, str]]:
+    """The live replicas and each region's holder (region -> collector id), as the collectors' lease bucket says."""
+    kv = await js.key_value(leases.BUCKET)
+    watcher = await kv.watchall(ignore_deletes=True)
+    members: set[str] = set()
+    holders: dict[str, str] = {}
+    try:
+        async for entry in watcher:
+            if entry is None:  # the current values are all in
+                break
+            value = (entry.value or b"").decode()
+            if entry.key.startswith("member."):
+                members.add(value)
+            elif entry.key.startswith("region."):
+                holders[entry.key.removeprefix("region.")] = value
+    finally:
+        await watcher.stop()  # type: ignore[no-untyped-call]
+    return members, holders
 
 
-@pytest.mark.skip(reason="flaky: about 1 run in 5 (once on a quiet CI run) counts a split batch, 12 calls against "
-                         "an ideal of 10 in 5 intervals, likely a lease moving while it is counted; issue 14 stays "
-                         "open until the cause is found. bench/collector.py --replicas measures the same property.")
-async def test_three_replicas_make_the_calls_of_one(services: ServiceLauncher, own_nats: NatsServer,
-                                                     fake_aws: str) -> None:
+async def test_three_replicas_make_the_calls_of_one(fake_aws: str, services: ServiceLauncher,
+                                                     own_nats: NatsServer) -> None:
+    # fake_aws first: set up before the collectors and stopped after them
     nc = await nats.connect(own_nats.url)
     js = nc.jetstream()
     await ensure_topology(js)
@@ -68,36 +84,62 @@ async def test_three_replicas_make_the_calls_of_one(services: ServiceLauncher, o
     workers = [Target(worker_id=f"w-{r}-{i}", region=region, instance_id=f"i-{r}{i:016x}", interval_seconds=INTERVAL)
                for r, region in enumerate(REGIONS) for i in range(PER_REGION)]
     await asyncio.gather(*(schedules.put(t) for t in workers))
-    samples: list[tuple[float, str, str]] = []
+    ticked: dict[str, float] = {}  # "<worker id>:<tick stream sequence>" (its sample's Nats-Msg-Id) -> stored at
+    samples: list[tuple[str, str, str]] = []  # tick, worker id, collector id
+
+    async def on_tick(msg: Any) -> None:
+        tick = messages.decode(events_pb2.PollTick, msg.data, msg.headers)
+        ticked[f"{tick.worker_id}:{msg.metadata.sequence.stream}"] = msg.metadata.timestamp.timestamp()
 
     async def on_sample(msg: Any) -> None:
         s = messages.decode(events_pb2.MetricSample, msg.data, msg.headers)
-        samples.append((time.time(), s.worker_id, s.collector_id))
+        samples.append((msg.headers["Nats-Msg-Id"], s.worker_id, s.collector_id))
 
+    def ticked_in(start: float, end: float) -> list[tuple[str, str]]:
+        """The samples (worker id, collector id) of the ticks stored from start to before end; by when the tick
+        was stored, as a sample can come late on a loaded machine."""
+        return [(w, c) for tick, w, c in samples if start <= ticked.get(tick, -1.0) < end]
+
+    async def polled(interval: float) -> None:
+        """Wait until every worker has a sample of its tick of the interval starting then: all its calls are made,
+        and the next interval's come only when its ticks fire."""
+        while {w for w, _ in ticked_in(interval, interval + INTERVAL)} != {t.worker_id for t in workers}:
+            assert time.time() < interval + 4 * INTERVAL, f"not every worker was polled in the interval at {interval}"
+            await asyncio.sleep(0.1)
+
+    await js.subscribe(subjects.POLL_TICKS_ALL, cb=on_tick, ordered_consumer=True)
     await nc.subscribe(subjects.METRICS_ALL, cb=on_sample)
-    for i in range(3):
-        services.start("collector", SERVICE_INSTANCE_ID=f"r{i}", AWS_ENDPOINT_URL=fake_aws,
+    replicas = {f"r{i}" for i in range(3)}
+    for replica in sorted(replicas):
+        services.start("collector", SERVICE_INSTANCE_ID=replica, AWS_ENDPOINT_URL=fake_aws,
                        WORKER_METRICS_POLL_INTERVAL=INTERVAL, CLOUDWATCH_DELAY_SECONDS=0, TICK_GATHER_SECONDS=2,
                        TICK_REGION_LEASE_SECONDS=6, RECONCILE_INTERVAL_SECONDS=0, SHUTDOWN_GRACE_SECONDS=2)
     try:
-        deadline = time.monotonic() + 90
-        while {w for _, w, _ in samples} != {t.worker_id for t in workers}:
-            assert time.monotonic() < deadline, "not every worker was polled"
-            await asyncio.sleep(0.2)
-        await until_phase(INTERVAL - 1)  # the leases have settled; polls of an interval end before its last second
-        await until_phase(INTERVAL - 1)
-        start, before = time.time(), calls(fake_aws)
-        for _ in range(COUNTED_INTERVALS):
-            await until_phase(INTERVAL - 1)
-        after, end = calls(fake_aws), time.time()
+        # Counted once the leases have settled: all three replicas live, each region held by a replica of its
+        # own (the first replica up takes both and hands one over). A region moving mid-interval may split a batch.
+        async def settled() -> tuple[set[str], dict[str, str]] | None:
+            try:
+                members, holders = await lease_holders(js)
+            except BucketNotFoundError:  # no replica has started yet
+                return None
+            spread = set(holders) == set(REGIONS) and len(set(holders.values())) == len(REGIONS)
+            return (members, holders) if members == replicas and spread else None
+
+        members, holders = await eventually(settled, timeout=90, interval=0.5)
+        # Count from the end of one interval's polls to the end of the polls COUNTED_INTERVALS later: every call
+        # of those intervals and none of another.
+        first = time.time() // INTERVAL * INTERVAL + INTERVAL
+        await polled(first)
+        before = calls(fake_aws)
+        last = first + COUNTED_INTERVALS * INTERVAL
+        await polled(last)
+        after = calls(fake_aws)
+        assert await lease_holders(js) == (members, holders), "a region lease moved while the calls were counted"
     finally:
         await nc.drain()
 
-    counted = [(w, c) for t, w, c in samples if start <= t <= end]
-    polled = Counter(w for w, _ in counted)
-    assert all(polled[t.worker_id] >= COUNTED_INTERVALS for t in workers), "a worker missed an interval"
     ideal = COUNTED_INTERVALS * len(REGIONS) * -(-PER_REGION // 100)
     made = after["DescribeInstanceStatus"] - before["DescribeInstanceStatus"]
     assert made <= ideal * 1.1, f"{made} DescribeInstanceStatus calls in {COUNTED_INTERVALS} intervals (ideal {ideal})"
     # one replica per region: shared, and with whole batches (the third replica stands by)
-    assert len({c for _, c in counted}) == len(REGIONS), "the regions are not spread over the replicas"
+    assert {c for _, c in ticked_in(first + INTERVAL, last + INTERVAL)} == set(holders.values())

@@ -1,6 +1,7 @@
 """Reconciliation against a registry over real gRPC heals drift both ways; a first start schedules an
-existing fleet from the event stream; a stop naks the in-flight batch. Each test has a nats-server of its own
-(reconciliation removes every schedule the registry does not know)."""
+existing fleet from the event stream; a start deletes the tick durable of older versions; a stop naks the
+in-flight batch. Each test has a nats-server of its own (reconciliation removes every schedule the registry does
+not know)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import nats
 import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig
+from nats.js.errors import NotFoundError
 
 from cml.monitor.v1 import registry_service_pb2, registry_service_pb2_grpc, worker_pb2
 from cmlmon_core import subjects
@@ -24,7 +27,7 @@ from collector.adapters.schedules import JetStreamSchedules
 from collector.bootstrap import aws_clients
 from collector.domain.model import Target
 from collector.entrypoints.reconciler import Reconciler
-from collector.entrypoints.ticks import durable_name
+from collector.entrypoints.ticks import OBSOLETE_DURABLE, durable_name
 from collector.service.schedules import ScheduleKeeper
 from tests.integration.collector.conftest import (
     advisories,
@@ -133,6 +136,28 @@ async def test_first_start_schedules_an_existing_fleet(own_nats: NatsServer, own
                 return await store.worker_ids() == {w.id for w in fleet[1:]}
 
             await eventually(healed, timeout=20)
+        finally:
+            running.stop.set()
+            await asyncio.wait_for(asyncio.gather(*running.tasks), 30)
+
+
+async def test_a_start_deletes_the_durable_shared_before_region_leases(
+        own_nats: NatsServer, own_js: tuple[Client, JetStreamContext], aws_endpoint: str) -> None:
+    nc, js = own_js
+    await js.add_consumer(POLLS_STREAM, ConsumerConfig(
+        durable_name=OBSOLETE_DURABLE, filter_subject=subjects.POLL_TICKS_ALL, ack_policy=AckPolicy.EXPLICIT))
+    settings = collector_settings(own_nats.url, aws_endpoint)
+    async with aws_clients(settings) as clients:
+        running = start_collector(settings, nc, js, clients)
+        try:
+            async def deleted() -> bool:
+                try:
+                    await js.consumer_info(POLLS_STREAM, OBSOLETE_DURABLE)
+                except NotFoundError:
+                    return True
+                return False
+
+            await eventually(deleted, timeout=20)
         finally:
             running.stop.set()
             await asyncio.wait_for(asyncio.gather(*running.tasks), 30)
