@@ -1,14 +1,18 @@
 """Metric history: each worker's samples kept by the registry in the KV bucket cml_metric_history, one key per
-worker and hour of observe time (`<worker_id>.<hour start, unix seconds>`), whose value is a MetricSampleChunk.
+worker and six hours of observe time (`<worker_id>.<span start, unix seconds>`), whose value is a
+MetricSampleChunk.
 
 Why not read CML_METRICS itself: its blocks hold every worker's samples interleaved, so reading one worker's
 day makes the server step over every other worker's samples of that day (about 90 ms of a 1.4 M-message walk
-for one worker among 1,000, whatever the read API). Here a day is 24-25 keys, found through the stream's
-per-subject index and sent in one batched direct get (`multi_last`, nats-server >= 2.11): no scan at all.
+for one worker among 1,000, whatever the read API). Here a day is 4-5 keys, found through the stream's
+per-subject index and sent in one batched direct get (`multi_last`, nats-server >= 2.11): no scan at all. Why six
+hours, not one: a read loads each block that holds one of its keys, and a worker's hour keys of a day lie in 25
+different blocks (a cold read of a day took 30-220 ms with hour keys, 7 ms with six-hour keys, under load); the
+price is a larger value rewritten per sample (up to ~30 KB at one sample a minute).
 
 Writes: the registry's sample consumer appends each sample to its chunk with a compare-and-set on the key's
 revision (replicas of the registry may share a worker's samples); a redelivered sample (same observe_time) is
-not appended twice. The chunks a replica wrote last are cached (bounded), so an append is one write."""
+not appended twice. The chunks a replica wrote last are cached (bounded in bytes), so an append is one write."""
 
 from __future__ import annotations
 
@@ -34,7 +38,7 @@ from registry.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
-CHUNK_SECONDS = 3600  # span of observe time one key holds
+CHUNK_SECONDS = 6 * 3600  # span of observe time one key holds
 _NS = 1_000_000_000
 _CHUNK_NS = CHUNK_SECONDS * _NS
 _KEYS_PER_GET = 64  # subjects named in one batched direct get
@@ -82,14 +86,15 @@ class JetStreamMetricHistory:
     """MetricHistory on the KV bucket cml_metric_history (retention: the bucket's TTL, that of CML_METRICS)."""
 
     def __init__(self, nc: Client, kv: KeyValue, *, retention_seconds: float, bucket: str = HISTORY_BUCKET,
-                 cache_size: int = 10_000, timeout: float = 10.0) -> None:
+                 cache_bytes: int = 64 << 20, timeout: float = 10.0) -> None:
         self._nc = nc
         self._kv = kv
         self._stream = f"KV_{bucket}"
         self._prefix = f"$KV.{bucket}."
         self._retention_ns = int(retention_seconds * _NS)
         self._cache: OrderedDict[str, _Chunk] = OrderedDict()
-        self._cache_size = cache_size
+        self._cache_bytes = cache_bytes
+        self._cached_bytes = 0
         self._timeout = timeout
 
     @classmethod
@@ -119,12 +124,12 @@ class JetStreamMetricHistory:
                     else:
                         revision = await self._kv.create(key, value)
                 except nats.js.errors.KeyWrongLastSequenceError:  # another replica wrote it: read it again
-                    self._cache.pop(key, None)
+                    self._forget(key)
                     continue
                 self._remember(key, _Chunk(revision, value, chunk.observed | {observed}))
                 return
         except (nats.errors.Error, nats.js.errors.Error) as exc:
-            self._cache.pop(key, None)
+            self._forget(key)
             raise Unavailable(f"appending to the history of {sample.worker_id}: {exc!r}") from exc
         raise Unavailable(f"appending to the history of {sample.worker_id}: {key} kept changing under us")
 
@@ -135,10 +140,16 @@ class JetStreamMetricHistory:
         return chunk
 
     def _remember(self, key: str, chunk: _Chunk) -> None:
+        self._forget(key)
         self._cache[key] = chunk
-        self._cache.move_to_end(key)
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        self._cached_bytes += len(chunk.value)
+        while self._cached_bytes > self._cache_bytes:
+            self._forget(next(iter(self._cache)))  # the least recently used
+
+    def _forget(self, key: str) -> None:
+        chunk = self._cache.pop(key, None)
+        if chunk is not None:
+            self._cached_bytes -= len(chunk.value)
 
     async def _load(self, key: str) -> _Chunk:
         try:

@@ -1,5 +1,5 @@
 """GetWorkerMetrics against a real registry and nats-server: the registry keeps each worker's samples from
-CML_METRICS in the bucket cml_metric_history (a key per worker and hour) and answers a window from the keys the
+CML_METRICS in the bucket cml_metric_history (a key per worker and six hours) and answers a window from the keys the
 window overlaps, raw or downsampled, in pages; across a restart; a worker without samples; retention."""
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def query(worker: worker_pb2.Worker, start: int, end: int, **fields: object) -> 
 async def kept(registry: RunningRegistry, worker: worker_pb2.Worker, start: int, count: int) -> None:
     """Wait until the registry's consumer has kept `count` samples of the worker from start."""
     async def all_there() -> bool:
-        got = await registry.stub.GetWorkerMetrics(query(worker, start, int(time.time()) + 60))
+        got = await registry.stub.GetWorkerMetrics(query(worker, start, start + 3600))
         return len(got.samples) >= count
 
     await eventually(all_there, timeout=60)
@@ -66,9 +66,9 @@ async def kept(registry: RunningRegistry, worker: worker_pb2.Worker, start: int,
 async def two_workers(registry: RunningRegistry, js: JetStreamContext, uid: str
                       ) -> tuple[worker_pb2.Worker, worker_pb2.Worker, int]:
     """Worker a with ten samples a minute apart (cpu 0..9) from t0, worker b's samples interleaved; samples 0-4
-    of each in one hour's key, 5-9 in the next one."""
+    of each in one key (span of observe time), 5-9 in the next one."""
     a, b = await create(registry, f"hist-a-{uid}"), await create(registry, f"hist-b-{uid}")
-    t0 = (int(time.time()) - 3600) // 3600 * 3600 - 5 * STEP
+    t0 = int(time.time()) // CHUNK_SECONDS * CHUNK_SECONDS - 5 * STEP
     for i in range(10):
         await publish(js, a, t0 + i * STEP, float(i))
         await publish(js, b, t0 + i * STEP, 100.0)
@@ -133,9 +133,9 @@ async def test_a_read_asks_only_for_the_keys_of_that_worker_and_window(
         registry: RunningRegistry, nc: Client, js: JetStreamContext,
         two_workers: tuple[worker_pb2.Worker, worker_pb2.Worker, int]) -> None:
     a, _, t0 = two_workers
-    hour = t0 + 5 * STEP  # where the second key starts
+    second = t0 + 5 * STEP  # where the second key starts
     kv = await js.key_value(HISTORY_BUCKET)
-    for start, cpus in ((hour - CHUNK_SECONDS, range(5)), (hour, range(5, 10))):
+    for start, cpus in ((second - CHUNK_SECONDS, range(5)), (second, range(5, 10))):
         value = (await kv.get(chunk_key(a.id, start))).value or b""
         assert [s.cpu_utilization for s in events_pb2.MetricSampleChunk.FromString(value).samples] == list(cpus)
     requests: list[dict[str, list[str]]] = []
@@ -147,17 +147,18 @@ async def test_a_read_asks_only_for_the_keys_of_that_worker_and_window(
     try:
         got = await registry.stub.GetWorkerMetrics(query(a, t0 + STEP, t0 + 9 * STEP))
         assert [s.cpu_utilization for s in got.samples] == [float(i) for i in range(1, 9)]
-        since_1970 = await registry.stub.GetWorkerMetrics(query(a, 1, int(time.time())))
+        since_1970 = await registry.stub.GetWorkerMetrics(query(a, 1, t0 + 3600))
         assert len(since_1970.samples) == 10
         await nc.flush()
         await eventually(lambda: len(requests) == 2)
     finally:
         await sniffer.unsubscribe()
     prefix = f"$KV.{HISTORY_BUCKET}."
-    assert requests[0] == {"multi_last": [prefix + chunk_key(a.id, s) for s in (hour - CHUNK_SECONDS, hour)]}
-    # From 1970: only the hours the bucket can still hold (its TTL, a day here), none of another worker.
+    assert requests[0] == {"multi_last": [prefix + chunk_key(a.id, s) for s in (second - CHUNK_SECONDS, second)]}
+    # From 1970: only the spans the bucket can still hold (its TTL, a day here), none of another worker.
     asked = requests[1]["multi_last"]
-    assert 24 <= len(asked) <= 26 and all(s.startswith(prefix + a.id + ".") for s in asked)
+    assert 86_400 // CHUNK_SECONDS <= len(asked) <= 86_400 // CHUNK_SECONDS + 2
+    assert all(s.startswith(prefix + a.id + ".") for s in asked)
 
 
 async def test_a_worker_without_samples_has_an_empty_history(registry: RunningRegistry, uid: str) -> None:
@@ -171,7 +172,7 @@ async def test_a_worker_without_samples_has_an_empty_history(registry: RunningRe
 async def test_history_is_kept_across_a_restart_of_the_registry(
         nats_url: str, aws_endpoint: str, js: JetStreamContext, uid: str) -> None:
     settings = registry_settings(nats_url, aws_endpoint)
-    t0 = (int(time.time()) - 3600) // 3600 * 3600 + 10 * STEP  # all in one hour's key
+    t0 = int(time.time()) // CHUNK_SECONDS * CHUNK_SECONDS - CHUNK_SECONDS + 10 * STEP  # all in one key
     async with running_registry(settings) as first:
         worker = await create(first, f"hist-restart-{uid}")
         for i in range(3):
@@ -192,7 +193,7 @@ async def test_replicas_appending_to_one_key_keep_every_sample_once(nc: Client, 
     one = await JetStreamMetricHistory.open(nc, retention_seconds=86_400)
     two = await JetStreamMetricHistory.open(nc, retention_seconds=86_400)  # a second registry replica
     worker = worker_pb2.Worker(id=f"w-replicas-{uid}", region=REGION, instance_id="i-0123456789abcdef0")
-    t0 = (int(time.time()) - 3600) // 3600 * 3600
+    t0 = int(time.time()) // CHUNK_SECONDS * CHUNK_SECONDS - CHUNK_SECONDS
 
     def at(i: int) -> events_pb2.MetricSample:
         sample = events_pb2.MetricSample(worker_id=worker.id, region=REGION, cpu_utilization=float(i))

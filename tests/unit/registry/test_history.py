@@ -6,7 +6,7 @@ import pytest
 
 from cml.monitor.v1 import events_pb2, worker_pb2
 from cml.monitor.v1 import registry_service_pb2 as rs
-from registry.adapters.history import chunk_key, chunk_start, one_sample_chunk, samples_in
+from registry.adapters.history import CHUNK_SECONDS, chunk_key, chunk_start, one_sample_chunk, samples_in
 from registry.domain.history import Downsampler, Window
 from registry.errors import InvalidArgument
 from registry.service.history import page_size, window_of
@@ -57,9 +57,12 @@ def observed(at_ns: int, cpu: float) -> events_pb2.MetricSample:
     return out
 
 
-def test_a_chunk_is_the_hour_of_observe_time_and_grows_by_concatenation() -> None:
-    assert chunk_start(7200 * S) == chunk_start(10_799 * S) == 7200 and chunk_start(10_800 * S) == 10_800
-    assert chunk_key("w-a", 7200) == "w-a.7200"
+def test_a_chunk_is_six_hours_of_observe_time_and_grows_by_concatenation() -> None:
+    span = 6 * 3600
+    assert span == CHUNK_SECONDS
+    assert chunk_start(2 * span * S) == chunk_start((3 * span - 1) * S) == 2 * span
+    assert chunk_start(3 * span * S) == 3 * span
+    assert chunk_key("w-a", 43_200) == "w-a.43200"
     value = b"".join(one_sample_chunk(observed(t * S, t)) for t in (7230, 7210, 7250, 7220))  # arrival order
     decoded = events_pb2.MetricSampleChunk.FromString(value)
     assert [s.cpu_utilization for s in decoded.samples] == [7230, 7210, 7250, 7220]
