@@ -76,7 +76,8 @@ HISTORY_SAMPLES = int(os.environ.get("BENCH_HISTORY_SAMPLES", "1440"))  # per wo
 HISTORY_CALLS = 100
 HISTORY_BASELINE = os.environ.get("BENCH_HISTORY_BASELINE", "1") == "1"  # also the old read of CML_METRICS
 HISTORY_REWRITE_MINUTES = 60  # seeding: how often another worker's key is rewritten
-HISTORY_COLD_CALLS = 5  # calls after HISTORY_COLD_PAUSE s idle: the server's block cache has expired
+# calls after HISTORY_COLD_PAUSE s idle: the server's block cache has expired
+HISTORY_COLD_CALLS = int(os.environ.get("BENCH_HISTORY_COLD_CALLS", "5"))
 HISTORY_COLD_PAUSE = 12.0
 CALLERS = 50
 PAGE = 100
@@ -413,7 +414,8 @@ async def seed_history(js: Any, history: JetStreamMetricHistory, since: int, tar
             sample.observe_time.FromSeconds(since + minute * 60)
             if HISTORY_BASELINE:
                 data, headers = encode(sample)
-                pending.append(js.publish(subjects.metric("us-east-1", sample.worker_id), data, headers=headers))
+                pending.append(js.publish(subjects.metric("us-east-1", sample.worker_id), data, headers=headers,
+                                          timeout=60))
             if sample.worker_id == target_id:
                 t = time.perf_counter()
                 await history.append(sample)
@@ -422,12 +424,12 @@ async def seed_history(js: Any, history: JetStreamMetricHistory, since: int, tar
             key = chunk_key(sample.worker_id, chunk_start(sample.observe_time.ToNanoseconds()))
             old_key, value = chunks.get(sample.worker_id, (key, b""))
             if old_key != key:  # the span is over: its last value, then a new key
-                pending.append(js.publish(f"$KV.{HISTORY_BUCKET}.{old_key}", value))
+                pending.append(js.publish(f"$KV.{HISTORY_BUCKET}.{old_key}", value, timeout=60))
                 value = b""
             chunks[sample.worker_id] = (key, value + one_sample_chunk(sample))
             if minute % HISTORY_REWRITE_MINUTES == 0 or minute == HISTORY_SAMPLES - 1:
-                pending.append(js.publish(f"$KV.{HISTORY_BUCKET}.{key}", chunks[sample.worker_id][1]))
-            if len(pending) >= 2000:
+                pending.append(js.publish(f"$KV.{HISTORY_BUCKET}.{key}", chunks[sample.worker_id][1], timeout=60))
+            if len(pending) >= 1000:
                 await asyncio.gather(*pending)
                 pending = []
     await asyncio.gather(*pending)
