@@ -71,8 +71,14 @@ def one_sample_chunk(sample: events_pb2.MetricSample) -> bytes:
 def samples_in(value: bytes, start_ns: int, end_ns: int) -> list[events_pb2.MetricSample]:
     """A chunk's samples observed in [start_ns, end_ns), in observe_time order."""
     chunk = events_pb2.MetricSampleChunk.FromString(value)
-    timed = [(s.observe_time.ToNanoseconds(), s) for s in chunk.samples]
+    timed = [(observed_ns(s), s) for s in chunk.samples]
     return [s for t, s in sorted(timed, key=lambda p: p[0]) if start_ns <= t < end_ns]
+
+
+def observed_ns(sample: events_pb2.MetricSample) -> int:
+    """The sample's observe_time in unix ns: Timestamp.ToNanoseconds() without its checks (per sample read)."""
+    stamp = sample.observe_time
+    return stamp.seconds * _NS + stamp.nanos
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,9 +30,11 @@ class _Summary:
     total: float = 0.0
     count: int = 0
 
-    def add(self, value: float) -> None:
-        self.low = min(self.low, value)
-        self.high = max(self.high, value)
+    def add(self, value: float) -> None:  # on every sample of a window: comparisons, not min()/max() calls
+        if value < self.low:
+            self.low = value
+        elif value > self.high:
+            self.high = value
         self.total += value
         self.count += 1
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 from cml.monitor.v1 import registry_service_pb2 as rs
+from registry.adapters.history import observed_ns
 from registry.domain import validation
 from registry.domain.history import Downsampler, Window
 from registry.errors import InvalidArgument, Unavailable
@@ -55,7 +56,7 @@ async def get_worker_metrics(registry: Registry, req: rs.GetWorkerMetricsRequest
     samples = history.read(req.worker_id, start, window.end_ns)
     try:
         async for sample in samples:
-            observed = sample.observe_time.ToNanoseconds()
+            observed = observed_ns(sample)
             full = not buckets.offer(sample, observed) if buckets is not None else len(out.samples) == limit
             if full:  # the next page starts at this sample (observe times of a worker's samples are distinct)
                 out.next_page_token = tokens.issue(f"{_TOKEN_PREFIX}{observed}", req)
