@@ -141,9 +141,11 @@ async def test_a_read_asks_only_for_the_keys_of_that_worker_and_window(
     requests: list[dict[str, list[str]]] = []
 
     async def seen(msg: Msg) -> None:
-        requests.append(json.loads(msg.data))
+        if a.id.encode() in msg.data:  # this test's reads only
+            requests.append(json.loads(msg.data))
 
     sniffer = await nc.subscribe(f"$JS.API.DIRECT.GET.KV_{HISTORY_BUCKET}", cb=seen)  # watches, does not answer
+    await nc.flush()  # the server knows of the sniffer before the reads
     try:
         got = await registry.stub.GetWorkerMetrics(query(a, t0 + STEP, t0 + 9 * STEP))
         assert [s.cpu_utilization for s in got.samples] == [float(i) for i in range(1, 9)]
@@ -213,11 +215,11 @@ async def test_history_lasts_as_long_as_cml_metrics_then_is_gone(nc: Client, js:
                                                                   ) -> None:
     bucket_info = await js.stream_info(f"KV_{HISTORY_BUCKET}")
     assert bucket_info.config.max_age == (await js.stream_info(METRICS_STREAM)).config.max_age
-    # The same layout with a one-second retention: read while kept, then nothing (and no error) once expired.
+    # The same layout with a three-second retention: read while kept, then nothing (and no error) once expired.
     bucket = f"hist_ttl_{uid}".replace("-", "_")
-    await js.create_key_value(KeyValueConfig(bucket=bucket, history=1, ttl=1.0, direct=True))
+    await js.create_key_value(KeyValueConfig(bucket=bucket, history=1, ttl=3.0, direct=True))
     try:
-        history = await JetStreamMetricHistory.open(nc, retention_seconds=1.0, bucket=bucket)
+        history = await JetStreamMetricHistory.open(nc, retention_seconds=3.0, bucket=bucket)
         sample = events_pb2.MetricSample(worker_id=f"w-ttl-{uid}", region=REGION, cpu_utilization=1.0)
         sample.observe_time.GetCurrentTime()
         now = time.time_ns()
