@@ -5,7 +5,9 @@ window overlaps, raw or downsampled, in pages; across a restart; a worker withou
 from __future__ import annotations
 
 import json
+import shutil
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -18,7 +20,9 @@ from nats.js.api import KeyValueConfig
 from cml.monitor.v1 import events_pb2, worker_pb2
 from cml.monitor.v1 import registry_service_pb2 as rs
 from cmlmon_core import messages, subjects
-from cmlmon_core.topology import HISTORY_BUCKET, METRICS_STREAM
+from cmlmon_core.nats_conn import connect
+from cmlmon_core.topology import HISTORY_BUCKET, METRICS_STREAM, ensure_topology
+from cmlmon_dev.servers import NatsServer
 from registry.adapters.history import CHUNK_SECONDS, JetStreamMetricHistory, chunk_key
 from tests.integration.registry.conftest import (
     AMI,
@@ -30,6 +34,7 @@ from tests.integration.registry.conftest import (
 )
 
 pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[3]
 
 STEP = 60
 S = 1_000_000_000
@@ -232,3 +237,24 @@ async def test_history_lasts_as_long_as_cml_metrics_then_is_gone(nc: Client, js:
         await eventually(gone, timeout=30)
     finally:
         await js.delete_key_value(bucket)
+
+
+async def test_the_registry_nats_user_may_keep_and_read_history(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                 ) -> None:
+    """As user `registry` of deploy/nats/cmlmon-accounts.conf: the bucket is created, appended to, read."""
+    shutil.copy(ROOT / "deploy" / "nats" / "cmlmon-accounts.conf", tmp_path / "cmlmon-accounts.conf")
+    (config := tmp_path / "nats-server.conf").write_text("include ./cmlmon-accounts.conf\n")
+    for user in ("registry", "collector", "notifier", "autopilot"):
+        monkeypatch.setenv(f"CMLMON_{user.upper()}_NATS_PASSWORD", f"pw-{user}")
+    with NatsServer(tmp_path / "jetstream", log_file=tmp_path / "nats-server.log", config_file=config) as server:
+        settings = registry_settings(server.url, "http://127.0.0.1:9", nats_user="registry",
+                                     nats_password="pw-registry", nats_inbox_prefix="_INBOX.registry")
+        async with connect(settings, "registry-history-test") as client:
+            await ensure_topology(client.jetstream())
+            history = await JetStreamMetricHistory.open(client, retention_seconds=86_400)
+            t0 = int(time.time()) // CHUNK_SECONDS * CHUNK_SECONDS - CHUNK_SECONDS
+            for i in range(2):
+                sample = events_pb2.MetricSample(worker_id="w-secured", region=REGION, cpu_utilization=float(i))
+                sample.observe_time.FromSeconds(t0 + i * STEP)
+                await history.append(sample)
+            assert [s.cpu_utilization async for s in history.read("w-secured", t0 * S, (t0 + 3600) * S)] == [0, 1]
