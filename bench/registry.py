@@ -8,14 +8,17 @@ messages of the same size, in the same run; then a metric history benchmark (Get
 - The bare server is `python bench/registry.py --bare PORT`: the same service and message types, every answer a
   prebuilt message (a Worker of the same size for GetWorker, 100 of them for ListWorkers), no work at all.
 - Each phase: 50 asyncio callers on one channel for BENCH_SECONDS after a warm-up; throughput and client-side
-  latency p50/p99, and the server's CPU per call. Targets: GetWorker >= 50 % of the bare server's throughput;
+  latency p50/p99, and the server's CPU per call. Targets: GetWorker >= 90 % of the bare server's throughput;
   ListWorkers >= 80 % of it and p99 <= 20 ms; registry RSS with 10,000 workers <= 200 MB (100,000: <= 500 MB).
 - Then samples are published (one per worker; at most 1,000 on mongodb, whose test server is a Python process)
   and the time until the registry's durable consumer has applied them all gives samples per second (each one a
   read and compare-and-set in the store).
 - History: BENCH_HISTORY_WORKERS (1,000; 0 skips it) workers with BENCH_HISTORY_SAMPLES (1,440: a day, one a
-  minute) samples each in CML_METRICS; GetWorkerMetrics over one worker's day, raw and with a 300 s step, called
-  in-process 100 times in a row: p50/p99 (target p99 <= 50 ms).
+  minute) samples each, in the registry's history bucket (cml_metric_history) and in CML_METRICS; GetWorkerMetrics
+  over one worker's day, raw and with a 300 s step, called in-process BENCH_HISTORY_CALLS (100) times in a row:
+  p50/p95/p99 (target p99 <= 50 ms); BENCH_HISTORY_COLD_CALLS (5) single calls each after 12 s idle; then, as a
+  baseline in the same run, the same day read from CML_METRICS the way the registry did before the bucket
+  (BENCH_HISTORY_BASELINE=0 skips it and CML_METRICS's seeding).
 
 Run: .venv/bin/python bench/registry.py [--workers N]  (ends with one JSON line). BENCH_SECONDS, BENCH_WORKERS
 (or --workers) change the phase length and the fleet; with more than 10,000 workers the samples phase publishes
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import json
 import os
 import random
@@ -45,6 +49,7 @@ import grpc
 import nats
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pymongo import AsyncMongoClient
 
 from cml.monitor.v1 import events_pb2, worker_pb2
@@ -53,16 +58,16 @@ from cml.monitor.v1 import registry_service_pb2_grpc as rs_grpc
 from cmlmon_core import subjects
 from cmlmon_core.auth import Role, token_entry, write_auth_file
 from cmlmon_core.grpc_client import GrpcTarget
-from cmlmon_core.messages import encode
+from cmlmon_core.messages import decode, encode
 from cmlmon_core.tls import ClientTls
-from cmlmon_core.topology import ensure_topology
+from cmlmon_core.topology import HISTORY_BUCKET, METRICS_STREAM, ensure_topology
 from cmlmon_dev.servers import MongoServer, NatsServer, free_port, wait_for_port
 
 # Run as a script, this file's folder comes first on sys.path and its name hides the registry package.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.modules.pop("registry", None)
 from registry.adapters import documents  # noqa: E402
-from registry.adapters.history import JetStreamMetricHistory  # noqa: E402
+from registry.adapters.history import JetStreamMetricHistory, chunk_key, chunk_start, one_sample_chunk  # noqa: E402
 from registry.adapters.repository import Stored  # noqa: E402
 from registry.bootstrap import bootstrap  # noqa: E402
 from registry.service.history import get_worker_metrics  # noqa: E402
@@ -72,7 +77,12 @@ WORKERS = int(os.environ.get("BENCH_WORKERS", "10000"))
 STORES = [s for s in os.environ.get("BENCH_STORES", "kv,mongodb").split(",") if s]
 HISTORY_WORKERS = int(os.environ.get("BENCH_HISTORY_WORKERS", "1000"))  # 0 skips the history benchmark
 HISTORY_SAMPLES = int(os.environ.get("BENCH_HISTORY_SAMPLES", "1440"))  # per worker: a day, one a minute
-HISTORY_CALLS = 100
+HISTORY_CALLS = int(os.environ.get("BENCH_HISTORY_CALLS", "100"))
+HISTORY_BASELINE = os.environ.get("BENCH_HISTORY_BASELINE", "1") == "1"  # also the old read of CML_METRICS
+HISTORY_REWRITE_MINUTES = 60  # seeding: how often another worker's key is rewritten
+# calls after HISTORY_COLD_PAUSE s idle: the server's block cache has expired
+HISTORY_COLD_CALLS = int(os.environ.get("BENCH_HISTORY_COLD_CALLS", "5"))
+HISTORY_COLD_PAUSE = 12.0
 CALLERS = 50
 PAGE = 100
 SECONDS = float(os.environ.get("BENCH_SECONDS", "6"))
@@ -337,39 +347,26 @@ async def seed_mongodb(uri: str) -> list[str]:
 
 async def bench_history(tmp: Path) -> dict[str, Any]:
     """GetWorkerMetrics over one day of one worker's samples (one a minute) among HISTORY_WORKERS workers that
-    all have a day of samples: the read must not pay for the others. p50/p99 of sequential calls."""
+    all have a day of samples: the read must not pay for the others. p50/p99 of sequential calls, and in the same
+    run the previous read path (CML_METRICS through a consumer filtered on the worker's subject) as a baseline."""
     await asyncio.to_thread(tmp.mkdir, parents=True)
     with NatsServer(tmp / "js", log_file=tmp / "nats.log") as server:
         nc = await nats.connect(server.url)
         js = nc.jetstream()
         await ensure_topology(js)
         now = int(time.time())
-        t0 = time.perf_counter()
-        pending = []
-        for minute in range(HISTORY_SAMPLES):  # minute by minute, as the collectors would have published them
-            for n in range(HISTORY_WORKERS):
-                sample = events_pb2.MetricSample(worker_id=f"w-{n:020x}", region="us-east-1", instance_id=f"i-{n:017x}",
-                                                 status=worker_pb2.WORKER_STATUS_RUNNING,
-                                                 cpu_utilization=random.uniform(0, 100), memory_utilization=50.0)
-                sample.observe_time.FromSeconds(now - 86_400 + minute * 60)
-                data, headers = encode(sample)
-                pending.append(js.publish(subjects.metric("us-east-1", sample.worker_id), data, headers=headers))
-                if len(pending) == 2000:
-                    await asyncio.gather(*pending)
-                    pending = []
-        await asyncio.gather(*pending)
-        stored = HISTORY_SAMPLES * HISTORY_WORKERS
-        print(f"published {stored} samples ({HISTORY_WORKERS} workers x {HISTORY_SAMPLES}) in "
-              f"{time.perf_counter() - t0:.1f}s")
-        settings = RegistrySettings(nats_url=server.url, aws_endpoint_url="http://127.0.0.1:9", worker_store="kv")
-        registry = (await bootstrap(settings, js, ec2=NoEc2(), history=JetStreamMetricHistory(nc))).registry
+        history = await JetStreamMetricHistory.open(nc, retention_seconds=86_400)
         target = make_worker(HISTORY_WORKERS // 2)
         target.region = "us-east-1"
+        appends = await seed_history(js, history, now - 86_400, target.id)
+        settings = RegistrySettings(nats_url=server.url, aws_endpoint_url="http://127.0.0.1:9", worker_store="kv")
+        registry = (await bootstrap(settings, js, ec2=NoEc2(), history=history)).registry
         registry.view.apply(Stored(target, 1))
         start = Timestamp(seconds=now - 86_400)
         raw = rs.GetWorkerMetricsRequest(worker_id=target.id, start_time=start, page_size=HISTORY_SAMPLES)
         stepped = rs.GetWorkerMetricsRequest(worker_id=target.id, start_time=start, step=Duration(seconds=300))
-        figures = {}
+        figures: dict[str, Any] = {"append": _percentiles(appends)}
+        print(f"history append (the registry's write per sample): {_show(figures['append'])}")
         for name, req, expect in (("raw", raw, HISTORY_SAMPLES), ("step_300s", stepped, HISTORY_SAMPLES // 5)):
             latencies = []
             for _ in range(HISTORY_CALLS):
@@ -377,14 +374,115 @@ async def bench_history(tmp: Path) -> dict[str, Any]:
                 got = await get_worker_metrics(registry, req)
                 latencies.append(time.perf_counter() - t)
                 assert len(got.samples or got.buckets) == expect and not got.next_page_token, len(got.samples)
-            latencies.sort()
-            figures[name] = {"p50_ms": round(latencies[len(latencies) // 2] * 1000, 2),
-                             "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 2), "calls": HISTORY_CALLS}
-            print(f"history {name}: {expect} points from {stored} stored samples: p50 {figures[name]['p50_ms']} ms "
-                  f"p99 {figures[name]['p99_ms']} ms (target p99 <= 50 ms)")
+            figures[name] = _percentiles(latencies) | {"first_ms": round(latencies[0] * 1000, 2)}
+            print(f"history {name}: {expect} points: {_show(figures[name])}, first call "
+                  f"{figures[name]['first_ms']} ms (target p99 <= 50 ms)")
+        cold = []
+        for _ in range(HISTORY_COLD_CALLS):  # a query now and then, as from a person: nothing cached
+            await asyncio.sleep(HISTORY_COLD_PAUSE)
+            t = time.perf_counter()
+            assert len((await get_worker_metrics(registry, raw)).samples) == HISTORY_SAMPLES
+            cold.append(round((time.perf_counter() - t) * 1000, 2))
+        figures["raw_after_idle_ms"] = cold
+        print(f"history raw, each after {HISTORY_COLD_PAUSE:.0f} s idle: {cold} ms")
+        if HISTORY_BASELINE:
+            subject = subjects.metric("us-east-1", target.id)
+            since = start.ToDatetime(tzinfo=datetime.UTC)
+            figures["baseline_cml_metrics"] = _percentiles([await _read_cml_metrics(nc, js, subject, since)
+                                                            for _ in range(HISTORY_CALLS // 2)])
+            print(f"baseline, the same day read from CML_METRICS as before (consumer, receive, decode only): "
+                  f"{_show(figures['baseline_cml_metrics'])}")
+        bucket = (await js.stream_info(f"KV_{HISTORY_BUCKET}")).state
+        figures["bucket"] = {"keys": bucket.messages, "mb": round(bucket.bytes / 1e6, 1)}
         await nc.drain()
     return {"workers": HISTORY_WORKERS, "samples_per_worker": HISTORY_SAMPLES, **figures,
-            "targets_met": {"p99_le_50ms": all(f["p99_ms"] <= 50 for f in figures.values())}}
+            "targets_met": {"p99_le_50ms": all(figures[n]["p99_ms"] <= 50 for n in ("raw", "step_300s"))
+                            and max(figures["raw_after_idle_ms"]) <= 50}}
+
+
+async def seed_history(js: Any, history: JetStreamMetricHistory, since: int, target_id: str) -> list[float]:
+    """A day of samples, minute by minute as the collectors would publish them: the target worker's through the
+    registry's own append (its latencies returned); every other worker's key rewritten every
+    HISTORY_REWRITE_MINUTES (not every minute, to keep seeding short) so that the bucket holds the same keys,
+    interleaved and with deleted older values, as the registry would leave; and, for the baseline, every sample
+    in CML_METRICS."""
+    t0 = time.perf_counter()
+    chunks: dict[str, tuple[str, bytes]] = {}  # worker -> (key, value so far)
+    appends: list[float] = []
+    pending: list[Awaitable[Any]] = []
+    for minute in range(HISTORY_SAMPLES):
+        for n in range(HISTORY_WORKERS):
+            sample = events_pb2.MetricSample(worker_id=f"w-{n:020x}", region="us-east-1", instance_id=f"i-{n:017x}",
+                                             status=worker_pb2.WORKER_STATUS_RUNNING,
+                                             cpu_utilization=random.uniform(0, 100), memory_utilization=50.0)
+            sample.observe_time.FromSeconds(since + minute * 60)
+            if HISTORY_BASELINE:
+                data, headers = encode(sample)
+                pending.append(js.publish(subjects.metric("us-east-1", sample.worker_id), data, headers=headers,
+                                          timeout=60))
+            if sample.worker_id == target_id:
+                t = time.perf_counter()
+                await history.append(sample)
+                appends.append(time.perf_counter() - t)
+                continue
+            key = chunk_key(sample.worker_id, chunk_start(sample.observe_time.ToNanoseconds()))
+            old_key, value = chunks.get(sample.worker_id, (key, b""))
+            if old_key != key:  # the span is over: its last value, then a new key
+                pending.append(js.publish(f"$KV.{HISTORY_BUCKET}.{old_key}", value, timeout=60))
+                value = b""
+            chunks[sample.worker_id] = (key, value + one_sample_chunk(sample))
+            if minute % HISTORY_REWRITE_MINUTES == 0 or minute == HISTORY_SAMPLES - 1:
+                pending.append(js.publish(f"$KV.{HISTORY_BUCKET}.{key}", chunks[sample.worker_id][1], timeout=60))
+            if len(pending) >= 1000:
+                await asyncio.gather(*pending)
+                pending = []
+    await asyncio.gather(*pending)
+    print(f"seeded a day of {HISTORY_WORKERS} workers' samples ({HISTORY_WORKERS * HISTORY_SAMPLES}; CML_METRICS "
+          f"too: {HISTORY_BASELINE}) in {time.perf_counter() - t0:.1f}s")
+    return appends
+
+
+async def _read_cml_metrics(nc: Any, js: Any, subject: str, since: Any) -> float:
+    """Seconds to read a worker's day from CML_METRICS as the registry did before the history bucket: an ephemeral
+    consumer filtered on the worker's subject from the start time, one no_wait pull of its pending count onto an
+    inbox, every sample decoded; no window filtering or response building (so less than the whole RPC)."""
+    t = time.perf_counter()
+    info = await js.add_consumer(METRICS_STREAM, ConsumerConfig(
+        filter_subject=subject, ack_policy=AckPolicy.NONE, mem_storage=True, inactive_threshold=30.0,
+        num_replicas=1, deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=since))
+    got: list[Any] = []
+    done = asyncio.Event()
+
+    async def on_msg(msg: Any) -> None:
+        if msg.headers and "Status" in msg.headers:
+            done.set()
+            return
+        got.append(decode(events_pb2.MetricSample, msg.data, msg.headers))
+        if len(got) == info.num_pending:
+            done.set()
+
+    sub = await nc.subscribe(inbox := nc.new_inbox(), cb=on_msg, pending_msgs_limit=HISTORY_SAMPLES + 16)
+    await nc.publish(f"$JS.API.CONSUMER.MSG.NEXT.{METRICS_STREAM}.{info.name}",
+                     json.dumps({"batch": info.num_pending, "no_wait": True}).encode(), reply=inbox)
+    await asyncio.wait_for(done.wait(), 60)
+    await sub.unsubscribe()
+    await js.delete_consumer(METRICS_STREAM, info.name)
+    elapsed = time.perf_counter() - t
+    assert len(got) == HISTORY_SAMPLES, len(got)
+    return elapsed
+
+
+def _percentiles(latencies: list[float]) -> dict[str, Any]:
+    latencies = sorted(latencies)
+    return {"p50_ms": round(latencies[len(latencies) // 2] * 1000, 2),
+            "p95_ms": round(latencies[int(len(latencies) * 0.95)] * 1000, 2),
+            "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 2),
+            "max_ms": round(latencies[-1] * 1000, 2), "calls": len(latencies)}
+
+
+def _show(figures: dict[str, Any]) -> str:
+    return (f"p50 {figures['p50_ms']} ms p95 {figures['p95_ms']} ms p99 {figures['p99_ms']} ms max "
+            f"{figures['max_ms']} ms ({figures['calls']} calls)")
 
 
 class NoEc2:
@@ -432,7 +530,7 @@ def report(target: dict[str, dict[str, float]], baseline: dict[str, dict[str, fl
         print(f"{name:5s} registry {t['rps']:7.0f}/s p50 {t['p50_ms']:6.2f} ms p99 {t['p99_ms']:6.2f} ms "
               f"cpu {t['server_cpu_us_per_call']:6.1f} us/call | bare {b['rps']:7.0f}/s p50 {b['p50_ms']:6.2f} ms "
               f"p99 {b['p99_ms']:6.2f} ms cpu {b['server_cpu_us_per_call']:6.1f} us/call")
-    print(f"GetWorker throughput {get_ratio:.0%} of bare (target >= 50%); ListWorkers {list_ratio:.0%} of bare "
+    print(f"GetWorker throughput {get_ratio:.0%} of bare (target >= 90%); ListWorkers {list_ratio:.0%} of bare "
           f"(target >= 80%; by server CPU per call {list_cpu_ratio:.0%}); ListWorkers p99 "
           f"{target['list']['p99_ms']:.1f} ms (target <= 20; the bare server's {baseline['list']['p99_ms']:.1f} ms in "
           f"the same run); registry RSS {memory} MB with {WORKERS} workers (target <= {rss_target})")
@@ -440,7 +538,7 @@ def report(target: dict[str, dict[str, float]], baseline: dict[str, dict[str, fl
         "get": target["get"], "bare_get": baseline["get"], "get_ratio": round(get_ratio, 3),
         "list": target["list"], "bare_list": baseline["list"], "list_ratio": round(list_ratio, 3),
         "list_cpu_ratio": round(list_cpu_ratio, 3), "registry_rss_mb": memory, "registry_ready_s": round(ready, 2),
-        "targets_met": {"get_ratio_ge_0.5": get_ratio >= 0.5, "list_ratio_ge_0.8": list_ratio >= 0.8,
+        "targets_met": {"get_ratio_ge_0.9": get_ratio >= 0.9, "list_ratio_ge_0.8": list_ratio >= 0.8,
                         "list_p99_le_20ms": target["list"]["p99_ms"] <= 20,
                         f"rss_le_{rss_target}mb": memory <= rss_target},
     }

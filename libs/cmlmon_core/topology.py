@@ -37,6 +37,7 @@ WORKERS_BUCKET = "cml_workers"
 ALERTS_BUCKET = "cml_alerts"
 REGISTRY_BUCKET = "cml_registry"
 AUTOPILOT_BUCKET = "cml_autopilot"
+HISTORY_BUCKET = "cml_metric_history"
 
 _STREAM_NAME_IN_USE = 10058
 
@@ -122,6 +123,11 @@ def bucket_configs(opts: TopologyOptions) -> list[KeyValueConfig]:
                        history=1, storage=StorageType.FILE, replicas=opts.replicas),
         KeyValueConfig(bucket=AUTOPILOT_BUCKET, description="autopilot state per worker", history=1,
                        storage=StorageType.FILE, replicas=opts.replicas),
+        # One key per worker and six hours of samples, rewritten as samples arrive (so kept as long as
+        # CML_METRICS keeps them, at most six hours more); read with batched direct gets of the window's keys.
+        KeyValueConfig(bucket=HISTORY_BUCKET, description="metric history per worker and 6 hours (registry)",
+                       history=1, ttl=opts.metrics_max_age_seconds, storage=StorageType.FILE,
+                       replicas=opts.replicas, direct=True),
     ]
 
 

@@ -17,7 +17,8 @@ async def test_topology_is_idempotent_and_complete(js: JetStreamContext) -> None
     polls = await js.stream_info(topology.POLLS_STREAM)
     assert polls.config.max_msgs_per_subject == 1
     assert polls.config.allow_msg_schedules is True
-    for bucket in (topology.WORKERS_BUCKET, topology.ALERTS_BUCKET, topology.AUTOPILOT_BUCKET):
+    for bucket in (topology.WORKERS_BUCKET, topology.ALERTS_BUCKET, topology.AUTOPILOT_BUCKET,
+                   topology.HISTORY_BUCKET):
         kv = await js.key_value(bucket)
         assert (await kv.status()).bucket == bucket
 

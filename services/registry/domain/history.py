@@ -7,10 +7,6 @@ from dataclasses import dataclass, field
 
 from cml.monitor.v1 import events_pb2, registry_service_pb2, worker_pb2
 
-# A sample is stored a little after it was observed (the collector publishes after polling, and retries): the
-# stream is read past the window's end by this much before concluding that no later sample is in the window.
-STORE_LAG_SECONDS = 300.0
-
 
 @dataclass(frozen=True, slots=True)
 class Window:
@@ -23,10 +19,6 @@ class Window:
     def holds(self, observed_ns: int) -> bool:
         return self.start_ns <= observed_ns < self.end_ns
 
-    def passed(self, stored_ns: int) -> bool:
-        """True once a sample stored at stored_ns shows that every sample of the window has been read."""
-        return stored_ns > self.end_ns + int(STORE_LAG_SECONDS * 1e9)
-
     def bucket_of(self, observed_ns: int) -> int:
         return (observed_ns - self.start_ns) // self.step_ns
 
@@ -38,9 +30,11 @@ class _Summary:
     total: float = 0.0
     count: int = 0
 
-    def add(self, value: float) -> None:
-        self.low = min(self.low, value)
-        self.high = max(self.high, value)
+    def add(self, value: float) -> None:  # on every sample of a window: comparisons, not min()/max() calls
+        if value < self.low:
+            self.low = value
+        elif value > self.high:
+            self.high = value
         self.total += value
         self.count += 1
 

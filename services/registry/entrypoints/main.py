@@ -54,7 +54,8 @@ async def run(settings: RegistrySettings, stop: asyncio.Event, ready: asyncio.Ev
         js = nc.jetstream()
         await ensure_topology(js, TopologyOptions.from_settings(settings))
         # waits while MongoDB is unreachable; run_until_stopped cancels it
-        wiring = await bootstrap(settings, js, history=JetStreamMetricHistory(nc), on_saved=on_saved)
+        history = await JetStreamMetricHistory.open(nc, retention_seconds=settings.metrics_stream_max_age_seconds)
+        wiring = await bootstrap(settings, js, history=history, on_saved=on_saved)
         registry = wiring.registry
         fleet: FleetCollector | None = FleetCollector(registry.view)
         try:

@@ -70,7 +70,7 @@ class Registry:
         self.options = options or RegistryOptions()
         self._on_saved = on_saved
         self.page_tokens: PageTokens | None = None  # set at start-up, once the shared key is known
-        self.history: MetricHistory | None = None  # CML_METRICS, for GetWorkerMetrics; set by bootstrap
+        self.history: MetricHistory | None = None  # kept from the samples, for GetWorkerMetrics; set by bootstrap
         self.licences: LicenceReleaser | None = None  # releases CML licences before termination
         self._create_locks: dict[str, tuple[asyncio.Lock, int]] = {}  # worker id -> lock, callers using it
 
@@ -291,6 +291,8 @@ class Registry:
             await self.mutate(sample.worker_id, lambda w: model.apply_sample(w, sample, grace, reason))
         except NotFound:
             return False
+        if self.history is not None:  # after the state: a failure retries both, and both are idempotent
+            await self.history.append(sample)
         return True
 
     async def _state_reason(self, region: str, instance_id: str) -> str:

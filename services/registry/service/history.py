@@ -1,13 +1,12 @@
-"""GetWorkerMetrics: one worker's samples in a window, raw or downsampled, in pages whose token is the stream
-sequence the next page starts at (signed and bound to the query like ListWorkers tokens)."""
+"""GetWorkerMetrics: one worker's samples in a window, raw or downsampled, in pages whose token is the observe time
+the next page starts at (signed and bound to the query like ListWorkers tokens)."""
 
 from __future__ import annotations
 
 import time
-from datetime import UTC
 
 from cml.monitor.v1 import registry_service_pb2 as rs
-from registry.adapters.history import ReadFrom
+from registry.adapters.history import observed_ns
 from registry.domain import validation
 from registry.domain.history import Downsampler, Window
 from registry.errors import InvalidArgument, Unavailable
@@ -17,6 +16,7 @@ DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 10_000
 _NS = 1_000_000_000
 _LAST_SECOND = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second a Timestamp may hold
+_TOKEN_PREFIX = "t"  # a token holds the observe time the next page starts at (older tokens held a sequence)
 
 
 def window_of(req: rs.GetWorkerMetricsRequest, now_ns: int) -> Window:
@@ -49,27 +49,20 @@ async def get_worker_metrics(registry: Registry, req: rs.GetWorkerMetricsRequest
     tokens, history = registry.page_tokens, registry.history
     if tokens is None or history is None:
         raise Unavailable("registry is starting")
-    if req.page_token:
-        start = ReadFrom(sequence=_sequence(tokens.read(req.page_token, req)))
-    else:  # samples are stored after they are observed: nothing of the window was stored before its start
-        start = ReadFrom(time=req.start_time.ToDatetime(tzinfo=UTC))
-    worker = (await registry.get_stored(req.worker_id)).worker
+    start = max(_resume_at(tokens.read(req.page_token, req)), window.start_ns) if req.page_token else window.start_ns
+    await registry.get_stored(req.worker_id)  # NOT_FOUND for an unknown worker
     out = rs.GetWorkerMetricsResponse()
     buckets = Downsampler(window, limit) if window.step_ns else None
-    samples = history.read(worker.region, worker.id, start)
+    samples = history.read(req.worker_id, start, window.end_ns)
     try:
-        async for stored in samples:
-            if window.passed(stored.stored_ns):
-                break
-            observed = stored.sample.observe_time.ToNanoseconds()
-            if not window.holds(observed):
-                continue
-            full = not buckets.offer(stored.sample, observed) if buckets is not None else len(out.samples) == limit
-            if full:
-                out.next_page_token = tokens.issue(str(stored.sequence), req)
+        async for sample in samples:
+            observed = observed_ns(sample)
+            full = not buckets.offer(sample, observed) if buckets is not None else len(out.samples) == limit
+            if full:  # the next page starts at this sample (observe times of a worker's samples are distinct)
+                out.next_page_token = tokens.issue(f"{_TOKEN_PREFIX}{observed}", req)
                 break
             if buckets is None:
-                out.samples.append(stored.sample)
+                out.samples.append(sample)
     finally:
         await samples.aclose()
     if buckets is not None:
@@ -77,7 +70,9 @@ async def get_worker_metrics(registry: Registry, req: rs.GetWorkerMetricsRequest
     return out
 
 
-def _sequence(text: str) -> int:
-    if not text.isdigit():
+def _resume_at(text: str) -> int:
+    """The observe time (unix ns) a page token says the next page starts at."""
+    digits = text.removeprefix(_TOKEN_PREFIX)
+    if not text.startswith(_TOKEN_PREFIX) or not digits.isdigit():
         raise InvalidArgument("page_token", "not a token this registry issued")
-    return int(text)
+    return int(digits)

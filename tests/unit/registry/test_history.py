@@ -6,7 +6,8 @@ import pytest
 
 from cml.monitor.v1 import events_pb2, worker_pb2
 from cml.monitor.v1 import registry_service_pb2 as rs
-from registry.domain.history import STORE_LAG_SECONDS, Downsampler, Window
+from registry.adapters.history import CHUNK_SECONDS, chunk_key, chunk_start, one_sample_chunk, samples_in
+from registry.domain.history import Downsampler, Window
 from registry.errors import InvalidArgument
 from registry.service.history import page_size, window_of
 
@@ -45,11 +46,28 @@ def test_a_full_page_refuses_a_new_bucket_but_fills_the_ones_it_has() -> None:
     assert [b.sample_count for b in down.buckets()] == [1, 2]
 
 
-def test_the_window_is_half_open_and_passed_only_after_the_store_lag() -> None:
+def test_the_window_is_half_open() -> None:
     window = Window(10 * S, 20 * S)
     assert window.holds(10 * S) and window.holds(20 * S - 1) and not window.holds(20 * S)
-    assert not window.passed(20 * S + int(STORE_LAG_SECONDS * S))
-    assert window.passed(20 * S + int(STORE_LAG_SECONDS * S) + 1)
+
+
+def observed(at_ns: int, cpu: float) -> events_pb2.MetricSample:
+    out = sample(cpu)
+    out.observe_time.FromNanoseconds(at_ns)
+    return out
+
+
+def test_a_chunk_is_six_hours_of_observe_time_and_grows_by_concatenation() -> None:
+    span = 6 * 3600
+    assert span == CHUNK_SECONDS
+    assert chunk_start(2 * span * S) == chunk_start((3 * span - 1) * S) == 2 * span
+    assert chunk_start(3 * span * S) == 3 * span
+    assert chunk_key("w-a", 43_200) == "w-a.43200"
+    value = b"".join(one_sample_chunk(observed(t * S, t)) for t in (7230, 7210, 7250, 7220))  # arrival order
+    decoded = events_pb2.MetricSampleChunk.FromString(value)
+    assert [s.cpu_utilization for s in decoded.samples] == [7230, 7210, 7250, 7220]
+    # Read back in observe order, within the half-open window only.
+    assert [s.cpu_utilization for s in samples_in(value, 7210 * S, 7250 * S)] == [7210, 7220, 7230]
 
 
 def request(**fields: object) -> rs.GetWorkerMetricsRequest:
