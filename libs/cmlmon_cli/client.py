@@ -19,6 +19,7 @@ from cmlmon_cli.settings import CliSettings
 
 R = TypeVar("R")
 LIST_PAGE_SIZE = 500
+METRICS_PAGE_SIZE = 5000
 HEALTH_TIMEOUT = 5.0
 
 
@@ -102,11 +103,27 @@ class Registry:
                 return workers
             request.page_token = page.next_page_token
 
+    def metrics(self, request: rs.GetWorkerMetricsRequest) -> rs.GetWorkerMetricsResponse:
+        """The whole window in one response (samples, or buckets with a step): the pages are followed until
+        the last."""
+        request.page_size = request.page_size or METRICS_PAGE_SIZE
+        merged = rs.GetWorkerMetricsResponse()
+        while True:
+            page = self.endpoint.call(self._stub.GetWorkerMetrics, request)
+            merged.samples.extend(page.samples)
+            merged.buckets.extend(page.buckets)
+            if not page.next_page_token:
+                return merged
+            request.page_token = page.next_page_token
+
     def start(self, worker_id: str) -> worker_pb2.Worker:
         return self.endpoint.call(self._stub.StartWorker, rs.StartWorkerRequest(id=worker_id)).worker
 
     def stop(self, worker_id: str) -> worker_pb2.Worker:
         return self.endpoint.call(self._stub.StopWorker, rs.StopWorkerRequest(id=worker_id)).worker
+
+    def reboot(self, worker_id: str) -> worker_pb2.Worker:
+        return self.endpoint.call(self._stub.RebootWorker, rs.RebootWorkerRequest(id=worker_id)).worker
 
     def terminate(self, worker_id: str, force: bool = False) -> worker_pb2.Worker:
         return self.endpoint.call(self._stub.TerminateWorker,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -63,6 +64,27 @@ def parse_duration(text: str) -> float:
     if seconds <= 0:
         raise ValueError(f"{text!r}: a duration must be more than zero")
     return seconds
+
+
+def parse_time(text: str) -> float:
+    """Epoch seconds from an RFC 3339 / ISO 8601 time: "2026-12-02T15:00:00Z", "2026-12-02T16:00+01:00",
+    "2026-12-02 15:00" or "2026-12-02" (UTC when no offset is given); ValueError otherwise."""
+    try:
+        at = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not a time (examples: 2026-12-02T15:00:00Z, 2026-12-02 15:00, "
+                         "2026-12-02; UTC unless an offset is given)") from None
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return at.timestamp()
+
+
+def utc_time(ts: Timestamp) -> str:
+    """ "2026-12-02T15:00:05Z" (whole seconds, UTC), "-" when the timestamp is unset."""
+    at = ts_seconds(ts)
+    if at is None:
+        return "-"
+    return datetime.fromtimestamp(int(at), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_tags(items: Sequence[str]) -> dict[str, str]:

@@ -7,8 +7,9 @@ from collections.abc import Mapping
 
 from rich.text import Text
 
-from cml.monitor.v1 import alert_pb2, worker_pb2
-from cmlmon_cli.formatting import ago, percent, short_name
+from cml.monitor.v1 import alert_pb2, events_pb2, worker_pb2
+from cml.monitor.v1 import registry_service_pb2 as rs
+from cmlmon_cli.formatting import ago, percent, short_name, utc_time
 from cmlmon_cli.output import Column
 
 _STATUS_STYLE: dict[int, str] = {
@@ -42,7 +43,7 @@ def _mem(w: worker_pb2.Worker) -> str:
     return percent(w.memory_utilization if w.HasField("memory_utilization") else None)
 
 
-def _checks(w: worker_pb2.Worker) -> str:
+def _checks(w: worker_pb2.Worker | events_pb2.MetricSample) -> str:
     return (f"{short_name(worker_pb2.StatusCheck, w.system_status_check)}/"
             f"{short_name(worker_pb2.StatusCheck, w.instance_status_check)}")
 
@@ -85,6 +86,48 @@ def worker_columns(controller_in_table: bool = False) -> list[Column]:
         Column("TAGS", lambda w: _tags(w.tags), priority=1, wide_only=True),
         Column("CML", controller_summary, priority=3, wide_only=not controller_in_table),
         Column("AGE", lambda w: ago(w.create_time, time.time()).removesuffix(" ago"), priority=4),
+    ]
+
+
+def sample_columns() -> list[Column]:
+    """A worker's metric history, one row per sample (`workers metrics` without --step)."""
+    def cpu(s: events_pb2.MetricSample) -> str:
+        return percent(s.cpu_utilization if s.HasField("cpu_utilization") else None)
+
+    def mem(s: events_pb2.MetricSample) -> str:
+        return percent(s.memory_utilization if s.HasField("memory_utilization") else None)
+
+    return [
+        Column("TIME (UTC)", lambda s: utc_time(s.observe_time), priority=10),
+        Column("STATUS", lambda s: status_text(s.status), priority=8),
+        Column("CPU", cpu, priority=9, justify="right"),
+        Column("MEM", mem, priority=9, justify="right"),
+        Column("EC2 STATE", lambda s: s.ec2_state or "-", priority=3, wide_only=True),
+        Column("CHECKS", _checks, priority=3, wide_only=True),
+        Column("COLLECTOR", lambda s: s.collector_id or "-", priority=1, wide_only=True),
+    ]
+
+
+def _summary(field: str, name: str) -> Column:
+    """MIN/AVG/MAX of one metric of a bucket, "-" when no sample of the step had a value."""
+
+    def text(b: rs.MetricBucket) -> str:
+        if not b.HasField(field):
+            return "-"
+        m: rs.MetricSummary = getattr(b, field)
+        return f"{m.min:.1f} / {m.avg:.1f} / {m.max:.1f}"
+
+    return Column(f"{name} MIN/AVG/MAX %", text, priority=9, justify="right")
+
+
+def bucket_columns() -> list[Column]:
+    """A worker's metric history summarised per step (`workers metrics --step`)."""
+    return [
+        Column("START (UTC)", lambda b: utc_time(b.start_time), priority=10),
+        Column("SAMPLES", lambda b: str(b.sample_count), priority=7, justify="right"),
+        _summary("cpu_utilization", "CPU"),
+        _summary("memory_utilization", "MEM"),
+        Column("STATUS", lambda b: status_text(b.status), priority=8),
     ]
 
 

@@ -3,26 +3,31 @@
 from __future__ import annotations
 
 import sys
+import time
 import uuid
 from collections.abc import Callable
 from typing import Annotated
 
 import typer
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from cml.monitor.v1 import registry_service_pb2 as rs
 from cml.monitor.v1 import worker_pb2
 from cmlmon_cli.client import Registry
 from cmlmon_cli.context import OutputOption, clients
 from cmlmon_cli.errors import FAILURE, USAGE, CliError
-from cmlmon_cli.formatting import parse_duration, parse_enum, parse_tags, short_name, short_names
+from cmlmon_cli.formatting import parse_duration, parse_enum, parse_tags, parse_time, short_name, short_names
 from cmlmon_cli.output import Format, note, print_message, print_messages
-from cmlmon_cli.views import worker_columns
+from cmlmon_cli.views import bucket_columns, sample_columns, worker_columns
 from cmlmon_cli.watching import wait_for, watch
 
-app = typer.Typer(help="List, inspect, create, import, start, stop, terminate and watch workers.",
+app = typer.Typer(help="List, inspect, create, import, start, stop, reboot, terminate and watch workers, and "
+                       "read a worker's metric history.",
                   no_args_is_help=True)
 
 STATUSES = short_names(worker_pb2.WorkerStatus)
+DEFAULT_SINCE = "1h"
 TagOption = Annotated[list[str] | None, typer.Option(
     "--tag", metavar="KEY=VALUE", help="A tag; repeat for several.", show_default=False)]
 RegionOption = Annotated[str, typer.Option(metavar="REGION", help="Only this AWS region, e.g. us-east-1.",
@@ -139,10 +144,11 @@ def import_worker(
     print_message(clients(ctx).registry.import_(request), worker_columns(), output)
 
 
-def _change(ctx: typer.Context, ids: list[str], action: Callable[[Registry, str], worker_pb2.Worker], target: int,
-            wait: bool, timeout: str, output: Format) -> None:
-    """Apply one call to each worker: a failure is reported and the others still go ahead. With wait, the
-    workers that changed are then followed to the target status. Exit code of the first failure."""
+def _change(ctx: typer.Context, ids: list[str], action: Callable[[Registry, str], worker_pb2.Worker],
+            output: Format, until: int | None = None, timeout: str = "5m") -> None:
+    """Apply one call to each worker (start, stop, reboot, terminate): a failure is reported and the others still
+    go ahead. With until (--wait), the workers that changed are then followed to that status for at most
+    timeout. Exit code of the first failure."""
     limit = _duration(timeout, "--timeout")
     registry = clients(ctx).registry
     done: list[worker_pb2.Worker] = []
@@ -153,10 +159,10 @@ def _change(ctx: typer.Context, ids: list[str], action: Callable[[Registry, str]
         except CliError as exc:
             sys.stderr.write(f"error: {worker_id}: {exc.message}\n")
             failure = failure or exc
-    if wait and done:
+    if until is not None and done:
         note(f"waiting up to {timeout} for {len(done)} worker(s) to be "
-             f"{short_name(worker_pb2.WorkerStatus, target)}...")
-        done = wait_for(registry, [w.id for w in done], target, limit)
+             f"{short_name(worker_pb2.WorkerStatus, until)}...")
+        done = wait_for(registry, [w.id for w in done], until, limit)
     if done:
         print_messages("workers", done, worker_columns(), output)
     if failure is not None:
@@ -167,14 +173,22 @@ def _change(ctx: typer.Context, ids: list[str], action: Callable[[Registry, str]
 def start_workers(ctx: typer.Context, ids: IdsArgument, wait: WaitOption = False, timeout: TimeoutOption = "5m",
                   output: OutputOption = Format.table) -> None:
     """Start stopped workers (--wait: until RUNNING)."""
-    _change(ctx, ids, Registry.start, worker_pb2.WORKER_STATUS_RUNNING, wait, timeout, output)
+    _change(ctx, ids, Registry.start, output, worker_pb2.WORKER_STATUS_RUNNING if wait else None, timeout)
 
 
 @app.command("stop", epilog="Example:\n\n  cmlmon workers stop ID --wait")
 def stop_workers(ctx: typer.Context, ids: IdsArgument, wait: WaitOption = False, timeout: TimeoutOption = "5m",
                  output: OutputOption = Format.table) -> None:
     """Stop running workers (--wait: until STOPPED)."""
-    _change(ctx, ids, Registry.stop, worker_pb2.WORKER_STATUS_STOPPED, wait, timeout, output)
+    _change(ctx, ids, Registry.stop, output, worker_pb2.WORKER_STATUS_STOPPED if wait else None, timeout)
+
+
+@app.command("reboot", epilog="Example:\n\n  cmlmon workers reboot ID1 ID2")
+def reboot_workers(ctx: typer.Context, ids: IdsArgument, output: OutputOption = Format.table) -> None:
+    """Reboot running workers' instances (EC2 RebootInstances; operator role). A worker that is not RUNNING is
+    refused (FAILED_PRECONDITION) and the others still reboot. The recorded status stays RUNNING, so there is no
+    --wait."""
+    _change(ctx, ids, Registry.reboot, output)
 
 
 @app.command("terminate", epilog="Example:\n\n  cmlmon workers terminate ID --yes --wait")
@@ -192,8 +206,8 @@ def terminate_workers(
     (FAILED_PRECONDITION) unless --force."""
     if not yes:
         _confirm_terminate(clients(ctx).registry, ids)
-    _change(ctx, ids, lambda registry, worker_id: registry.terminate(worker_id, force),
-            worker_pb2.WORKER_STATUS_TERMINATED, wait, timeout, output)
+    _change(ctx, ids, lambda registry, worker_id: registry.terminate(worker_id, force), output,
+            worker_pb2.WORKER_STATUS_TERMINATED if wait else None, timeout)
 
 
 def _confirm_terminate(registry: Registry, ids: list[str]) -> None:
@@ -209,6 +223,77 @@ def _confirm_terminate(registry: Registry, ids: list[str]) -> None:
                     *described]))
     if not typer.confirm("Terminate?", default=False, err=True):
         raise CliError("not confirmed: nothing was terminated", FAILURE)
+
+
+def _window(since: str, start: str, end: str, now: float) -> tuple[float, float | None]:
+    """[start, end) in epoch seconds from the options of `workers metrics` (end None: now); a usage error naming
+    the option otherwise."""
+    if since and start:
+        raise typer.BadParameter("give either --since or --start, not both", param_hint="--since")
+    if start:
+        try:
+            begin = parse_time(start)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--start") from None
+    else:
+        begin = now - _duration(since or DEFAULT_SINCE, "--since")
+    if not end:
+        return begin, None
+    try:
+        finish = parse_time(end)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--end") from None
+    if finish <= begin:
+        raise typer.BadParameter(f"{end!r} is not after the start of the window", param_hint="--end")
+    return begin, finish
+
+
+def _step(value: str) -> Duration | None:
+    if not value:
+        return None
+    seconds = _duration(value, "--step")
+    if seconds < 1:
+        raise typer.BadParameter(f"{value!r}: a step is at least 1s", param_hint="--step")
+    step = Duration()
+    step.FromNanoseconds(round(seconds * 1e9))
+    return step
+
+
+def _timestamp(seconds: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(round(seconds * 1e9))
+    return ts
+
+
+@app.command("metrics", epilog="Examples:\n\n  cmlmon workers metrics ID --since 6h --step 5m\n\n"
+                               "  cmlmon workers metrics ID --start 2026-12-02T15:00:00Z --end 2026-12-02T18:00Z "
+                               "-o json")
+def worker_metrics(
+    ctx: typer.Context, worker_id: Annotated[str, typer.Argument(metavar="ID", help="Worker id.")],
+    since: Annotated[str, typer.Option(metavar="DURATION", help=f"The window starts this long ago, e.g. 15m, 6h, "
+                                       f"1d ({DEFAULT_SINCE} unless --start is given).", show_default=False)] = "",
+    start: Annotated[str, typer.Option(metavar="TIME", help="Start of the window (inclusive), e.g. "
+                                       "2026-12-02T15:00:00Z; UTC unless an offset is given.",
+                                       show_default=False)] = "",
+    end: Annotated[str, typer.Option(metavar="TIME", help="End of the window (exclusive); now when not given.",
+                                     show_default=False)] = "",
+    step: Annotated[str, typer.Option(metavar="DURATION", help="Summarise per step of this width (at least 1s), "
+                                      "e.g. 5m: samples, min/avg/max of CPU and memory, last status.",
+                                      show_default=False)] = "",
+    output: OutputOption = Format.table,
+) -> None:
+    """A worker's metric samples in a time window, oldest first, as the registry keeps them (GetWorkerMetrics,
+    every page of them); with --step one row per step that holds samples."""
+    begin, finish = _window(since, start, end, time.time())
+    request = rs.GetWorkerMetricsRequest(worker_id=worker_id, start_time=_timestamp(begin),
+                                         end_time=_timestamp(finish) if finish is not None else None,
+                                         step=_step(step))
+    history = clients(ctx).registry.metrics(request)
+    empty = f"No samples of worker {worker_id} in the window."
+    if request.HasField("step"):
+        print_messages("buckets", history.buckets, bucket_columns(), output, empty=empty)
+    else:
+        print_messages("samples", history.samples, sample_columns(), output, empty=empty)
 
 
 @app.command("watch", epilog="Examples:\n\n  cmlmon workers watch --region eu-west-1\n\n"

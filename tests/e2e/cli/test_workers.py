@@ -171,3 +171,38 @@ def test_terminate_of_a_worker_whose_licence_cannot_be_released_needs_force(flee
     forced = fleet.run("workers", "terminate", worker["id"], "--yes", "--force", "-o", "json")
     assert forced.returncode == 0, forced.stderr
     assert json.loads(forced.stdout)["workers"][0]["status"] == "WORKER_STATUS_SHUTTING_DOWN"
+
+
+async def test_metrics_show_the_published_samples_and_reboot_needs_a_running_worker(
+        fleet: Fleet, fleet_js: JetStreamContext, uid: str) -> None:
+    worker = create(fleet, uid)
+    for cpu in (10.0, 20.0, 30.0):  # what a collector publishes; the registry keeps it as the worker's history
+        await publish_sample(fleet_js, worker, RUNNING, cpu_utilization=cpu, memory_utilization=50.0)
+
+    def history() -> list[dict[str, Any]]:
+        samples: list[dict[str, Any]] = fleet.json("workers", "metrics", worker["id"])["samples"]
+        return samples if len(samples) == 3 else []
+
+    samples = await eventually(history, timeout=60, interval=0.5)
+    assert [s["cpu_utilization"] for s in samples] == [10.0, 20.0, 30.0]  # oldest first
+    [bucket] = fleet.json("workers", "metrics", worker["id"], "--since", "1h", "--step", "1h")["buckets"]
+    assert bucket["sample_count"] == 3 and bucket["status"] == "WORKER_STATUS_RUNNING"
+    assert bucket["cpu_utilization"] == {"min": 10.0, "avg": 20.0, "max": 30.0}
+    assert bucket["memory_utilization"] == {"min": 50.0, "avg": 50.0, "max": 50.0}
+    table = fleet.run("workers", "metrics", worker["id"], "--step", "1h")
+    assert table.returncode == 0 and "10.0 / 20.0 / 30.0" in table.stdout, table.stdout + table.stderr
+    bad = fleet.run("workers", "metrics", worker["id"], "--since", "yesterday")
+    assert bad.returncode == 2 and "--since" in bad.stderr and "Traceback" not in bad.stderr
+
+    # the sample made it RUNNING: it reboots; an unknown id fails on its own line with exit code 3
+    await eventually(lambda: fleet.json("workers", "get", worker["id"])["status"] == "WORKER_STATUS_RUNNING",
+                     timeout=60)
+    rebooted = fleet.run("workers", "reboot", worker["id"], f"no-such-{uid}", "-o", "json")
+    assert rebooted.returncode == 3, rebooted.stderr
+    assert one_error_line(rebooted).startswith(f"error: no-such-{uid}: NOT_FOUND: ")
+    assert [w["status"] for w in json.loads(rebooted.stdout)["workers"]] == ["WORKER_STATUS_RUNNING"]
+
+    assert fleet.run("workers", "stop", worker["id"]).returncode == 0
+    refused = fleet.run("workers", "reboot", worker["id"])
+    assert refused.returncode == 1 and "FAILED_PRECONDITION" in one_error_line(refused)
+    assert "only a running instance is rebooted" in refused.stderr

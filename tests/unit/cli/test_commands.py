@@ -21,8 +21,8 @@ def test_every_command_has_help_with_an_example() -> None:
     found = leaves(typer.main.get_command(app))
     assert sorted(" ".join(p) for p in found) == [
         "alerts list", "silences create", "silences delete", "silences list", "status", "workers create",
-        "workers get", "workers import", "workers list", "workers start", "workers stop", "workers terminate",
-        "workers watch",
+        "workers get", "workers import", "workers list", "workers metrics", "workers reboot", "workers start",
+        "workers stop", "workers terminate", "workers watch",
     ]
     runner = CliRunner()
     for path in found:

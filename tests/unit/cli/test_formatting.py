@@ -14,8 +14,10 @@ from cmlmon_cli.formatting import (
     parse_duration,
     parse_enum,
     parse_tags,
+    parse_time,
     short_name,
     short_names,
+    utc_time,
 )
 
 
@@ -48,6 +50,25 @@ def test_parse_duration(text: str, seconds: float) -> None:
 def test_parse_duration_refuses(text: str) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("2026-12-02T15:00:00Z", 1_796_223_600), ("2026-12-02T16:00+01:00", 1_796_223_600),
+    ("2026-12-02 15:00", 1_796_223_600), ("2026-12-02", 1_796_169_600), (" 2026-12-02T15:00:00.5Z ", 1_796_223_600.5),
+])
+def test_parse_time_is_utc_unless_an_offset_is_given(text: str, seconds: float) -> None:
+    assert parse_time(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "yesterday", "1h", "2026-13-01", "2026-12-02T25:00"])
+def test_parse_time_refuses(text: str) -> None:
+    with pytest.raises(ValueError, match="is not a time"):
+        parse_time(text)
+
+
+def test_utc_time() -> None:
+    assert utc_time(Timestamp(seconds=1_796_223_605, nanos=900_000_000)) == "2026-12-02T15:00:05Z"
+    assert utc_time(Timestamp()) == "-"
 
 
 def test_parse_tags() -> None:
