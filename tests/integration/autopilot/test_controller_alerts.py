@@ -38,12 +38,12 @@ async def test_unhealthy_controller_and_noncompliant_licence_alert_once_and_reso
             for minute in range(0, 3):
                 await fleet.sample(worker, minute, cpu=50.0)
             await fleet.handled(worker, 2)
-            await eventually(lambda: len(seen) >= 2, timeout=15)
+            await eventually(lambda: len(seen) >= 2, timeout=30)
             cml.healthy, cml.authorization = True, "IN_COMPLIANCE"
             for minute in range(3, 6):
                 await fleet.sample(worker, minute, cpu=50.0)
             await fleet.handled(worker, 5)
-            await eventually(lambda: len(seen) >= 4, timeout=15)
+            await eventually(lambda: len(seen) >= 4, timeout=30)
     finally:
         await sub.unsubscribe()
     assert sorted(seen) == sorted([("cml_unhealthy", firing), ("cml_licence_noncompliant", firing),
