@@ -80,13 +80,18 @@ async def test_one_trace_from_import_to_alert_delivery(services: ServiceLauncher
     put_cpu(aws_endpoint, instance_id, 98.0)
     otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{otlp_port}", "OTEL_EXPORTER_OTLP_INSECURE": "true",
             "OTEL_BSP_SCHEDULE_DELAY": "100", "OTEL_TRACES_SAMPLER": "parentbased_always_on"}
-    fast = {"WORKER_METRICS_POLL_INTERVAL": 60, "CLOUDWATCH_DELAY_SECONDS": 0}
+    # The import's trace goes on in the tick the collector publishes at once; the schedule's own ticks carry none
+    # and, one message per subject, a scheduled tick replaces an unpolled traced one. An interval that divides no
+    # minute, hour or day is an `@every` schedule: its first tick comes an interval after the import, long after
+    # the test (60 s was a cron tick at every minute boundary, which did replace the traced tick whenever it fell
+    # before the region's tick consumer started, seconds after the import on a busy box).
+    polling = {"WORKER_METRICS_POLL_INTERVAL": 5000, "CLOUDWATCH_DELAY_SECONDS": 0}
     async with WebhookReceiver() as webhook:
         registry = services.start("registry", GRPC_PORT=grpc_port, **otel)
-        services.start("collector", REGISTRY_ADDRESS=f"127.0.0.1:{grpc_port}", **fast, **otel)
+        services.start("collector", REGISTRY_ADDRESS=f"127.0.0.1:{grpc_port}", **polling, **otel)
         # the first sample alerts: the first poll is the one that continues the import's trace
         services.start("notifier", GRPC_PORT=0, WORKER_NOTIFICATION_WEBHOOKS=f"{webhook.url}/hook",
-                       ALERT_FOR_SECONDS=0, ALERT_MIN_SAMPLES=1, ALERT_WINDOW_SAMPLES=1, **fast, **otel)
+                       ALERT_FOR_SECONDS=0, ALERT_MIN_SAMPLES=1, ALERT_WINDOW_SAMPLES=1, **polling, **otel)
         address = f"127.0.0.1:{grpc_port}"
         await wait_serving(address)
         async with grpc.aio.insecure_channel(address) as channel:

@@ -135,7 +135,7 @@ async def test_first_start_schedules_an_existing_fleet(own_nats: NatsServer, own
             async def healed() -> bool:
                 return await store.worker_ids() == {w.id for w in fleet[1:]}
 
-            await eventually(healed, timeout=20)
+            await eventually(healed, timeout=60)
         finally:
             running.stop.set()
             await asyncio.wait_for(asyncio.gather(*running.tasks), 30)
@@ -191,11 +191,11 @@ async def test_stop_naks_the_in_flight_batch(own_nats: NatsServer, own_js: tuple
         assert not told.about("MSG_NAKED", tick.seq)
         running.stop.set()
         await asyncio.wait_for(asyncio.gather(*running.tasks), 30)
-        await eventually(lambda: told.about("MSG_NAKED", tick.seq), timeout=10)
+        await eventually(lambda: told.about("MSG_NAKED", tick.seq), timeout=30)
     # Another replica gets the tick at once, not after the 300 s AckWait.
     psub = await js.pull_subscribe_bind(durable=durable_name(REGION), stream=POLLS_STREAM)
     try:
-        (msg,) = await psub.fetch(1, timeout=10)
+        (msg,) = await psub.fetch(1, timeout=30)
         assert msg.subject == tick_subject
         assert msg.metadata.num_delivered >= 2
         await msg.ack()

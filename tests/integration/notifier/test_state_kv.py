@@ -76,7 +76,7 @@ async def _wait_cleared(kv: object, key: str) -> bytes:
         entry = await kv.get(key)  # type: ignore[attr-defined]
         return bytes(entry.value) if b'"unpublished":""' in entry.value else None
 
-    value: bytes = await eventually(cleared, timeout=10)
+    value: bytes = await eventually(cleared, timeout=30)
     return value
 
 

@@ -82,7 +82,7 @@ async def test_a_licence_that_cannot_be_released_refuses_then_force_terminates_a
     try:
         await guarded.stub.TerminateWorker(rs.TerminateWorkerRequest(id=worker.id, force=True))
         assert await ec2_state(ec2, worker) in ("shutting-down", "terminated")
-        await eventually(lambda: alerts, timeout=15)
+        await eventually(lambda: alerts, timeout=30)
     finally:
         await sub.unsubscribe()
     assert alerts[0].severity == alert_pb2.ALERT_SEVERITY_CRITICAL and alerts[0].worker_id == worker.id
