@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 
-async def eventually(check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
+async def eventually(check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05) -> Any:
     """Poll check (sync or async) until it returns something truthy and return that; fail at the deadline
     with the last value seen."""
     loop = asyncio.get_running_loop()
