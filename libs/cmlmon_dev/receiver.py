@@ -34,7 +34,9 @@ class Received:
 class WebhookReceiver:
     """POSTs to any path are recorded in `received` (and passed to on_request) and answered 200.
 
-    `responses` scripts the status codes (and headers) of the first calls, recorded in `rejected`; with a
+    `responses` scripts the status codes (and headers) of the first calls, recorded in `rejected` (with
+    `scripted_for`, of the first calls whose path or body names it: a test's own worker, when a shared stream
+    brings other tests' alerts to the same sink); with a
     `secret`, a request whose Standard Webhooks signature does not verify is rejected with 401; while `gate`
     is set up, every request waits for it (a receiver that hangs; `waiting` counts them)."""
 
@@ -42,6 +44,7 @@ class WebhookReceiver:
     port: int = 0
     path: str = ""  # appended to `url`, for senders that need one (the address of a hook with a token in it)
     responses: list[int | tuple[int, dict[str, str]]] = field(default_factory=list)
+    scripted_for: str = ""
     secret: str = ""
     gate: asyncio.Event | None = None
     on_request: Callable[[Received], Awaitable[None] | None] | None = None
@@ -65,7 +68,8 @@ class WebhookReceiver:
             self.waiting += 1
             await self.gate.wait()
             self.waiting -= 1
-        if self.responses:
+        if self.responses and (not self.scripted_for or self.scripted_for in item.path
+                               or self.scripted_for in item.body.decode(errors="replace")):
             scripted = self.responses.pop(0)
             status, headers = scripted if isinstance(scripted, tuple) else (scripted, {})
             self.rejected.append(item)

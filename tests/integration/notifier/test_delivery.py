@@ -44,8 +44,8 @@ async def test_sinks_retry_dead_letter_and_stay_independent(js: JetStreamContext
     sub = await nc.subscribe(f"cml.deadletter.*.{worker.id}.>", cb=on_dead)
     down_url = f"http://127.0.0.1:{free_port()}/nobody-home"
     async with (receiving(WebhookReceiver(secret=SECRET)) as signed,
-                receiving(WebhookReceiver(responses=[503, 500])) as flaky,
-                receiving(WebhookReceiver(responses=[(429, {"Retry-After": "1"})])) as limited,
+                receiving(WebhookReceiver(responses=[503, 500], scripted_for=worker.id)) as flaky,
+                receiving(WebhookReceiver(responses=[(429, {"Retry-After": "1"})], scripted_for=worker.id)) as limited,
                 receiving(WebhookReceiver(responses=[410] * 100)) as gone):
         sinks = write_sinks_file(tmp_path / "sinks.yaml", [
             {"name": "signed", "type": "webhook", "url": signed.url, "secret": SECRET},

@@ -39,7 +39,7 @@ async def test_opsgenie_create_close_429_and_dead_letter(js: JetStreamContext, n
         dead.append(msg)
 
     sub = await nc.subscribe(f"cml.deadletter.*.{worker.id}.>", cb=on_dead)
-    async with (receiving(WebhookReceiver(responses=[(429, {"Retry-After": "1"})])) as genie,
+    async with (receiving(WebhookReceiver(responses=[(429, {"Retry-After": "1"})], scripted_for=worker.id)) as genie,
                 receiving(WebhookReceiver(responses=[503] * 100)) as broken):
         sinks = write_sinks_file(tmp_path / "sinks.yaml", [
             {"name": "genie-broken", "type": "opsgenie", "url": broken.url, "api_key": "other-key"}])
