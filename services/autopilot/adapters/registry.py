@@ -4,7 +4,7 @@ become RegistryCallFailed (or None for NOT_FOUND)."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 
@@ -30,43 +30,32 @@ class GrpcRegistry:
 
     async def get_worker(self, worker_id: str) -> worker_pb2.Worker | None:
         try:
-            reply = await self._stub.GetWorker(rs.GetWorkerRequest(id=worker_id), metadata=self._metadata,
-                                               timeout=self._timeout)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.NOT_FOUND:
+            return await self._call("GetWorker", rs.GetWorkerRequest(id=worker_id))
+        except RegistryCallFailed as exc:
+            if exc.code == grpc.StatusCode.NOT_FOUND:
                 return None
-            raise RegistryCallFailed(f"GetWorker {worker_id}: {exc.code().name}: {exc.details()}") from exc
-        return reply.worker
+            raise
 
     async def stop_worker(self, worker_id: str) -> worker_pb2.Worker:
-        try:
-            reply = await self._stub.StopWorker(rs.StopWorkerRequest(id=worker_id), metadata=self._metadata,
-                                                timeout=self._timeout)
-        except grpc.aio.AioRpcError as exc:
-            raise RegistryCallFailed(f"StopWorker {worker_id}: {exc.code().name}: {exc.details()}") from exc
-        return reply.worker
+        return await self._call("StopWorker", rs.StopWorkerRequest(id=worker_id))
 
     async def start_worker(self, worker_id: str) -> worker_pb2.Worker:
-        try:
-            reply = await self._stub.StartWorker(rs.StartWorkerRequest(id=worker_id), metadata=self._metadata,
-                                                 timeout=self._timeout)
-        except grpc.aio.AioRpcError as exc:
-            raise RegistryCallFailed(f"StartWorker {worker_id}: {exc.code().name}: {exc.details()}") from exc
-        return reply.worker
+        return await self._call("StartWorker", rs.StartWorkerRequest(id=worker_id))
 
     async def reboot_worker(self, worker_id: str) -> worker_pb2.Worker:
-        try:
-            reply = await self._stub.RebootWorker(rs.RebootWorkerRequest(id=worker_id), metadata=self._metadata,
-                                                  timeout=self._timeout)
-        except grpc.aio.AioRpcError as exc:
-            raise RegistryCallFailed(f"RebootWorker {worker_id}: {exc.code().name}: {exc.details()}") from exc
-        return reply.worker
+        return await self._call("RebootWorker", rs.RebootWorkerRequest(id=worker_id))
 
     async def set_controller(self, worker_id: str, controller: worker_pb2.CmlController) -> worker_pb2.Worker:
+        return await self._call("SetWorkerController", rs.SetWorkerControllerRequest(id=worker_id,
+                                                                                     controller=controller))
+
+    async def _call(self, method: str, request: Any) -> worker_pb2.Worker:
+        """One unary call of the registry that answers with a worker; a gRPC error becomes RegistryCallFailed
+        naming the method, the worker and the status."""
         try:
-            reply = await self._stub.SetWorkerController(
-                rs.SetWorkerControllerRequest(id=worker_id, controller=controller), metadata=self._metadata,
-                timeout=self._timeout)
+            reply = await getattr(self._stub, method)(request, metadata=self._metadata, timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:
-            raise RegistryCallFailed(f"SetWorkerController {worker_id}: {exc.code().name}: {exc.details()}") from exc
-        return reply.worker
+            raise RegistryCallFailed(f"{method} {request.id}: {exc.code().name}: {exc.details()}",
+                                     code=exc.code()) from exc
+        worker: worker_pb2.Worker = reply.worker
+        return worker

@@ -46,3 +46,12 @@ def cost(prices: Mapping[str, float], instance_type: str, seconds: float) -> flo
     """What `seconds` of instance_type cost; None when the type is not in the table (never guessed as 0)."""
     hourly = prices.get(instance_type)
     return None if hourly is None else round(hourly * max(seconds, 0.0) / 3600.0, 2)
+
+
+def duration(seconds: float) -> str:
+    """A span as a notification says it: seconds under two minutes, minutes under two hours, then hours."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

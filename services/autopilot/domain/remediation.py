@@ -15,6 +15,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
 
+from autopilot.domain.prices import duration
+
 Mode = Literal["off", "dry-run", "enforce"]
 Check = Literal["ok", "impaired", "unknown"]  # an EC2 status check; unknown: initializing, no data, n/a
 Power = Literal["running", "stopped", "moving", "gone"]  # moving: pending or stopping; gone: terminating/ed
@@ -96,15 +98,15 @@ def remediate(state: RemediationState, obs: CheckObservation, policy: Remediatio
 def _act(state: RemediationState, obs: CheckObservation, policy: RemediationPolicy) -> RemedyDecision:
     remedy: Remedy = "stop_start" if obs.system == "impaired" else "reboot"
     which = "system" if remedy == "stop_start" else "instance"
-    since = _duration(_seconds(state.impaired_since or obs.at, obs.at))
+    since = duration(_seconds(state.impaired_since or obs.at, obs.at))
     if remedy == "stop_start" and obs.ebs_backed is not True:
         store = "is not EBS-backed" if obs.ebs_backed is False else "has an unknown root device type"
         return _escalate(state, f"system status check impaired for {since}; the instance {store}, so a "
                                 "stop-and-start could lose its disks: left alone")
     if state.acted_at is not None and _seconds(state.acted_at, obs.at) < policy.period_seconds:
         return _escalate(state, f"{which} status check impaired again for {since}, "
-                                f"{_duration(_seconds(state.acted_at, obs.at))} after the last remediation "
-                                f"(at most one per {_duration(policy.period_seconds)}): left alone")
+                                f"{duration(_seconds(state.acted_at, obs.at))} after the last remediation "
+                                f"(at most one per {duration(policy.period_seconds)}): left alone")
     reason = f"{which} status check impaired for {since}"
     if policy.mode == "dry-run":
         if state.announced:
@@ -124,7 +126,7 @@ def _unless_recovered(state: RemediationState, obs: CheckObservation, policy: Re
         return RemedyDecision(state, [])
     what = "reboot" if state.remedy == "reboot" else "stop-and-start"
     return _escalate(replace(state, start_pending=False),
-                     f"not healthy {_duration(waited)} after the {what} (system check {obs.system}, instance "
+                     f"not healthy {duration(waited)} after the {what} (system check {obs.system}, instance "
                      f"check {obs.instance}, {obs.power}): left alone")
 
 
@@ -151,16 +153,9 @@ def _recovered(state: RemediationState, obs: CheckObservation) -> str:
     if state.remedy is None:
         return "status checks ok again"
     what = "reboot" if state.remedy == "reboot" else "stop-and-start"
-    return f"status checks ok {_duration(_seconds(state.acted_at or obs.at, obs.at))} after the {what}"
+    return f"status checks ok {duration(_seconds(state.acted_at or obs.at, obs.at))} after the {what}"
 
 
 def _seconds(since: datetime, until: datetime) -> float:
     return max((until - since).total_seconds(), 0.0)
 
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"

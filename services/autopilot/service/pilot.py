@@ -27,7 +27,7 @@ from autopilot.domain.controller import ControllerReading, Transition, controlle
 from autopilot.domain.idle import IdleState, Observation
 from autopilot.domain.offhours import OFFHOURS_TAG, Schedule
 from autopilot.domain.offhours import parse as parse_schedule
-from autopilot.domain.prices import cost
+from autopilot.domain.prices import cost, duration
 from autopilot.errors import AutopilotError, RegistryCallFailed
 from autopilot.service.remedy import Remediation
 from cml.monitor.v1 import alert_pb2, events_pb2, worker_pb2
@@ -293,15 +293,8 @@ def _network(sample: events_pb2.MetricSample) -> float | None:
 def _summary(w: worker_pb2.Worker, action: str, reason: str, idle_seconds: float, spent: float | None,
              mode: str) -> str:
     money = f", about ${spent:.2f}" if spent is not None else ""
-    return f"{action} ({mode}): {w.name or w.id} idle for {_duration(idle_seconds)}{money}; {reason}"
+    return f"{action} ({mode}): {w.name or w.id} idle for {duration(idle_seconds)}{money}; {reason}"
 
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def _export(worker_id: str, c: Controller) -> None:

@@ -17,8 +17,8 @@ from typing import Any
 
 import nats
 import pytest
+from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.errors import BucketNotFoundError
 
 from cml.monitor.v1 import events_pb2
 from cmlmon_core import messages, subjects
@@ -35,6 +35,7 @@ INTERVAL = 5
 REGIONS = ("us-east-1", "eu-west-1")
 PER_REGION = 100
 COUNTED_INTERVALS = 5
+LEASE_SECONDS = 6
 
 
 @pytest.fixture
@@ -54,24 +55,10 @@ def calls(endpoint: str) -> Counter[str]:
         return Counter(json.loads(reply.read()))
 
 
-async def lease_holders(js: JetStreamContext) -> tuple[set[str], dict[str, str]]:
-    """The live replicas and each region's holder (region -> collector id), as the collectors' lease bucket says."""
-    kv = await js.key_value(leases.BUCKET)
-    watcher = await kv.watchall(ignore_deletes=True)
-    members: set[str] = set()
-    holders: dict[str, str] = {}
-    try:
-        async for entry in watcher:
-            if entry is None:  # the current values are all in
-                break
-            value = (entry.value or b"").decode()
-            if entry.key.startswith("member."):
-                members.add(value)
-            elif entry.key.startswith("region."):
-                holders[entry.key.removeprefix("region.")] = value
-    finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
-    return members, holders
+async def lease_holders(nc: Client, js: JetStreamContext) -> tuple[set[str], dict[str, str]]:
+    """The live replicas and each region's holder (region -> collector id), as the collectors' lease bucket says
+    (read as a collector reads it; the lease time is the one the replicas run with)."""
+    return await leases.RegionLeases(nc, js, "test-observer", LEASE_SECONDS).snapshot()
 
 
 async def test_three_replicas_make_the_calls_of_one(fake_aws: str, services: ServiceLauncher,
@@ -113,15 +100,12 @@ async def test_three_replicas_make_the_calls_of_one(fake_aws: str, services: Ser
     for replica in sorted(replicas):
         services.start("collector", SERVICE_INSTANCE_ID=replica, AWS_ENDPOINT_URL=fake_aws,
                        WORKER_METRICS_POLL_INTERVAL=INTERVAL, CLOUDWATCH_DELAY_SECONDS=0, TICK_GATHER_SECONDS=2,
-                       TICK_REGION_LEASE_SECONDS=6, RECONCILE_INTERVAL_SECONDS=0, SHUTDOWN_GRACE_SECONDS=2)
+                       TICK_REGION_LEASE_SECONDS=LEASE_SECONDS, RECONCILE_INTERVAL_SECONDS=0, SHUTDOWN_GRACE_SECONDS=2)
     try:
         # Counted once the leases have settled: all three replicas live, each region held by a replica of its
         # own (the first replica up takes both and hands one over). A region moving mid-interval may split a batch.
         async def settled() -> tuple[set[str], dict[str, str]] | None:
-            try:
-                members, holders = await lease_holders(js)
-            except BucketNotFoundError:  # no replica has started yet
-                return None
+            members, holders = await lease_holders(nc, js)
             spread = set(holders) == set(REGIONS) and len(set(holders.values())) == len(REGIONS)
             return (members, holders) if members == replicas and spread else None
 
@@ -134,7 +118,7 @@ async def test_three_replicas_make_the_calls_of_one(fake_aws: str, services: Ser
         last = first + COUNTED_INTERVALS * INTERVAL
         await polled(last)
         after = calls(fake_aws)
-        assert await lease_holders(js) == (members, holders), "a region lease moved while the calls were counted"
+        assert await lease_holders(nc, js) == (members, holders), "a region lease moved while the calls were counted"
     finally:
         await nc.drain()
 
