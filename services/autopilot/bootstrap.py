@@ -13,7 +13,6 @@ from nats.js import JetStreamContext
 from autopilot.adapters.addresses import PrivateIpAddresses, TagAddresses
 from autopilot.adapters.publisher import DecisionPublisher, JetStreamDecisionPublisher
 from autopilot.adapters.registry import GrpcRegistry, RegistryPort
-from autopilot.adapters.root_devices import Ec2RootDevices, NoRootDevices, RootDevices
 from autopilot.adapters.state_kv import StateStore
 from autopilot.domain.autostop import AutostopPolicy
 from autopilot.domain.idle import IdlePolicy
@@ -66,8 +65,7 @@ def prices(settings: AutopilotSettings) -> dict[str, float]:
 def bootstrap(settings: AutopilotSettings, js: JetStreamContext, store: StateStore, *,
               channel: grpc.aio.Channel | None = None, http: httpx.AsyncClient | None = None,
               registry: RegistryPort | None = None, probe: ControllerProbe | None = None,
-              publisher: DecisionPublisher | None = None, aws: ClientSource | None = None,
-              roots: RootDevices | None = None) -> SampleConsumer:
+              publisher: DecisionPublisher | None = None, aws: ClientSource | None = None) -> SampleConsumer:
     if registry is None:
         assert channel is not None, "a registry channel or a registry port"
         registry = GrpcRegistry(channel, settings.registry_token,
@@ -77,9 +75,7 @@ def bootstrap(settings: AutopilotSettings, js: JetStreamContext, store: StateSto
         probe = HttpCmlProbe(http, Credentials(settings.cml_username, settings.cml_password),
                              timeout=settings.cml_probe_timeout_seconds, concurrency=settings.cml_probe_concurrency)
     publisher = publisher or JetStreamDecisionPublisher(js)
-    if roots is None:
-        roots = Ec2RootDevices(aws) if aws is not None else NoRootDevices()
-    remediation = Remediation(registry, publisher, remediation_policy(settings), roots)
+    remediation = Remediation(registry, publisher, remediation_policy(settings))
     pilot = Pilot(registry, probe, store, publisher, policy(settings),
                   prices(settings), settings.offhours_schedule,
                   PrivateIpAddresses(aws) if settings.cml_url_from_private_ip and aws is not None else TagAddresses(),

@@ -39,7 +39,7 @@ class CheckObservation:
     power: Power
     system: Check
     instance: Check
-    ebs_backed: bool | None = None  # None: not known (only looked up when the system check is impaired)
+    ebs_backed: bool | None = None  # None: not known (the registry did not record the root device type)
 
 
 @dataclass(frozen=True, slots=True)

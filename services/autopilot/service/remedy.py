@@ -17,7 +17,6 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from autopilot import metrics
 from autopilot.adapters.publisher import DecisionPublisher
 from autopilot.adapters.registry import RegistryPort
-from autopilot.adapters.root_devices import RootDevices
 from autopilot.domain.autostop import Decision, PilotState
 from autopilot.domain.remediation import (
     Check,
@@ -44,6 +43,9 @@ _SEVERITY = {"rebooted": alert_pb2.ALERT_SEVERITY_WARNING, "stop_start_stopping"
              "stop_start_starting": alert_pb2.ALERT_SEVERITY_WARNING, "escalated": alert_pb2.ALERT_SEVERITY_CRITICAL}
 _RESOLVING = ("recovered", "remediation_ended")
 _CHECKS: dict[int, Check] = {worker_pb2.STATUS_CHECK_OK: "ok", worker_pb2.STATUS_CHECK_IMPAIRED: "impaired"}
+# A worker recorded before the registry kept its root device type is not known to be EBS-backed (None): a failed
+# system check is then escalated, never answered by a stop that would lose an instance store's disks.
+_EBS_BACKED = {worker_pb2.ROOT_DEVICE_TYPE_EBS: True, worker_pb2.ROOT_DEVICE_TYPE_INSTANCE_STORE: False}
 _POWER: dict[int, Power] = {
     worker_pb2.WORKER_STATUS_RUNNING: "running", worker_pb2.WORKER_STATUS_STOPPED: "stopped",
     worker_pb2.WORKER_STATUS_PENDING: "moving", worker_pb2.WORKER_STATUS_STOPPING: "moving",
@@ -54,22 +56,21 @@ DecideUnderCas = Callable[[str, Rule], Awaitable[Decision]]
 
 
 class Remediation:
-    def __init__(self, registry: RegistryPort, publisher: DecisionPublisher, policy: RemediationPolicy,
-                 roots: RootDevices) -> None:
+    def __init__(self, registry: RegistryPort, publisher: DecisionPublisher, policy: RemediationPolicy) -> None:
         self._registry = registry
         self._publisher = publisher
         self.policy = policy
-        self._roots = roots
 
     async def handle(self, worker: worker_pb2.Worker, sample: events_pb2.MetricSample, at: datetime,
                      decide: DecideUnderCas) -> None:
-        """decide: the Pilot's compare-and-set on the worker's state; actions follow only a successful write."""
+        """worker: as the registry's GetWorker gave it (its root device type too: remediation asks AWS nothing);
+        decide: the Pilot's compare-and-set on the worker's state; actions follow only a successful write."""
         if self.policy.mode == "off" or sample.status not in _POWER:
             return  # UNSPECIFIED: a state the collector could not map tells nothing
         system = _CHECKS.get(sample.system_status_check, "unknown")
-        ebs = await self._roots.ebs_backed(worker) if system == "impaired" else None
         obs = CheckObservation(at=at, power=_POWER[sample.status], system=system,
-                               instance=_CHECKS.get(sample.instance_status_check, "unknown"), ebs_backed=ebs)
+                               instance=_CHECKS.get(sample.instance_status_check, "unknown"),
+                               ebs_backed=_EBS_BACKED.get(worker.root_device_type))
         for action in await self._claim(worker.id, decide, lambda s: remediate(s, obs, self.policy)):
             await self._do(worker, at, action, decide)
 

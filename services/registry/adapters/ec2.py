@@ -24,6 +24,8 @@ _LAUNCH_FIELDS = {
     "InvalidInstanceType": "instance_type",
     "Unsupported": "instance_type",
 }
+_ROOT_DEVICE_TYPES = {"ebs": worker_pb2.ROOT_DEVICE_TYPE_EBS,
+                      "instance-store": worker_pb2.ROOT_DEVICE_TYPE_INSTANCE_STORE}
 _RETRYABLE = {"RequestLimitExceeded", "Throttling", "ThrottlingException", "InternalError", "ServiceUnavailable",
               "Unavailable", "InsufficientInstanceCapacity"}
 
@@ -53,6 +55,7 @@ class Instance:
     tags: dict[str, str] = field(default_factory=dict)
     detailed_monitoring: bool = False
     state_reason: str = ""  # EC2's StateReason of the last state change, when it gives one
+    root_device_type: worker_pb2.RootDeviceType = worker_pb2.ROOT_DEVICE_TYPE_UNSPECIFIED
 
 
 class Ec2(Protocol):
@@ -74,6 +77,8 @@ def _instance(raw: dict[str, Any]) -> Instance:
         tags={t["Key"]: t.get("Value", "") for t in raw.get("Tags", [])},
         detailed_monitoring=raw.get("Monitoring", {}).get("State") == "enabled",
         state_reason=_state_reason(raw.get("StateReason") or {}),
+        root_device_type=_ROOT_DEVICE_TYPES.get(raw.get("RootDeviceType", ""),
+                                                worker_pb2.ROOT_DEVICE_TYPE_UNSPECIFIED),
     )
 
 

@@ -162,6 +162,7 @@ class Registry:
         worker = worker_pb2.Worker(
             id=worker_id, region=region, instance_id=instance.instance_id, instance_type=instance.instance_type,
             status=instance.status or model.PENDING, ami_id=instance.ami_id, origin=origin,
+            root_device_type=instance.root_device_type,
             monitoring_mode=(worker_pb2.MONITORING_MODE_DETAILED if instance.detailed_monitoring
                              else worker_pb2.MONITORING_MODE_BASIC),
         )

@@ -165,7 +165,7 @@ async def test_a_failed_system_check_stops_and_starts_the_worker(healing: Healin
 
 async def test_dry_run_says_what_it_would_do_and_changes_nothing_on_aws(healing: Healing, nats_url: str) -> None:
     rebootable, movable = await healing.fleet.worker({}), await healing.fleet.worker({})
-    before = len(healing.aws.calls)  # the imports' look-ups
+    before = len(healing.aws.calls)  # the imports' look-ups (the registry's)
     async with remediating(nats_url, healing, "dry-run"):
         for minute in range(0, 8):
             await healing.sample(rebootable, minute, instance=IMPAIRED)
@@ -174,9 +174,11 @@ async def test_dry_run_says_what_it_would_do_and_changes_nothing_on_aws(healing:
         await healing.handled(movable, 7)
         assert await healing.actions(rebootable, 1) == ["would_reboot"]
         assert await healing.actions(movable, 1) == ["would_stop_start"]
-    made = healing.aws.calls[before:]
-    # the one AWS call: the read of the second worker's root device type (EBS-backed, so stop-and-start fits)
-    assert [(c.action, c.instance_ids) for c in made] == [("DescribeInstances", (movable.instance_id,))]
+    # The autopilot's AWS calls go through the proxy too: none, not even a read (the root device type that lets a
+    # stop-and-start fit came with GetWorker, recorded by the registry at the import); nor did the registry
+    # change anything on AWS.
+    assert movable.root_device_type == W.ROOT_DEVICE_TYPE_EBS
+    assert healing.aws.calls[before:] == []
     assert healing.fleet.decisions.actions(rebootable.id) == ["would_reboot"]
     for worker in (rebootable, movable):
         assert await healing.fleet.ec2_state(worker) == "running"

@@ -1,6 +1,7 @@
 """Remediation's claim against the real KV state store, with a registry stand-in that counts or refuses: two
 replicas handling the same impaired sample at the same moment reboot once; a reboot the registry refuses is
-escalated at once and the worker left alone."""
+escalated at once and the worker left alone; a failed system check on a worker the registry does not give as
+EBS-backed is escalated, never stopped."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.js import JetStreamContext
 
-from autopilot.adapters.root_devices import NoRootDevices
 from autopilot.adapters.state_kv import KvStateStore
 from autopilot.domain.autostop import AutostopPolicy, PilotState
 from autopilot.domain.idle import IdleState
@@ -89,12 +89,14 @@ class ReadTogetherAt:
         await self._store.put(worker_id, state, revision)
 
 
-def impaired(worker: worker_pb2.Worker, minutes: float = 0) -> events_pb2.MetricSample:
+def impaired(worker: worker_pb2.Worker, minutes: float = 0, system: bool = False) -> events_pb2.MetricSample:
+    """An instance check impaired; or, with system, the system check."""
     when = Timestamp()
     when.FromDatetime(NOW + timedelta(minutes=minutes))
+    ok, bad = worker_pb2.STATUS_CHECK_OK, worker_pb2.STATUS_CHECK_IMPAIRED
     return events_pb2.MetricSample(worker_id=worker.id, observe_time=when, status=worker_pb2.WORKER_STATUS_RUNNING,
-                                   system_status_check=worker_pb2.STATUS_CHECK_OK,
-                                   instance_status_check=worker_pb2.STATUS_CHECK_IMPAIRED)
+                                   system_status_check=bad if system else ok,
+                                   instance_status_check=ok if system else bad)
 
 
 async def pilots(js: JetStreamContext, registry: Registry, count: int) -> tuple[list[Pilot], Collected]:
@@ -104,14 +106,15 @@ async def pilots(js: JetStreamContext, registry: Registry, count: int) -> tuple[
     await store.put(registry.worker.id, PilotState(idle=IdleState(last_seen=NOW), remediation=RemediationState(
         last_seen=NOW - timedelta(minutes=1), impaired_since=NOW - timedelta(minutes=10))), 0)
     published = Collected()
-    remediation = Remediation(registry, published, POLICY, NoRootDevices())
+    remediation = Remediation(registry, published, POLICY)
     barrier = asyncio.Barrier(count)
     return [Pilot(registry, NoController(), ReadTogetherAt(store, barrier, 2), published, AutostopPolicy(),
                   price_table(), remediation=remediation) for _ in range(count)], published
 
 
-def worker() -> worker_pb2.Worker:
-    return worker_pb2.Worker(id=f"w-{uuid.uuid4().hex[:10]}", name="cml-h", instance_type="c5.metal")
+def worker(root: worker_pb2.RootDeviceType = worker_pb2.ROOT_DEVICE_TYPE_EBS) -> worker_pb2.Worker:
+    return worker_pb2.Worker(id=f"w-{uuid.uuid4().hex[:10]}", name="cml-h", instance_type="c5.metal",
+                             root_device_type=root)
 
 
 async def test_two_replicas_handling_the_same_impaired_sample_reboot_once(js: JetStreamContext) -> None:
@@ -131,3 +134,14 @@ async def test_a_refused_reboot_is_escalated_and_the_worker_left_alone(js: JetSt
     assert registry.reboots == [registry.worker.id]
     [escalated] = published.decisions
     assert escalated.action == "escalated" and "FAILED_PRECONDITION" in escalated.reason
+
+
+@pytest.mark.parametrize("root", [worker_pb2.ROOT_DEVICE_TYPE_INSTANCE_STORE, worker_pb2.ROOT_DEVICE_TYPE_UNSPECIFIED])
+async def test_a_failed_system_check_is_escalated_unless_the_registry_says_ebs(
+        js: JetStreamContext, root: worker_pb2.RootDeviceType) -> None:
+    registry = Registry(worker(root))  # its StopWorker fails the test
+    [pilot], published = await pilots(js, registry, 1)
+    await pilot.handle_sample(impaired(registry.worker, system=True))
+    [escalated] = published.decisions
+    store = "is not EBS-backed" if root == worker_pb2.ROOT_DEVICE_TYPE_INSTANCE_STORE else "unknown root device"
+    assert escalated.action == "escalated" and store in escalated.reason

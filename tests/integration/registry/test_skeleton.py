@@ -42,6 +42,7 @@ async def test_create_launches_tags_saves_and_announces(registry: RunningRegistr
     assert created.id and created.instance_id.startswith("i-") and created.name == f"w-{uid}"
     assert created.status in (worker_pb2.WORKER_STATUS_PENDING, worker_pb2.WORKER_STATUS_RUNNING)
     assert created.origin == worker_pb2.WORKER_ORIGIN_CREATED and created.tags["test"] == uid
+    assert created.root_device_type == worker_pb2.ROOT_DEVICE_TYPE_EBS  # moto's, from the launch's reply
 
     described = await ec2.describe_instances(InstanceIds=[created.instance_id])
     tags = {t["Key"]: t["Value"] for t in described["Reservations"][0]["Instances"][0]["Tags"]}
@@ -93,6 +94,7 @@ async def test_import_checks_ec2_and_takes_its_name(registry: RunningRegistry, e
     worker = (await registry.stub.ImportWorker(rs.ImportWorkerRequest(region=REGION, instance_id=instance_id))).worker
     assert worker.name == f"lab-{uid}" and worker.instance_type == "t3.micro" and worker.tags["team"] == "lab"
     assert worker.origin == worker_pb2.WORKER_ORIGIN_IMPORTED
+    assert worker.root_device_type == worker_pb2.ROOT_DEVICE_TYPE_EBS  # moto's, from DescribeInstances
     await eventually(lambda: tap.of(worker.id, E.WORKER_EVENT_TYPE_IMPORTED))
 
     with pytest.raises(grpc.aio.AioRpcError) as twice:

@@ -3,8 +3,9 @@ from __future__ import annotations
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
+from cml.monitor.v1 import worker_pb2
 from cmlmon_core.settings import load_settings
-from registry.adapters.ec2 import AwsEc2, LaunchSpec, _wrap
+from registry.adapters.ec2 import AwsEc2, LaunchSpec, _instance, _wrap
 from registry.adapters.mongo import hosts_of
 from registry.errors import Ec2Error, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from registry.settings import RegistrySettings
@@ -22,6 +23,17 @@ from tests.unit.registry.fakes import RefusingClients, client_error
 ])
 def test_ec2_errors_are_translated(error: Exception, kind: type[Exception]) -> None:
     assert isinstance(_wrap(error, "op"), kind)
+
+
+@pytest.mark.parametrize(("raw", "root"), [("ebs", worker_pb2.ROOT_DEVICE_TYPE_EBS),
+                                           ("instance-store", worker_pb2.ROOT_DEVICE_TYPE_INSTANCE_STORE),
+                                           (None, worker_pb2.ROOT_DEVICE_TYPE_UNSPECIFIED),
+                                           ("a-later-kind", worker_pb2.ROOT_DEVICE_TYPE_UNSPECIFIED)])
+def test_the_root_device_type_is_read_from_ec2(raw: str | None, root: worker_pb2.RootDeviceType) -> None:
+    described = {"InstanceId": "i-0123456789abcdef0", "State": {"Name": "running"}}
+    if raw is not None:
+        described["RootDeviceType"] = raw
+    assert _instance(described).root_device_type == root
 
 
 @pytest.mark.parametrize(("code", "field"), [("InvalidAMIID.NotFound", "ami_id"),
