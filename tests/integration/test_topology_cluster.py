@@ -81,7 +81,10 @@ async def test_other_differences_are_drift_logged_and_kept_while_replicas_still_
     metrics = (await js.stream_info(topology.METRICS_STREAM)).config
     assert (metrics.num_replicas, metrics.max_age) == (3, 3600)
     drifted = [r.stream for r in caplog.records if "drifted" in r.getMessage()]  # type: ignore[attr-defined]
-    assert drifted == [topology.METRICS_STREAM]
+    # the metric history's TTL is the metrics' max age: both drift, both are kept
+    assert sorted(drifted) == sorted([topology.METRICS_STREAM, f"KV_{topology.HISTORY_BUCKET}"])
+    history = (await js.stream_info(f"KV_{topology.HISTORY_BUCKET}")).config
+    assert (history.num_replicas, history.max_age) == (3, 3600)
 
     caplog.clear()
     with caplog.at_level(logging.INFO, logger=topology.__name__):
