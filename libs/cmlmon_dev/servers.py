@@ -17,11 +17,20 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+_handed_out: set[int] = set()
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port free now and never handed out before by this process: the OS offers a just-released
+    port again, so two calls in a row could return the same one (a registry once got its gRPC and its metrics
+    port equal and could not bind the second)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def wait_for_port(port: int, timeout: float = 15.0, host: str = "127.0.0.1") -> None:
