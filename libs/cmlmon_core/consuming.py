@@ -30,6 +30,8 @@ from nats.js.api import ConsumerConfig
 from nats.js.errors import ServiceUnavailableError
 from prometheus_client import Gauge
 
+from cml.monitor.v1 import events_pb2
+from cmlmon_core import messages
 from cmlmon_core.lifecycle import stopped_within
 from cmlmon_core.messages import UndecodableMessage
 
@@ -274,3 +276,17 @@ class PullConsumer:
                 ACK_PENDING.labels(*labels).set(info.num_ack_pending or 0)
             if await stopped_within(stop, self._opts.backlog_seconds):
                 return
+
+
+def samples_by_worker(undecodable: Callable[[], object]) -> Callable[[Msg], tuple[str, events_pb2.MetricSample]]:
+    """in_order_per_key's decode for MetricSample messages, keyed by worker id: an undecodable one is counted
+    (undecodable()), logged and raised, and in_order_per_key terminates it."""
+    def decode(msg: Msg) -> tuple[str, events_pb2.MetricSample]:
+        try:
+            sample = messages.decode(events_pb2.MetricSample, msg.data, msg.headers)
+        except UndecodableMessage as exc:
+            undecodable()
+            log.warning("undecodable sample terminated", extra={"subject": msg.subject, "error": str(exc)})
+            raise
+        return sample.worker_id, sample
+    return decode

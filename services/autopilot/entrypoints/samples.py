@@ -15,8 +15,17 @@ from prometheus_client import Counter
 from autopilot.errors import AutopilotError
 from autopilot.service.pilot import Pilot
 from cml.monitor.v1 import events_pb2
-from cmlmon_core import messages, subjects
-from cmlmon_core.consuming import ACK, Durable, PullConsumer, PullOptions, Verdict, in_order_per_key, retry
+from cmlmon_core import subjects
+from cmlmon_core.consuming import (
+    ACK,
+    Durable,
+    PullConsumer,
+    PullOptions,
+    Verdict,
+    in_order_per_key,
+    retry,
+    samples_by_worker,
+)
 from cmlmon_core.topology import METRICS_STREAM
 
 log = logging.getLogger(__name__)
@@ -40,7 +49,7 @@ class SampleConsumer:
         await self.consumer.run(self.handle_batch, stop)
 
     async def handle_batch(self, msgs: list[Msg]) -> None:
-        await in_order_per_key(_decode, self._handle)(msgs)
+        await in_order_per_key(samples_by_worker(SAMPLES.labels("undecodable").inc), self._handle)(msgs)
 
     async def _handle(self, msg: Msg, sample: events_pb2.MetricSample) -> Verdict:
         try:
@@ -53,12 +62,3 @@ class SampleConsumer:
         SAMPLES.labels("handled").inc()
         return ACK
 
-
-def _decode(msg: Msg) -> tuple[str, events_pb2.MetricSample]:
-    try:
-        sample = messages.decode(events_pb2.MetricSample, msg.data, msg.headers)
-    except messages.UndecodableMessage as exc:
-        SAMPLES.labels("undecodable").inc()
-        log.warning("undecodable sample terminated", extra={"subject": msg.subject, "error": str(exc)})
-        raise
-    return sample.worker_id, sample

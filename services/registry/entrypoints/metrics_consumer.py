@@ -13,8 +13,17 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from prometheus_client import Counter
 
 from cml.monitor.v1 import events_pb2
-from cmlmon_core import messages, subjects
-from cmlmon_core.consuming import ACK, Durable, PullConsumer, PullOptions, Verdict, in_order_per_key, retry
+from cmlmon_core import subjects
+from cmlmon_core.consuming import (
+    ACK,
+    Durable,
+    PullConsumer,
+    PullOptions,
+    Verdict,
+    in_order_per_key,
+    retry,
+    samples_by_worker,
+)
 from cmlmon_core.telemetry import extract_trace, tracer
 from cmlmon_core.topology import METRICS_STREAM
 from registry.errors import RegistryError
@@ -58,14 +67,5 @@ async def handle_batch(registry: Registry, msgs: list[Msg]) -> None:
         SAMPLES.labels("applied" if known else "unknown_worker").inc()
         return ACK
 
-    await in_order_per_key(_decode, apply)(msgs)
+    await in_order_per_key(samples_by_worker(SAMPLES.labels("undecodable").inc), apply)(msgs)
 
-
-def _decode(msg: Msg) -> tuple[str, events_pb2.MetricSample]:
-    try:
-        sample = messages.decode(events_pb2.MetricSample, msg.data, msg.headers)
-    except messages.UndecodableMessage as exc:
-        SAMPLES.labels("undecodable").inc()
-        log.warning("undecodable sample terminated", extra={"subject": msg.subject, "error": str(exc)})
-        raise
-    return sample.worker_id, sample
