@@ -16,7 +16,8 @@ shared, noisy machine distorts far less than throughput.
    with room to spare, i.e. well under 1) and its peak RSS.
 
 Run: .venv/bin/python bench/notifier.py [--workers N]  (ends with one JSON line). BENCH_WORKERS, BENCH_SAMPLES,
-BENCH_RATE (latency phase, samples/s; 5,000), BENCH_LATENCY_SECONDS change the setup."""
+BENCH_RATE (latency phase, samples/s; 5,000), BENCH_LATENCY_SECONDS change the setup. BENCH_PROFILE=<file> runs the
+throughput phase's notifier under cProfile (read it with pstats)."""
 
 from __future__ import annotations
 
@@ -131,12 +132,13 @@ async def bare_consumer(js: JetStreamContext, durable: str, total: int) -> tuple
     return total / elapsed, cpu / total
 
 
-def start_notifier(nats_url: str, prefix: str, log: Path, **env: str) -> subprocess.Popen[bytes]:
+def start_notifier(nats_url: str, prefix: str, log: Path, profile: str = "", **env: str) -> subprocess.Popen[bytes]:
     full = {**os.environ, "NATS_URL": nats_url, "METRICS_PORT": "0", "GRPC_PORT": "0", "LOG_LEVEL": "WARNING",
             "GRPC_AUTH": "none",  # the benchmark measures evaluation and delivery, not the API
             "NOTIFIER_CONSUMER_PREFIX": prefix, "ALERT_FOR_SECONDS": "0",
             "ALERT_MIN_SAMPLES": "1", "ALERT_WINDOW_SAMPLES": "1", "NOTIFIER_REPLAY_SECONDS": "3600", **env}
-    return subprocess.Popen([sys.executable, "-m", "notifier"], env=full, stdout=subprocess.DEVNULL,
+    under = ["-m", "cProfile", "-o", profile] if profile else []
+    return subprocess.Popen([sys.executable, *under, "-m", "notifier"], env=full, stdout=subprocess.DEVNULL,
                             stderr=log.open("ab"))
 
 
@@ -155,7 +157,7 @@ async def notifier_throughput(js: JetStreamContext, nats_url: str, prefix: str, 
     config = ConsumerConfig(durable_name=prefix, ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
                             max_ack_pending=4096, ack_wait=30, filter_subject=subjects.METRICS_ALL)
     await js.add_consumer(METRICS_STREAM, config)
-    proc = start_notifier(nats_url, prefix, log)
+    proc = start_notifier(nats_url, prefix, log, profile=os.environ.get("BENCH_PROFILE", ""))
     try:
         elapsed, cpu = await progress(js, prefix, total, proc.pid)
         return {"per_s": total / elapsed, "seconds": elapsed, "cpu_seconds": cpu, "peak_rss_mb": peak_rss_mb(proc.pid)}
