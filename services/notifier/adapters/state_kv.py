@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from nats.errors import Error as NatsError
@@ -25,10 +26,12 @@ from notifier.errors import SilenceNotFound, StateConflict, StoreUnavailable
 log = logging.getLogger(__name__)
 SILENCE_PREFIX = "_silences."
 LEASE_PREFIX = "_leases."
+_NONE: Mapping[str, AlertState] = {}
 
 
 class AlertStore(Protocol):
     def cached(self, key: str) -> tuple[AlertState | None, int]: ...
+    def worker_states(self, worker_id: str) -> Mapping[str, AlertState]: ...
     async def refresh(self, key: str) -> tuple[AlertState | None, int]: ...
     async def put(self, state: AlertState, revision: int) -> int: ...
     def states(self) -> list[AlertState]: ...
@@ -42,6 +45,7 @@ class KvAlertStore:
         self._kv = kv
         self._states: dict[str, tuple[AlertState, int]] = {}
         self._deleted: dict[str, int] = {}  # revision of a delete marker: the next write must name it
+        self._by_worker: dict[str, dict[str, AlertState]] = {}  # the states above, by worker id and rule
         self._silences: dict[str, tuple[Silence, int]] = {}
         self._watcher: Any = None
         self.changed = asyncio.Event()  # set whenever a silence changes; the sweeper waits on it
@@ -88,25 +92,43 @@ class KvAlertStore:
         if (current is not None and current[1] >= revision) or self._deleted.get(key, 0) >= revision:
             return
         if deleted:
-            self._states.pop(key, None)
+            self._forget(key)
             self._deleted[key] = revision
             return
         self._deleted.pop(key, None)
         try:
-            self._states[key] = (AlertState.from_json(value or b"{}"), revision)
+            state = AlertState.from_json(value or b"{}")
         except (ValueError, TypeError) as exc:
             log.warning("unreadable alert state ignored", extra={"key": key, "error": repr(exc)})
+            return
+        self._states[key] = (state, revision)
+        worker_id, _, rule = key.rpartition(".")  # "<worker_id>.<rule>": a rule name has no dot
+        self._by_worker.setdefault(worker_id, {})[rule] = state
+
+    def _forget(self, key: str) -> None:
+        if self._states.pop(key, None) is None:
+            return
+        worker_id, _, rule = key.rpartition(".")
+        rules = self._by_worker[worker_id]
+        del rules[rule]
+        if not rules:
+            del self._by_worker[worker_id]
 
     def cached(self, key: str) -> tuple[AlertState | None, int]:
         """The state as this replica last saw it (kept current by the watch)."""
         cached = self._states.get(key)
         return cached if cached is not None else (None, self._deleted.get(key, 0))
 
+    def worker_states(self, worker_id: str) -> Mapping[str, AlertState]:
+        """The worker's alert states as this replica last saw them, by rule (empty for most workers: one
+        lookup tells the evaluator a sample has nothing to move)."""
+        return self._by_worker.get(worker_id, _NONE)
+
     async def refresh(self, key: str) -> tuple[AlertState | None, int]:
         try:
             entry = await self._kv.get(key)
         except KeyNotFoundError as exc:
-            self._states.pop(key, None)
+            self._forget(key)
             marker = getattr(exc, "entry", None)
             if marker is not None and marker.revision:
                 self._deleted[key] = int(marker.revision)

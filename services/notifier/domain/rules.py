@@ -67,12 +67,30 @@ def status_check_reading(sample: Sample, worker_label: str) -> Reading:
 SAMPLE_RULES = (Rule.CPU_HIGH, Rule.MEMORY_HIGH, Rule.STATUS_CHECK_IMPAIRED)
 
 
-def breaches_nothing(sample: Sample, worker: WorkerRef, cpu_default: float, memory_default: float) -> bool:
+def breaches_nothing(sample: Sample, worker: WorkerRef | None, cpu_default: float, memory_default: float) -> bool:
     """No rule of SAMPLE_RULES is breached by the sample (what sample_readings would say, without building the
-    readings): for a worker with no alert state, such a sample changes nothing."""
-    return ((sample.cpu is None or sample.cpu <= threshold_for(Rule.CPU_HIGH, worker, cpu_default))
-            and (sample.memory is None or sample.memory <= threshold_for(Rule.MEMORY_HIGH, worker, memory_default))
+    readings): for a worker whose states are all `at_rest`, such a sample changes nothing. worker None: one
+    known only from its samples (no tags, so the defaults apply)."""
+    if worker is not None and worker.tags:
+        cpu_default = threshold_for(Rule.CPU_HIGH, worker, cpu_default)
+        memory_default = threshold_for(Rule.MEMORY_HIGH, worker, memory_default)
+    return ((sample.cpu is None or sample.cpu <= cpu_default)
+            and (sample.memory is None or sample.memory <= memory_default)
             and sample.system_check != CHECK_BAD and sample.instance_check != CHECK_BAD)
+
+
+_RESOLVED_BY_SAMPLES = frozenset({Rule.SILENT, Rule.UNEXPECTED_STOP})
+
+
+def at_rest(state: AlertState) -> bool:
+    """A sample that breaches nothing leaves this state as it is: a sample rule's state that is neither pending,
+    firing nor remembering a breach in its window, or a silent/unexpected_stop alert that is not firing (a
+    sample resolves those), or a rule samples do not drive."""
+    if state.rule in SAMPLE_RULES:
+        return state.phase is Phase.INACTIVE and True not in state.window
+    if state.rule in _RESOLVED_BY_SAMPLES:
+        return state.phase is not Phase.FIRING
+    return True
 
 
 def sample_readings(sample: Sample, worker: WorkerRef, cpu_default: float, memory_default: float,

@@ -98,9 +98,13 @@ class Evaluator:
 
     async def handle_sample(self, sample: Sample) -> list[Transition]:
         metrics.SAMPLES.inc()
-        worker = self.directory.resolve(sample)
         self.directory.last_sample[sample.worker_id] = max(sample.at, self.directory.last_sample.get(
             sample.worker_id, 0.0))
+        states = self._store.worker_states(sample.worker_id)
+        if rules.breaches_nothing(sample, self.directory.get(sample.worker_id), self._thresholds.cpu,
+                                  self._thresholds.memory) and all(map(rules.at_rest, states.values())):
+            return []  # almost every sample: decided from two lookups, nothing built
+        worker = self.directory.resolve(sample)
         out: list[Transition] = []
         if self._keeps_state(worker.worker_id) or not rules.breaches_nothing(
                 sample, worker, self._thresholds.cpu, self._thresholds.memory):

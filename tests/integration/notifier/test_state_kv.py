@@ -32,7 +32,9 @@ async def test_two_stores_compare_and_set(js: JetStreamContext, uid: str) -> Non
             await b.put(replace(state, phase=Phase.FIRING), 0)  # b has not read it: must lose
         await eventually(lambda: b.cached(state.key)[1] == rev)  # the watch brought it
         assert b.cached(state.key)[0] == state
+        assert b.worker_states(state.worker_id) == {"cpu_high": state}  # indexed by worker too
         rev2 = await b.put(replace(state, phase=Phase.FIRING), rev)
+        assert b.worker_states(state.worker_id)["cpu_high"].phase is Phase.FIRING  # its own write replaced it
         with pytest.raises(StateConflict):
             await a.put(replace(state, phase=Phase.INACTIVE), rev)
         assert (await a.refresh(state.key))[1] == rev2
@@ -40,6 +42,7 @@ async def test_two_stores_compare_and_set(js: JetStreamContext, uid: str) -> Non
         kv = await js.key_value("cml_alerts")
         await kv.delete(state.key)
         await eventually(lambda: a.cached(state.key)[0] is None)
+        assert a.worker_states(state.worker_id) == {}
         _, marker = await a.refresh(state.key)
         assert marker > rev2
         assert await a.put(state, marker) > marker  # a write after a delete names the marker's revision

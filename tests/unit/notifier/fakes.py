@@ -3,6 +3,8 @@ honours the same contract as the real adapter (CAS on revisions, not-found error
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from cml.monitor.v1 import alert_pb2
 from notifier.adapters.last_sample import LastSampleSource
 from notifier.adapters.publisher import AlertPublisher
@@ -25,6 +27,9 @@ class FakeStore(AlertStore):
 
     def cached(self, key: str) -> tuple[AlertState | None, int]:
         return self.data.get(key, (None, 0))
+
+    def worker_states(self, worker_id: str) -> Mapping[str, AlertState]:
+        return {s.rule: s for s, _ in self.data.values() if s.worker_id == worker_id}
 
     async def refresh(self, key: str) -> tuple[AlertState | None, int]:
         return self.cached(key)

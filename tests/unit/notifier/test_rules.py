@@ -127,6 +127,26 @@ def test_breaches_nothing_agrees_with_the_readings(cpu: float | None, memory: fl
     assert rules.breaches_nothing(sample, worker, 90, 90) == (not any(r.breached for r in readings.values()))
 
 
+@given(st.sampled_from(list(Rule)), st.sampled_from(list(Phase)), st.lists(st.booleans(), max_size=3), _PERCENT,
+       _PERCENT, _CHECKS, _CHECKS)
+def test_a_state_at_rest_is_left_as_it_is_by_a_sample_breaching_nothing(
+        rule: Rule, phase: Phase, window: list[bool], cpu: float | None, memory: float | None,
+        system: pb.StatusCheck, instance: pb.StatusCheck) -> None:
+    """The evaluator skips a sample that breaches nothing when all the worker's states are at rest: stepping
+    them by the sample (or resolving silent/unexpected_stop, as a sample does) must then change nothing."""
+    state = AlertState(worker_id="w", rule=rule, phase=phase, window=tuple(window),
+                       pending_since=1.0 if phase is Phase.PENDING else None)
+    sample = Sample(worker_id="w", region="r", instance_id="i", at=100.0, cpu=cpu, memory=memory,
+                    system_check=system, instance_check=instance)
+    if not (rules.breaches_nothing(sample, None, 90, 90) and rules.at_rest(state)):
+        return
+    policy = FiringPolicy(for_seconds=0, min_samples=2, window_samples=3)
+    if rule in rules.SAMPLE_RULES:
+        assert rules.step(state, rules.sample_readings(sample, W, 90, 90, 5)[rule], policy)[0] is state
+    elif rule in (Rule.SILENT, Rule.UNEXPECTED_STOP):  # a sample resolves these; it touches no other rule
+        assert rules.resolve(state, sample.at)[0] is state
+
+
 @pytest.mark.parametrize(("system", "instance", "breached", "cleared"), [
     (pb.STATUS_CHECK_IMPAIRED, pb.STATUS_CHECK_OK, True, False),
     (pb.STATUS_CHECK_OK, pb.STATUS_CHECK_IMPAIRED, True, False),
