@@ -20,9 +20,10 @@ def ts_valid(ts: Timestamp) -> bool:
 
 def ts_seconds(ts: Timestamp) -> float | None:
     """Seconds since the epoch; None when unset or not a valid Timestamp (the caller's fallback applies)."""
-    if (ts.seconds == 0 and ts.nanos == 0) or not ts_valid(ts):
+    seconds, nanos = ts.seconds, ts.nanos  # read once: every sample comes through here
+    if (seconds == 0 and nanos == 0) or not (_MIN_SECONDS <= seconds <= _MAX_SECONDS and 0 <= nanos < 1_000_000_000):
         return None
-    return ts.seconds + ts.nanos / 1e9
+    return seconds + nanos / 1e9
 
 
 def set_ts(ts: Timestamp, value: float | None) -> None:

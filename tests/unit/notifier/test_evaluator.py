@@ -139,4 +139,4 @@ async def test_directory_ignores_older_events() -> None:
     d.learn(replace(W, name="old"), 5.0, seq=3)
     assert d.get("w1").name == "new"  # type: ignore[union-attr]
     assert d.resolve(cpu(1)).name == "new"
-    assert d.resolve(replace(cpu(1), worker_id="unknown")).instance_id == "i-01"
+    assert d.resolve(cpu(1)._replace(worker_id="unknown")).instance_id == "i-01"
