@@ -14,6 +14,7 @@ TRACEPARENT = "traceparent"
 _PREFIX = "application/protobuf; proto="
 
 M = TypeVar("M", bound=Message)
+_CONTENT_TYPES: dict[type[Message], str] = {}
 
 
 class UndecodableMessage(Exception):
@@ -21,7 +22,10 @@ class UndecodableMessage(Exception):
 
 
 def content_type(message_type: type[Message]) -> str:
-    return _PREFIX + message_type.DESCRIPTOR.full_name
+    known = _CONTENT_TYPES.get(message_type)
+    if known is None:  # once per type: every message decoded asks
+        known = _CONTENT_TYPES[message_type] = _PREFIX + message_type.DESCRIPTOR.full_name
+    return known
 
 
 def encode(message: Message, *, msg_id: str | None = None, headers: dict[str, str] | None = None
