@@ -62,14 +62,19 @@ async def outcome(msg: Msg, stream: str, handle: Callable[[], Awaitable[None]]) 
     shared consumer's to log and retry: see `judge`)."""
     try:
         await handle()
-    except UndecodableMessage as exc:
+    except (UndecodableMessage, NotifierError) as exc:
+        return failed(msg, stream, exc)
+    return ACK
+
+
+def failed(msg: Msg, stream: str, exc: UndecodableMessage | NotifierError) -> Verdict:
+    """The verdict on a message whose handling raised exc: never again when it is undecodable, later otherwise."""
+    if isinstance(exc, UndecodableMessage):
         metrics.UNDECODABLE.labels(stream=stream).inc()
         log.error("undecodable message terminated", extra={"subject": msg.subject, "error": str(exc)})
         return TERM
-    except NotifierError as exc:
-        log.warning("handling failed; will be redelivered", extra={"subject": msg.subject, "error": repr(exc)})
-        return retry(RETRY_DELAY)
-    return ACK
+    log.warning("handling failed; will be redelivered", extra={"subject": msg.subject, "error": repr(exc)})
+    return retry(RETRY_DELAY)
 
 
 class SampleConsumer:
@@ -81,6 +86,7 @@ class SampleConsumer:
 
     def __init__(self, evaluator: Evaluator) -> None:
         self._evaluator = evaluator
+        self._evaluated = 0  # since the last batch ended: the counter is bumped once a batch, not per sample
 
     async def subscribe(self, js: JetStreamContext, durable: str, replay_seconds: float, batch: int = 256) -> None:
         self._consumer = PullConsumer(js, Durable(
@@ -89,18 +95,28 @@ class SampleConsumer:
         await self._consumer.subscribe()
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self._consumer.run(each(self.handle, RETRY_DELAY), stop)
+        await self._consumer.run(self.handle_batch, stop)
+
+    async def handle_batch(self, msgs: list[Msg]) -> None:
+        try:
+            await each(self.handle, RETRY_DELAY)(msgs)
+        finally:
+            metrics.SAMPLES.inc(self._evaluated)
+            self._evaluated = 0
 
     async def handle(self, msg: Msg) -> Verdict:
-        return await outcome(msg, METRICS_STREAM, lambda: self._handle(msg))
-
-    async def _handle(self, msg: Msg) -> None:
-        sample = decode(events_pb2.MetricSample, msg.data, msg.headers)
-        if msg.headers and TRACEPARENT in msg.headers:  # continue the collector's trace into CML_ALERTS
-            with _tracer.start_as_current_span("notifier.evaluate", context=extract_trace(msg.headers)):
-                await self._evaluator.handle_sample(sample_from_proto(sample, time.time()))
-            return
-        await self._evaluator.handle_sample(sample_from_proto(sample, time.time()))
+        """What `outcome` would say, without its wrappers: this runs for every sample."""
+        try:
+            sample = sample_from_proto(decode(events_pb2.MetricSample, msg.data, msg.headers), time.time())
+            self._evaluated += 1
+            if msg.headers and TRACEPARENT in msg.headers:  # continue the collector's trace into CML_ALERTS
+                with _tracer.start_as_current_span("notifier.evaluate", context=extract_trace(msg.headers)):
+                    await self._evaluator.handle_sample(sample)
+            else:
+                await self._evaluator.handle_sample(sample)
+        except (UndecodableMessage, NotifierError) as exc:
+            return failed(msg, METRICS_STREAM, exc)
+        return ACK
 
 
 class WorkerEventConsumer:

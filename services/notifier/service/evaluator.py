@@ -97,7 +97,7 @@ class Evaluator:
         self._clock = clock
 
     async def handle_sample(self, sample: Sample) -> list[Transition]:
-        metrics.SAMPLES.inc()
+        """Evaluate one sample (the consumer counts them, in cmlmon_notifier_samples_evaluated_total)."""
         self.directory.last_sample[sample.worker_id] = max(sample.at, self.directory.last_sample.get(
             sample.worker_id, 0.0))
         states = self._store.worker_states(sample.worker_id)
