@@ -107,9 +107,9 @@ class FiringPolicy:
             raise ValueError("min_samples (M) cannot exceed window_samples (N)")
 
 
-@dataclass(frozen=True, slots=True)
-class Reading:
-    """One rule's view of one observation. breached None = no data (changes nothing)."""
+class Reading(NamedTuple):
+    """One rule's view of one observation. breached None = no data (changes nothing). A NamedTuple for the
+    reason Sample is one: three are built for every sample of a worker with an alert state."""
 
     at: float
     breached: bool | None

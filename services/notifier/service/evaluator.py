@@ -102,23 +102,16 @@ class Evaluator:
             sample.worker_id, 0.0))
         states = self._store.worker_states(sample.worker_id)
         if rules.breaches_nothing(sample, self.directory.get(sample.worker_id), self._thresholds.cpu,
-                                  self._thresholds.memory) and all(map(rules.at_rest, states.values())):
+                                  self._thresholds.memory) and (not states or all(map(rules.at_rest, states.values()))):
             return []  # almost every sample: decided from two lookups, nothing built
         worker = self.directory.resolve(sample)
-        out: list[Transition] = []
-        if self._keeps_state(worker.worker_id) or not rules.breaches_nothing(
-                sample, worker, self._thresholds.cpu, self._thresholds.memory):
-            out += await self._evaluate_readings(sample, worker)
+        out = await self._evaluate_readings(sample, worker)
         if self._firing(worker.worker_id, Rule.SILENT):
             out += await self.apply(worker, Rule.SILENT, lambda s: rules.resolve(s, sample.at), only_if_firing=True)
         if sample.status in rules.ALIVE and self._firing(worker.worker_id, Rule.UNEXPECTED_STOP):
             out += await self.apply(worker, Rule.UNEXPECTED_STOP, lambda s: rules.resolve(s, sample.at),
                                     only_if_firing=True)
         return out
-
-    def _keeps_state(self, worker_id: str) -> bool:
-        """Some sample rule has a state for the worker (pending, firing, or a window to remember)."""
-        return any(self._store.cached(alert_key(worker_id, rule))[0] is not None for rule in rules.SAMPLE_RULES)
 
     async def _evaluate_readings(self, sample: Sample, worker: WorkerRef) -> list[Transition]:
         """Step every sample rule by its reading of the sample; the common no-change outcome is decided from
