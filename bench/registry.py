@@ -410,8 +410,8 @@ async def bench_history(tmp: Path) -> dict[str, Any]:
         # now and then a full collection walks this process's whole heap (imports, seeding) inside one call.
         heap = _full_collection()
         gc.freeze()
-        print(f"bench process heap: {heap['objects']} tracked objects, a full collection {heap['ms']} ms; frozen "
-              f"as the registry freezes its own after start-up")
+        print(f"bench process heap: {heap['objects']} tracked objects ({heap['garbage']} of them garbage), a full "
+              f"collection {heap['ms']} ms; then frozen, as the registry freezes its own after start-up")
         start = Timestamp(seconds=now - 86_400)
         raw = rs.GetWorkerMetricsRequest(worker_id=target.id, start_time=start, page_size=HISTORY_SAMPLES)
         stepped = rs.GetWorkerMetricsRequest(worker_id=target.id, start_time=start, step=Duration(seconds=300))
@@ -528,11 +528,12 @@ async def _read_cml_metrics(nc: Any, js: Any, subject: str, since: Any) -> float
 
 
 def _full_collection() -> dict[str, Any]:
-    """How many objects the collector tracks in this process, and how long a full collection of them takes."""
+    """How many objects the collector tracks in this process, how many of them a full collection finds
+    unreachable (garbage in reference cycles), and how long it takes."""
     objects = len(gc.get_objects())
     t = time.perf_counter()
-    gc.collect()
-    return {"objects": objects, "ms": round((time.perf_counter() - t) * 1000, 1)}
+    garbage = gc.collect()
+    return {"objects": objects, "garbage": garbage, "ms": round((time.perf_counter() - t) * 1000, 1)}
 
 
 class GcPauses:
