@@ -23,6 +23,7 @@ from botocore.parsers import DEFAULT_TIMESTAMP_PARSER as _botocore_timestamp
 
 from cmlmon_core.aws import ClientSource
 from collector import telemetry
+from collector.adapters.aws_parsing import CollectorParserFactory
 from collector.domain.backoff import backoff_delay
 from collector.errors import AwsError, InstancesNotFound
 
@@ -75,9 +76,11 @@ def encode_body_once(params: dict[str, Any], **_: Any) -> None:
 
 
 def collector_session() -> aioboto3.Session:
-    """An aioboto3 session whose clients parse timestamps with fast_timestamp and encode query-protocol bodies
-    once (encode_body_once)."""
+    """An aioboto3 session whose clients parse GetMetricData and DescribeInstanceStatus answers with a compiled
+    walk (aws_parsing) and timestamps with fast_timestamp, and encode query-protocol bodies once
+    (encode_body_once)."""
     core = get_session()
+    core.register_component("response_parser_factory", CollectorParserFactory())
     core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=fast_timestamp)
     for service in ("ec2", "cloudwatch"):
         core.register(f"before-call.{service}", encode_body_once)
