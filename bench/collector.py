@@ -66,7 +66,7 @@ from cmlmon_dev.servers import NatsServer, free_port, wait_for_port
 from collector import telemetry
 from collector.adapters.aws import AwsPoller
 from collector.adapters.leases import RegionLeases
-from collector.adapters.publisher import JetStreamSamples
+from collector.adapters.publisher import JetStreamSamples, PublishFailed
 from collector.bootstrap import aws_clients, metric_options, retry_policy, tick_options
 from collector.domain import ec2_status
 from collector.domain.model import Observation, Target
@@ -118,11 +118,12 @@ class CountingPublisher:
         self.count = 0
         self.done = asyncio.Event()
 
-    async def publish(self, sample: events_pb2.MetricSample, msg_id: str) -> None:
-        await self.inner.publish(sample, msg_id)
-        self.count += 1
+    async def publish(self, samples: Sequence[tuple[events_pb2.MetricSample, str]]) -> list[PublishFailed | None]:
+        outcomes = await self.inner.publish(samples)
+        self.count += sum(1 for o in outcomes if o is None)
         if self.count >= self.expected:
             self.done.set()
+        return outcomes
 
 
 def aws_stats(aws_url: str) -> dict[str, int]:
