@@ -55,3 +55,9 @@ def test_the_before_call_hook_leaves_a_body_botocore_sends_unchanged() -> None:
     encode_body_once(params)
     assert params["body"] == botocore_body(fields)
     assert botocore_body(params["body"]) == params["body"]  # bytes go through botocore's preparer as they are
+
+
+def test_a_body_with_other_values_is_left_to_botocore() -> None:
+    params: dict[str, Any] = {"body": {"Action": "X", "Items": ["a", "b"]}}
+    encode_body_once(params)
+    assert params["body"] == {"Action": "X", "Items": ["a", "b"]}
