@@ -9,11 +9,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
-from urllib.parse import quote_plus
 
 import aioboto3
 from aiobotocore.session import get_session
@@ -24,6 +23,7 @@ from botocore.parsers import DEFAULT_TIMESTAMP_PARSER as _botocore_timestamp
 from cmlmon_core.aws import ClientSource
 from collector import telemetry
 from collector.adapters.aws_parsing import CollectorParserFactory
+from collector.adapters.aws_requests import FormRequests
 from collector.domain.backoff import backoff_delay
 from collector.errors import AwsError, InstancesNotFound
 
@@ -52,48 +52,14 @@ def fast_timestamp(value: Any) -> datetime:
     return fallback
 
 
-@functools.lru_cache(maxsize=65536)
-def _form_quoted(text: str) -> str:
-    return quote_plus(text)
-
-
-def encode_form(fields: Mapping[str, str | int | float]) -> bytes:
-    """A query-protocol body (EC2, CloudWatch) as botocore would send it, byte for byte: its preparer urlencodes
-    the serialized dict, and does so twice per call (SigV4 hashes `request.body`, which prepares the request
-    again), quoting every key and value afresh: ~22 ms of the ~50 ms of CPU a 500-query GetMetricData costs.
-    Keys and most values repeat from call to call (`MetricDataQueries.member.7.MetricStat.Period`, `AWS/EC2`),
-    so their quoted forms are cached."""
-    return "&".join([f"{_form_quoted(k)}={_form_quoted(v if v.__class__ is str else _scalar(v))}"
-                     for k, v in fields.items()]).encode()
-
-
-def _scalar(value: object) -> str:
-    if isinstance(value, int | float):  # what botocore's serializers leave unconverted (integers, doubles)
-        return str(value)
-    raise TypeError(f"not a form value: {type(value).__name__}")
-
-
-def encode_body_once(params: dict[str, Any], **_: Any) -> None:
-    """`before-call` handler: the serialized form fields become the encoded body, so botocore's preparer and
-    signer take it as it is instead of urlencoding the dict each time they look at it. A body holding anything
-    else than strings and numbers is left to botocore."""
-    body = params.get("body")
-    if isinstance(body, dict):
-        try:
-            params["body"] = encode_form(body)
-        except TypeError:
-            return
-
-
-def collector_session() -> aioboto3.Session:
+def collector_session(config: Config) -> aioboto3.Session:
     """An aioboto3 session whose clients parse GetMetricData and DescribeInstanceStatus answers with a compiled
-    walk (aws_parsing) and timestamps with fast_timestamp, and encode query-protocol bodies once
-    (encode_body_once)."""
+    walk (aws_parsing) and timestamps with fast_timestamp, and build query-protocol bodies cheaply
+    (aws_requests) for clients built with `config`."""
     core = get_session()
     core.register_component("response_parser_factory", CollectorParserFactory())
     core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=fast_timestamp)
-    for service in ("ec2", "cloudwatch"):
-        core.register(f"before-call.{service}", encode_body_once)
+    FormRequests().register(core, validating=config.parameter_validation)
     return aioboto3.Session(botocore_session=core)
 
 
