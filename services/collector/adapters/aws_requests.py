@@ -4,8 +4,9 @@ pipeline: two of its events, so endpoints, signing, retries and error handling s
 - `provide-client-params` (GetMetricData): botocore serializes a request by interpreting its model for every
   value (a method looked up by name, a prefix string built, per field): 13 ms of CPU for a 500-query call, 4,000
   fields. The member listed in FAST_MEMBERS is flattened instead by a function compiled once from the same model,
-  following the query serializer's rules (pinned by a test against botocore's serializer), and handed on in the
-  request's context; botocore serializes the rest.
+  following the query serializer's rules and straight into encoded `key=value` fields (pinned by a test against
+  botocore's serializer and preparer), and handed on in the request's context; botocore serializes the rest. A
+  value the model does not expect leaves the whole member to botocore.
 - `before-call`: the form fields become the encoded body, once. botocore's preparer urlencodes the dict every time
   the request is looked at, and SigV4 looks at it (to hash the payload) before it is prepared to be sent, quoting
   every key and value afresh: ~22 ms of the ~50 ms of CPU a 500-query GetMetricData cost. Keys and most values
@@ -14,10 +15,11 @@ pipeline: two of its events, so endpoints, signing, retries and error handling s
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import quote_plus
+from urllib.parse import parse_qsl, quote_plus
 
 from botocore.model import OperationModel, Shape
 from botocore.session import Session
@@ -25,7 +27,7 @@ from botocore.session import Session
 FAST_MEMBERS = {"GetMetricData": "MetricDataQueries"}  # operation -> the member flattened by a compiled function
 FIELDS = "cmlmon_form_fields"  # the request context's key for them
 
-Flatten = Callable[[dict[str, Any], Any, str], None]
+Flatten = Callable[[list[str], Any, str], None]
 
 
 class Unsupported(Exception):
@@ -49,16 +51,24 @@ def _scalar(value: object) -> str:
     raise TypeError(f"not a form value: {type(value).__name__}")
 
 
+def _safe_name(name: str) -> str:
+    """A segment of a form key; keys built of segments quote_plus leaves alone are sent as they are built."""
+    if quote_plus(name) != name:
+        raise Unsupported(f"{name!r} would be quoted")
+    return name
+
+
 def compile_member(shape: Shape, depth: int = 0) -> Flatten:
-    """A function adding a value of this shape to the form fields under a prefix, as QuerySerializer would."""
+    """A function appending a value of this shape to a list of encoded form fields (`key=value`) under a key
+    prefix, as QuerySerializer serializes it and botocore's preparer encodes it."""
     if depth > 10:
         raise Unsupported(f"{shape.name}: nested too deep")
     kind = shape.type_name
     if kind == "structure":
-        members = {name: (m.serialization.get("name", name), compile_member(m, depth + 1))
+        members = {name: (_safe_name(m.serialization.get("name", name)), compile_member(m, depth + 1))
                    for name, m in shape.members.items()}  # type: ignore[attr-defined]
 
-        def structure(out: dict[str, Any], value: Any, prefix: str) -> None:
+        def structure(out: list[str], value: Any, prefix: str) -> None:
             for key, item in value.items():
                 name, flatten = members[key]
                 flatten(out, item, f"{prefix}.{name}" if prefix else name)
@@ -67,23 +77,23 @@ def compile_member(shape: Shape, depth: int = 0) -> Flatten:
         member: Shape = shape.member  # type: ignore[attr-defined]
         if shape.serialization.get("flattened"):
             raise Unsupported(f"{shape.name}: flattened list")
-        list_name = member.serialization.get("name", "member")
+        list_name = _safe_name(member.serialization.get("name", "member"))
         flatten_item = compile_member(member, depth + 1)
 
-        def listed(out: dict[str, Any], value: Any, prefix: str) -> None:
+        def listed(out: list[str], value: Any, prefix: str) -> None:
             if not value:
-                out[prefix] = ""  # the query protocol sends empty lists
+                out.append(f"{prefix}=")  # the query protocol sends empty lists
                 return
             for index, item in enumerate(value, 1):
                 flatten_item(out, item, f"{prefix}.{list_name}.{index}")
         return listed
     if kind in ("string", "integer", "long"):
-        def scalar(out: dict[str, Any], value: Any, prefix: str) -> None:
-            out[prefix] = value
+        def scalar(out: list[str], value: Any, prefix: str) -> None:
+            out.append(f"{prefix}={_form_quoted(value if value.__class__ is str else _scalar(value))}")
         return scalar
     if kind == "boolean":
-        def boolean(out: dict[str, Any], value: Any, prefix: str) -> None:
-            out[prefix] = "true" if value else "false"
+        def boolean(out: list[str], value: Any, prefix: str) -> None:
+            out.append(f"{prefix}=true" if value else f"{prefix}=false")
         return boolean
     raise Unsupported(f"{shape.name}: {kind}")
 
@@ -113,9 +123,12 @@ class FormRequests:
         if flatten is None:
             return None
         shape = model.input_shape.members[member]
-        fields: dict[str, Any] = {}
-        flatten(fields, params[member], shape.serialization.get("name", member))
-        context[FIELDS] = fields
+        fields: list[str] = []
+        try:
+            flatten(fields, params[member], _safe_name(shape.serialization.get("name", member)))
+        except (TypeError, AttributeError, KeyError, Unsupported):  # not what the model says: botocore's to judge
+            return None
+        context[FIELDS] = "&".join(fields)
         return {k: v for k, v in params.items() if k != member}
 
     def encode_body(self, params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
@@ -125,14 +138,18 @@ class FormRequests:
         body = params.get("body")
         if not isinstance(body, dict):
             return
-        fields = context.pop(FIELDS, None)
-        if fields:
-            head = {k: body.pop(k) for k in ("Action", "Version") if k in body}
-            body = params["body"] = {**head, **fields, **body}
-        try:
-            params["body"] = encode_form(body)
-        except TypeError:
+        fields: str | None = context.pop(FIELDS, None)
+        if fields is None:
+            with contextlib.suppress(TypeError):
+                params["body"] = encode_form(body)
             return
+        head = {k: body.pop(k) for k in ("Action", "Version") if k in body}
+        try:
+            parts = [encode_form(head), fields.encode(), encode_form(body)]
+        except TypeError:  # hand botocore every field to encode, the flattened ones decoded again
+            params["body"] = {**head, **dict(parse_qsl(fields, keep_blank_values=True)), **body}
+            return
+        params["body"] = b"&".join(part for part in parts if part)
 
     def _plan(self, model: OperationModel, member: str) -> Flatten | None:
         key = (model.service_model.service_name, model.name)

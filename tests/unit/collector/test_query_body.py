@@ -92,3 +92,12 @@ def test_a_body_with_other_values_is_left_to_botocore() -> None:
     params: dict[str, Any] = {"body": {"Action": "X", "Items": ["a", "b"]}}
     FormRequests().encode_body(params=params, context={})
     assert params["body"] == {"Action": "X", "Items": ["a", "b"]}
+
+
+def test_a_value_the_model_does_not_expect_is_left_to_botocore() -> None:
+    params = metric_data_params()
+    params["MetricDataQueries"][3] = {**params["MetricDataQueries"][3], "Id": ["not", "a", "string"]}
+    context: dict[str, Any] = {}
+    assert FormRequests().take_member(params=params, model=operation("cloudwatch", "GetMetricData"),
+                                      context=context) is None
+    assert context == {}
