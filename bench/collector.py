@@ -28,6 +28,8 @@ peak RSS, nats-server's share of a core and RSS, and the replicas' CPU seconds p
 `--workers N` sets the fleet (either mode); issue 14's 100,000 workers: `BENCH_REPLICAS=3 BENCH_INTERVAL=30
 BENCH_WARMUP_INTERVALS=1 BENCH_COUNT_INTERVALS=2 .venv/bin/python bench/collector.py --replicas --workers 100000`
 (targets: every interval drained in <= 10 s, <= 300 MB per replica).
+BENCH_PROFILE=<file> runs the collector under cProfile (single-replica mode: the measured run of the largest size,
+written to <file>; replicas mode: each replica, written to <file>.<replica index>).
 BENCH_COLLECTOR_SRC=<dir holding services/ and libs/> runs another version of the collector (e.g.
 `git archive consumers services libs | tar -x -C /tmp/old`) for before/after figures."""
 
@@ -42,6 +44,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import asyncio
 import contextlib
+import cProfile
 import json
 import os
 import resource
@@ -63,10 +66,11 @@ from cmlmon_dev.servers import NatsServer, free_port, wait_for_port
 from collector import telemetry
 from collector.adapters.aws import AwsPoller
 from collector.adapters.leases import RegionLeases
-from collector.adapters.publisher import JetStreamSamples
+from collector.adapters.publisher import JetStreamSamples, PublishFailed
 from collector.bootstrap import aws_clients, metric_options, retry_policy, tick_options
 from collector.domain import ec2_status
 from collector.domain.model import Observation, Target
+from collector.entrypoints.main import tune_gc
 from collector.entrypoints.ticks import DURABLE, TickConsumer, durable_name
 from collector.service.poll import RegionPoller
 from collector.settings import CollectorSettings
@@ -76,6 +80,7 @@ LATENCY = float(os.environ.get("BENCH_LATENCY", "0.05"))
 SIZES = [int(n) for n in os.environ.get("BENCH_SIZES", "1000,10000").split(",")]
 BASELINE_CONCURRENCY = int(os.environ.get("BASELINE_CONCURRENCY", "64"))
 ROOT = Path(__file__).resolve().parent
+PROFILE = os.environ.get("BENCH_PROFILE", "")
 
 
 class PerWorkerPoller:
@@ -113,11 +118,12 @@ class CountingPublisher:
         self.count = 0
         self.done = asyncio.Event()
 
-    async def publish(self, sample: events_pb2.MetricSample, msg_id: str) -> None:
-        await self.inner.publish(sample, msg_id)
-        self.count += 1
+    async def publish(self, samples: Sequence[tuple[events_pb2.MetricSample, str]]) -> list[PublishFailed | None]:
+        outcomes = await self.inner.publish(samples)
+        self.count += sum(1 for o in outcomes if o is None)
         if self.count >= self.expected:
             self.done.set()
+        return outcomes
 
 
 def aws_stats(aws_url: str) -> dict[str, int]:
@@ -143,7 +149,8 @@ async def prepare(js: Any, n: int) -> None:
         await asyncio.gather(*batch)
 
 
-async def child(mode: str, n: int, nats_url: str, aws_url: str) -> dict[str, Any]:
+async def child(mode: str, workers: str, nats_url: str, aws_url: str, profile: str) -> dict[str, Any]:
+    n = int(workers)
     settings = CollectorSettings(nats_url=nats_url, aws_endpoint_url=aws_url, metrics_port=0,
                                  aws_read_timeout=60, cloudwatch_delay_seconds=0)
     nc = await nats.connect(nats_url)
@@ -163,12 +170,19 @@ async def child(mode: str, n: int, nats_url: str, aws_url: str) -> dict[str, Any
         calls_before = aws_stats(aws_url)
         acked_before = telemetry.TICKS.labels("acked")._value.get()
         stop = asyncio.Event()
+        tune_gc()  # as `python -m collector` does once it is wired
+        profiler = cProfile.Profile() if profile else None
+        if profiler:
+            profiler.enable()
         cpu0, t0 = time.process_time(), time.perf_counter()
         task = asyncio.create_task(consumer.run(stop))
         await publisher.done.wait()
         while telemetry.TICKS.labels("acked")._value.get() - acked_before < n:  # noqa: ASYNC110 (a counter)
             await asyncio.sleep(0.005)
         drain, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        if profiler:
+            profiler.disable()
+            profiler.dump_stats(profile)
         stop.set()
         await task
     calls_after = aws_stats(aws_url)
@@ -184,7 +198,8 @@ async def child(mode: str, n: int, nats_url: str, aws_url: str) -> dict[str, Any
 
 def run_child(mode: str, n: int, nats_url: str, aws_url: str) -> dict[str, Any]:
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "LOG_LEVEL": "WARNING"}
-    out = subprocess.run([sys.executable, __file__, "--child", mode, str(n), nats_url, aws_url], env=env,
+    profile = PROFILE if mode == "batched" and n == max(SIZES) else ""
+    out = subprocess.run([sys.executable, __file__, "--child", mode, str(n), nats_url, aws_url, profile], env=env,
                          capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
         raise SystemExit(f"{mode} run with {n} workers failed:\n{out.stderr[-4000:]}")
@@ -274,7 +289,8 @@ def start_replicas(count: int, nats_url: str, aws_url: str) -> list[subprocess.P
     if COLLECTOR_SRC:
         src = Path(COLLECTOR_SRC)
         env["PYTHONPATH"] = os.pathsep.join([str(src / "services"), str(src / "libs"), env.get("PYTHONPATH", "")])
-    return [subprocess.Popen([sys.executable, "-m", "collector"], env={**env, "SERVICE_INSTANCE_ID": f"bench-r{i}"},
+    return [subprocess.Popen([sys.executable, *(["-m", "cProfile", "-o", f"{PROFILE}.{i}"] if PROFILE else []),
+                              "-m", "collector"], env={**env, "SERVICE_INSTANCE_ID": f"bench-r{i}"},
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             for i in range(count)]
 
@@ -426,7 +442,7 @@ if __name__ == "__main__":
     sys.argv = take_workers_flag(sys.argv)
     if len(sys.argv) == 2 and sys.argv[1] == "--replicas":
         replicas_main()
-    elif len(sys.argv) == 6 and sys.argv[1] == "--child":
-        print(json.dumps(asyncio.run(child(sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]))))
+    elif len(sys.argv) == 7 and sys.argv[1] == "--child":
+        print(json.dumps(asyncio.run(child(*sys.argv[2:7]))))
     else:
         main()

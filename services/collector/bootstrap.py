@@ -45,7 +45,7 @@ def retry_policy(settings: CollectorSettings) -> RetryPolicy:
 def aws_clients(settings: CollectorSettings) -> AwsClients:
     """Clients that make one attempt per call (the collector retries itself, with its own backoff), parse
     timestamps fast and skip client-side parameter validation."""
-    return AwsClients(settings, session=collector_session(), config=CLIENT_CONFIG)
+    return AwsClients(settings, session=collector_session(CLIENT_CONFIG), config=CLIENT_CONFIG)
 
 
 def metric_options(settings: CollectorSettings) -> MetricOptions:

@@ -22,6 +22,8 @@ from botocore.parsers import DEFAULT_TIMESTAMP_PARSER as _botocore_timestamp
 
 from cmlmon_core.aws import ClientSource
 from collector import telemetry
+from collector.adapters.aws_parsing import CollectorParserFactory
+from collector.adapters.aws_requests import FormRequests
 from collector.domain.backoff import backoff_delay
 from collector.errors import AwsError, InstancesNotFound
 
@@ -50,10 +52,14 @@ def fast_timestamp(value: Any) -> datetime:
     return fallback
 
 
-def collector_session() -> aioboto3.Session:
-    """An aioboto3 session whose clients parse timestamps with fast_timestamp."""
+def collector_session(config: Config) -> aioboto3.Session:
+    """An aioboto3 session whose clients parse GetMetricData and DescribeInstanceStatus answers with a compiled
+    walk (aws_parsing) and timestamps with fast_timestamp, and build query-protocol bodies cheaply
+    (aws_requests) for clients built with `config`."""
     core = get_session()
+    core.register_component("response_parser_factory", CollectorParserFactory())
     core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=fast_timestamp)
+    FormRequests().register(core, validating=config.parameter_validation)
     return aioboto3.Session(botocore_session=core)
 
 

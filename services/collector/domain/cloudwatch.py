@@ -106,8 +106,7 @@ def _query(qid: str, namespace: str, name: str, dims: list[dict[str, str]], peri
             "Period": period,
             "Stat": stat,
         },
-        "ReturnData": True,
-    }
+    }  # ReturnData is true when left out: one field fewer to serialize, encode and send, 500 times a call
 
 
 def newest(timestamps: Sequence[datetime], values: Sequence[float]) -> float | None:

@@ -246,10 +246,8 @@ class TickConsumer:
                        deliveries: list[Delivery]) -> None:
         now = datetime.now(UTC)
         samples = [sample_from_observation(o, now, self._collector_id) for o in observations]
-        outcomes = await asyncio.gather(*(
-            self._publisher.publish(s, msg_id=f"{s.worker_id}:{latest[s.worker_id].seq}") for s in samples),
-            return_exceptions=True)
-        failed = {s.worker_id for s, o in zip(samples, outcomes, strict=True) if isinstance(o, BaseException)}
+        outcomes = await self._publisher.publish([(s, f"{s.worker_id}:{latest[s.worker_id].seq}") for s in samples])
+        failed = {s.worker_id for s, o in zip(samples, outcomes, strict=True) if o is not None}
         if failed:
             log.warning("samples not stored; their ticks nak'ed", extra={"region": region, "count": len(failed)})
         telemetry.SAMPLES.labels(region).inc(len(samples) - len(failed))

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from typing import Any, cast
 
 import pytest
@@ -78,16 +79,21 @@ class CapturingJs:
     def __init__(self) -> None:
         self.published: list[tuple[str, bytes, dict[str, str]]] = []
 
-    async def publish(self, subject: str, data: bytes, headers: dict[str, str], **_: Any) -> None:
+    async def publish_async(self, subject: str, data: bytes, headers: dict[str, str], **_: Any
+                            ) -> asyncio.Future[None]:
         self.published.append((subject, data, headers))
+        stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        stored.set_result(None)
+        return stored
 
 
 async def test_samples_carry_the_trace_context_and_a_dedup_id() -> None:
     js = CapturingJs()
     tracer = TracerProvider().get_tracer("test")
     with tracer.start_as_current_span("poll") as span:
-        await JetStreamSamples(js).publish(events_pb2.MetricSample(worker_id="w-1", region="us-east-1"),  # type: ignore[arg-type]
-                                           msg_id="w-1:42")
+        outcomes = await JetStreamSamples(js).publish(  # type: ignore[arg-type]
+            [(events_pb2.MetricSample(worker_id="w-1", region="us-east-1"), "w-1:42")])
+    assert outcomes == [None]
     subject, _, headers = js.published[0]
     assert subject == "cml.metrics.us-east-1.w-1"
     assert headers["Nats-Msg-Id"] == "w-1:42"
