@@ -189,7 +189,8 @@ async def latency(nc: NATS, js: JetStreamContext, nats_url: str, prefix: str, ru
         for step in range(int(LATENCY_SECONDS / tick)):
             for j in range(batch):
                 n = step * batch + j
-                if j == 0 and step % 4 == 0:  # a probe flips every 40 ms: ~25 transitions/s
+                probe = j == 0 and step % 4 == 0  # a probe flips every 40 ms: ~25 transitions/s
+                if probe:
                     p = (step // 4) % PROBES
                     hot[p] = not hot[p]
                     wid = f"{run}-probe{p}"
@@ -198,6 +199,8 @@ async def latency(nc: NATS, js: JetStreamContext, nats_url: str, prefix: str, ru
                 else:
                     subject, data, headers = sample(f"{run}-lw{n % WORKERS}", 30.0)
                 await nc.publish(subject, data, headers=headers)  # stored by CML_METRICS; no PubAck wait
+                if probe:  # out now, still first of its tick: not held in this client while the tick's rest is encoded
+                    await nc.flush()
             await nc.flush()
             delay = start + (step + 1) * tick - time.perf_counter()
             if delay > 0:
