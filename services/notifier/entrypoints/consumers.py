@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 RETRY_DELAY = 2.0
 SLOT_POLL_SECONDS = 0.5  # how soon a consumer waiting for a free delivery slot notices it must stop
 KEEPALIVE_SECONDS = 5.0  # well under the 30 s AckWait of the sink consumers
+# A batch of samples is evaluated without waiting for I/O; every this many seconds it lets the deliveries (and
+# the fetch that brings them) run, so a transition is not held behind the rest of the batch. Costs ~1 %.
+SAMPLE_YIELD_SECONDS = 0.0005
 _tracer = tracer("notifier")
 
 
@@ -89,7 +92,7 @@ class SampleConsumer:
         await self._consumer.subscribe()
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self._consumer.run(each(self.handle, RETRY_DELAY), stop)
+        await self._consumer.run(each(self.handle, RETRY_DELAY, yield_every=SAMPLE_YIELD_SECONDS), stop)
 
     async def handle(self, msg: Msg) -> Verdict:
         return await outcome(msg, METRICS_STREAM, lambda: self._handle(msg))
