@@ -6,7 +6,9 @@
    each, measured from the consumer's own progress on the server, and their ratio (target >= 0.8).
 2. Latency: samples at BENCH_RATE (5,000/s) for a while; some workers flip hot/cool so that alerts fire and resolve; the
    time from publishing the sample that causes a transition to a signed webhook (Standard Webhooks, verified
-   here) arriving, p50/p99 (target p99 <= 10 ms at 5,000 samples/s).
+   here) arriving, p50/p99 (target p99 <= 10 ms at 5,000 samples/s). The receiver runs in a process of its own
+   (`--receiver`), like a real one: in the publishing process its arrivals waited for the load generator's
+   event loop. Both processes read the same clock (perf_counter, CLOCK_MONOTONIC on Linux).
 
 Both phases also give CPU per sample (the notifier process, the bare consumer's own process): a figure the
 shared, noisy machine distorts far less than throughput.
@@ -165,16 +167,39 @@ async def notifier_throughput(js: JetStreamContext, nats_url: str, prefix: str, 
         stop(proc)
 
 
+async def serve_receiver() -> None:
+    """`--receiver`: the signature-verifying webhook receiver. Prints its URL, then one JSON line per accepted
+    webhook ([worker_id, status, perf_counter at arrival]); when stdin closes, the count of rejected ones."""
+    def record(item: Received) -> None:
+        data = item.json()
+        print(json.dumps([data["worker_id"], data["status"], time.perf_counter()]), flush=True)
+
+    receiver = await WebhookReceiver(path="/hook", secret=SECRET, on_request=record).start()
+    print(receiver.url, flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    print(json.dumps({"rejected": len(receiver.rejected)}), flush=True)
+    await receiver.stop()
+
+
 async def latency(nc: NATS, js: JetStreamContext, nats_url: str, prefix: str, run: str, log: Path
                   ) -> dict[str, Any]:
     received: dict[tuple[str, str], list[float]] = {}
+    rejected: list[int] = []
+    receiver = await asyncio.create_subprocess_exec(sys.executable, __file__, "--receiver", stdin=subprocess.PIPE,
+                                                    stdout=subprocess.PIPE)
+    assert receiver.stdin is not None and receiver.stdout is not None
+    url = (await receiver.stdout.readline()).decode().strip()
 
-    def record(item: Received) -> None:
-        data = item.json()
-        received.setdefault((data["worker_id"], data["status"]), []).append(time.perf_counter())
+    async def record(lines: asyncio.StreamReader) -> None:
+        async for line in lines:
+            item = json.loads(line)
+            if isinstance(item, dict):
+                rejected.append(item["rejected"])
+            else:
+                received.setdefault((item[0], item[1]), []).append(item[2])
 
-    receiver = await WebhookReceiver(path="/hook", secret=SECRET, on_request=record).start()
-    proc = start_notifier(nats_url, prefix, log, WORKER_NOTIFICATION_WEBHOOKS=receiver.url,
+    recording = asyncio.create_task(record(receiver.stdout))
+    proc = start_notifier(nats_url, prefix, log, WORKER_NOTIFICATION_WEBHOOKS=url,
                           WEBHOOK_SECRET=SECRET, NOTIFIER_REPLAY_SECONDS="0")
     sent: dict[tuple[str, str], list[float]] = {}
     try:
@@ -191,7 +216,8 @@ async def latency(nc: NATS, js: JetStreamContext, nats_url: str, prefix: str, ru
         for step in range(int(LATENCY_SECONDS / tick)):
             for j in range(batch):
                 n = step * batch + j
-                if j == 0 and step % 4 == 0:  # a probe flips every 40 ms: ~25 transitions/s
+                probe = j == 0 and step % 4 == 0  # a probe flips every 40 ms: ~25 transitions/s
+                if probe:
                     p = (step // 4) % PROBES
                     hot[p] = not hot[p]
                     wid = f"{run}-probe{p}"
@@ -200,6 +226,8 @@ async def latency(nc: NATS, js: JetStreamContext, nats_url: str, prefix: str, ru
                 else:
                     subject, data, headers = sample(f"{run}-lw{n % WORKERS}", 30.0)
                 await nc.publish(subject, data, headers=headers)  # stored by CML_METRICS; no PubAck wait
+                if probe:  # out now, still first of its tick: not held in this client while the tick's rest is encoded
+                    await nc.flush()
             await nc.flush()
             delay = start + (step + 1) * tick - time.perf_counter()
             if delay > 0:
@@ -212,10 +240,14 @@ async def latency(nc: NATS, js: JetStreamContext, nats_url: str, prefix: str, ru
             await asyncio.sleep(0.05)
     finally:
         stop(proc)
-        await receiver.stop()
+        receiver.stdin.close()
+        await recording
+        await receiver.wait()
+    if len(rejected) != 1:
+        raise RuntimeError("the webhook receiver did not report its rejected (badly signed) webhooks")
     lat = [(r - s) * 1000 for key, times in sent.items() for s, r in zip(times, received.get(key, []), strict=False)]
     lat.sort()
-    return {"latency_samples": len(lat), "transitions_expected": expected, "bad_signatures": len(receiver.rejected),
+    return {"latency_samples": len(lat), "transitions_expected": expected, "bad_signatures": sum(rejected),
             "publish_rate": achieved,
             "p50_ms": statistics.median(lat) if lat else None,
             "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else None}
@@ -267,6 +299,9 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--receiver"]:
+        asyncio.run(serve_receiver())
+        sys.exit()
     if len(sys.argv) == 3 and sys.argv[1] == "--workers":  # one interval of that fleet: a sample per worker
         WORKERS = int(sys.argv[2])
         SAMPLES = int(os.environ.get("BENCH_SAMPLES", str(WORKERS)))

@@ -116,12 +116,25 @@ async def judge(handle: Callable[[Msg], Awaitable[Verdict]], msg: Msg, retry_del
         return retry(retry_delay)
 
 
-def each(handle: Callable[[Msg], Awaitable[Verdict]], retry_delay: float) -> BatchHandler:
-    """A batch handler that judges and settles its messages one after the other, in order."""
+def each(handle: Callable[[Msg], Awaitable[Verdict]], retry_delay: float, *, yield_every: float = 0.0
+         ) -> BatchHandler:
+    """A batch handler that judges and settles its messages one after the other, in order.
+
+    Messages handled without waiting for I/O (an ack does not wait) hold the event loop until the batch ends;
+    with yield_every, the loop runs the other tasks whenever that many seconds of handling have passed, so
+    a consumer of a busy stream delays the process's other work by at most about that much."""
     async def handle_batch(msgs: list[Msg]) -> None:
         for msg in msgs:
             await settle(msg, await judge(handle, msg, retry_delay))
-    return handle_batch
+
+    async def handle_batch_yielding(msgs: list[Msg]) -> None:
+        due = time.perf_counter() + yield_every
+        for msg in msgs:
+            await settle(msg, await judge(handle, msg, retry_delay))
+            if time.perf_counter() >= due:
+                await asyncio.sleep(0)
+                due = time.perf_counter() + yield_every
+    return handle_batch_yielding if yield_every > 0 else handle_batch
 
 
 def in_order_per_key(decode: Callable[[Msg], tuple[str, T]],

@@ -6,7 +6,7 @@ import asyncio
 import uuid
 from dataclasses import dataclass, field
 
-import httpx
+import aiohttp
 from nats.js import JetStreamContext
 
 from notifier.adapters.last_sample import LastSampleSource, StreamLastSample
@@ -45,7 +45,7 @@ def firing_policy(settings: NotifierSettings) -> FiringPolicy:
                         hysteresis=settings.alert_hysteresis)
 
 
-def bootstrap(settings: NotifierSettings, js: JetStreamContext, store: AlertStore, http: httpx.AsyncClient, *,
+def bootstrap(settings: NotifierSettings, js: JetStreamContext, store: AlertStore, http: aiohttp.ClientSession, *,
               publisher: AlertPublisher | None = None, last_samples: LastSampleSource | None = None,
               wake: asyncio.Event | None = None) -> Notifier:
     publisher = publisher or JetStreamAlertPublisher(js)

@@ -1,4 +1,4 @@
-"""The notifier's exception tree; adapters wrap nats/httpx errors into these."""
+"""The notifier's exception tree; adapters wrap nats/aiohttp errors into these."""
 
 from __future__ import annotations
 

@@ -5,6 +5,7 @@ and the loop (a batch handler's bug does not end it, the subscription is dropped
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -95,6 +96,27 @@ async def test_each_settles_every_message_in_order_and_a_crash_is_retried() -> N
     assert handled == ["test.good", "test.bug", "test.junk", "test.last"]
     assert (good.replies, bug.replies, junk.replies, last.replies) == (
         [("ack", None)], [("nak", 3.0)], [("term", None)], [("ack", None)])
+
+
+@pytest.mark.parametrize("yield_every", [0.0, 0.002])
+async def test_each_lets_other_tasks_run_during_a_long_batch_only_when_asked(yield_every: float) -> None:
+    events: list[str] = []
+
+    async def handle(msg: Any) -> Verdict:  # never waits for anything, like a sample decided from a cache
+        end = time.perf_counter() + 0.003  # longer than yield_every
+        while time.perf_counter() < end:
+            pass
+        events.append(msg.subject)
+        return ACK
+
+    async def other() -> None:
+        events.append("other")
+
+    handle_batch = each(handle, 1.0, yield_every=yield_every)
+    batch = asyncio.ensure_future(handle_batch([FakeMsg("a"), FakeMsg("b")]))  # type: ignore[list-item]
+    await asyncio.gather(batch, asyncio.create_task(other()))  # the batch starts first
+    expected = ["test.a", "other", "test.b"] if yield_every else ["test.a", "test.b", "other"]
+    assert events == expected
 
 
 async def test_in_order_per_key_keeps_each_keys_order_overlaps_keys_and_terms_the_undecodable() -> None:

@@ -6,8 +6,6 @@ import asyncio
 import contextlib
 import logging
 
-import httpx
-
 from cmlmon_core.grpc_server import GrpcSecurity, grpc_security, grpc_security_or_exit, start_grpc_server
 from cmlmon_core.lifecycle import run_until_stopped, stop_on_signals
 from cmlmon_core.logs import configure_logging, redact_url
@@ -16,6 +14,7 @@ from cmlmon_core.settings import load_settings
 from cmlmon_core.telemetry import serve_metrics
 from cmlmon_core.topology import TopologyOptions, ensure_topology
 from cmlmon_core.tracing import tracing_or_exit
+from notifier.adapters.sinks import http_session
 from notifier.adapters.state_kv import KvAlertStore
 from notifier.bootstrap import bootstrap
 from notifier.entrypoints.grpc_api import served
@@ -36,7 +35,7 @@ async def serve(settings: NotifierSettings, stop: asyncio.Event, ready: asyncio.
         store = await KvAlertStore.open(js)
         await store.start()
         watch = asyncio.create_task(store.run())
-        async with httpx.AsyncClient() as http:
+        async with http_session() as http:
             app = bootstrap(settings, js, store, http, wake=store.changed)
             prefix = settings.notifier_consumer_prefix
             for name, sink in app.sinks.items():  # sinks first: they must exist before any transition

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from notifier.adapters.sinks import env_proxy
 from notifier.domain.payloads import AlertView
 from notifier.domain.retry import RetryPolicy
 from notifier.errors import DeliveryFailed, SinkConfigError
@@ -129,3 +130,17 @@ def test_settings_parse_the_webhook_list() -> None:
                                                                                                    "http://b"]
     defaults = NotifierSettings()
     assert (defaults.grpc_port, defaults.metrics_port, defaults.worker_cpu_threshold) == (50052, 9103, 90.0)
+
+
+def test_a_sinks_proxy_comes_from_the_environment_and_no_proxy_bypasses_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "NETRC"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    assert env_proxy("https://hooks.example.com/x") == (None, None)
+    monkeypatch.setenv("HTTPS_PROXY", "http://user:pass@proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "internal.example")
+    proxy, auth = env_proxy("https://hooks.example.com/x")
+    assert proxy == "http://proxy.example:3128"
+    assert auth is not None and (auth.login, auth.password) == ("user", "pass")
+    assert env_proxy("https://internal.example/hook") == (None, None)
+    assert env_proxy("http://hooks.example.com/x") == (None, None)  # HTTPS_PROXY is for https:// only
