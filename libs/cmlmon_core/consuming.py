@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -123,18 +124,16 @@ def each(handle: Callable[[Msg], Awaitable[Verdict]], retry_delay: float, *, yie
     Messages handled without waiting for I/O (an ack does not wait) hold the event loop until the batch ends;
     with yield_every, the loop runs the other tasks whenever that many seconds of handling have passed, so
     a consumer of a busy stream delays the process's other work by at most about that much."""
-    async def handle_batch(msgs: list[Msg]) -> None:
-        for msg in msgs:
-            await settle(msg, await judge(handle, msg, retry_delay))
+    pause = yield_every if yield_every > 0 else math.inf
 
-    async def handle_batch_yielding(msgs: list[Msg]) -> None:
-        due = time.perf_counter() + yield_every
+    async def handle_batch(msgs: list[Msg]) -> None:
+        due = time.perf_counter() + pause
         for msg in msgs:
             await settle(msg, await judge(handle, msg, retry_delay))
             if time.perf_counter() >= due:
                 await asyncio.sleep(0)
-                due = time.perf_counter() + yield_every
-    return handle_batch_yielding if yield_every > 0 else handle_batch
+                due = time.perf_counter() + pause
+    return handle_batch
 
 
 def in_order_per_key(decode: Callable[[Msg], tuple[str, T]],
