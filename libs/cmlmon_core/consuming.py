@@ -117,20 +117,38 @@ async def judge(handle: Callable[[Msg], Awaitable[Verdict]], msg: Msg, retry_del
         return retry(retry_delay)
 
 
-def each(handle: Callable[[Msg], Awaitable[Verdict]], retry_delay: float, *, yield_every: float = 0.0
-         ) -> BatchHandler:
+class Hurry:
+    """A window during which a batch handler of `each(hurry=...)` lets the event loop run after every message
+    instead of every yield_every seconds: another task of the process has latency-bound work in flight (an alert
+    on its way to a webhook) that needs a turn of the loop at each of its steps (a fetch answered, a task
+    started, a request written, a response read) and would otherwise wait up to yield_every at every one."""
+
+    def __init__(self, window: float) -> None:
+        self.window = window
+        self.until = 0.0  # time.perf_counter() until which handlers hurry
+
+    def start(self) -> None:
+        """Hurry for the next `window` seconds (from now, however long an earlier window still had)."""
+        self.until = time.perf_counter() + self.window
+
+
+def each(handle: Callable[[Msg], Awaitable[Verdict]], retry_delay: float, *, yield_every: float = 0.0,
+         hurry: Hurry | None = None) -> BatchHandler:
     """A batch handler that judges and settles its messages one after the other, in order.
 
     Messages handled without waiting for I/O (an ack does not wait) hold the event loop until the batch ends;
     with yield_every, the loop runs the other tasks whenever that many seconds of handling have passed, so
-    a consumer of a busy stream delays the process's other work by at most about that much."""
+    a consumer of a busy stream delays the process's other work by at most about that much. While `hurry` is on
+    (a window another task started), it lets the loop run after every message."""
     pause = yield_every if yield_every > 0 else math.inf
+    window = hurry or Hurry(0.0)
 
     async def handle_batch(msgs: list[Msg]) -> None:
         due = time.perf_counter() + pause
         for msg in msgs:
             await settle(msg, await judge(handle, msg, retry_delay))
-            if time.perf_counter() >= due:
+            now = time.perf_counter()
+            if now >= due or now < window.until:
                 await asyncio.sleep(0)
                 due = time.perf_counter() + pause
     return handle_batch

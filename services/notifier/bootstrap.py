@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import aiohttp
 from nats.js import JetStreamContext
 
+from cmlmon_core.consuming import Hurry
 from notifier.adapters.last_sample import LastSampleSource, StreamLastSample
 from notifier.adapters.lease import KvLease
 from notifier.adapters.publisher import AlertPublisher, JetStreamAlertPublisher
@@ -18,7 +19,13 @@ from notifier.domain.model import FiringPolicy
 from notifier.domain.retry import RetryPolicy
 from notifier.domain.rules import parse_severities
 from notifier.domain.transitions import StuckPolicy, parse_overrides
-from notifier.entrypoints.consumers import DirectoryFeed, SampleConsumer, SinkConsumer, WorkerEventConsumer
+from notifier.entrypoints.consumers import (
+    DELIVERY_HURRY_SECONDS,
+    DirectoryFeed,
+    SampleConsumer,
+    SinkConsumer,
+    WorkerEventConsumer,
+)
 from notifier.entrypoints.grpc_api import AlertServicer
 from notifier.service.delivery import Deliverer
 from notifier.service.evaluator import Directory, Evaluator, Thresholds
@@ -57,8 +64,10 @@ def bootstrap(settings: NotifierSettings, js: JetStreamContext, store: AlertStor
                         initial_seconds=settings.delivery_backoff_initial_seconds,
                         max_seconds=settings.delivery_backoff_max_seconds)
     specs = sink_specs(settings)
+    hurry = Hurry(DELIVERY_HURRY_SECONDS)  # deliveries in flight: the sample consumer yields after every sample
     sinks = {
-        spec.name: SinkConsumer(Deliverer(build_sink(spec, http), retry), publisher, settings.delivery_concurrency)
+        spec.name: SinkConsumer(Deliverer(build_sink(spec, http), retry), publisher, settings.delivery_concurrency,
+                                hurry)
         for spec in specs
     }
     replica = uuid.uuid4().hex
@@ -74,5 +83,5 @@ def bootstrap(settings: NotifierSettings, js: JetStreamContext, store: AlertStor
                       wake=wake, stuck=StuckPolicy(settings.stuck_transition_seconds,
                                                    parse_overrides(settings.stuck_transition_overrides)))
     return Notifier(directory=DirectoryFeed(evaluator.directory),
-                    samples=SampleConsumer(evaluator), worker_events=WorkerEventConsumer(evaluator), sinks=sinks,
+                    samples=SampleConsumer(evaluator, hurry), worker_events=WorkerEventConsumer(evaluator), sinks=sinks,
                     sweeper=sweeper, servicer=AlertServicer(store, wake), resenders=resenders)

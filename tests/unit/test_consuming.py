@@ -19,6 +19,7 @@ from cmlmon_core.consuming import (
     ACK_CONFIRMED,
     TERM,
     Durable,
+    Hurry,
     PullConsumer,
     PullOptions,
     Verdict,
@@ -117,6 +118,26 @@ async def test_each_lets_other_tasks_run_during_a_long_batch_only_when_asked(yie
     await asyncio.gather(batch, asyncio.create_task(other()))  # the batch starts first
     expected = ["test.a", "other", "test.b"] if yield_every else ["test.a", "test.b", "other"]
     assert events == expected
+
+
+@pytest.mark.parametrize("hurried", [False, True])
+async def test_each_lets_other_tasks_run_after_every_message_while_hurried(hurried: bool) -> None:
+    events: list[str] = []
+
+    async def handle(msg: Any) -> Verdict:  # instant: far inside the batch's yield_every
+        events.append(msg.subject)
+        return ACK
+
+    async def other() -> None:
+        events.append("other")
+
+    hurry = Hurry(60.0)
+    if hurried:
+        hurry.start()
+    handle_batch = each(handle, 1.0, yield_every=60.0, hurry=hurry)
+    batch = asyncio.ensure_future(handle_batch([FakeMsg("a"), FakeMsg("b")]))  # type: ignore[list-item]
+    await asyncio.gather(batch, asyncio.create_task(other()))  # the batch starts first
+    assert events == (["test.a", "other", "test.b"] if hurried else ["test.a", "test.b", "other"])
 
 
 async def test_in_order_per_key_keeps_each_keys_order_overlaps_keys_and_terms_the_undecodable() -> None:
