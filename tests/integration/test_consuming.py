@@ -9,11 +9,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from prometheus_client import REGISTRY
 
-from cmlmon_core.consuming import ACK, Durable, PullConsumer, PullOptions, kept_alive, settle
+from cmlmon_core.consuming import ACK, Durable, PullConsumer, PullOptions, fetch_batch, kept_alive, settle
 from tests.support import eventually
 
 pytestmark = pytest.mark.integration
@@ -80,4 +81,27 @@ async def test_a_message_kept_alive_is_not_handed_out_again_past_ack_wait(
         await again.ack()
     finally:
         await other.unsubscribe()
+        await sub.unsubscribe()
+
+
+async def test_fetch_batch_answers_with_what_is_there_as_soon_as_it_is_there(
+        js: JetStreamContext, stream: str, uid: str) -> None:
+    sub = await PullConsumer(js, durable(stream, uid)).subscribe()
+    try:
+        assert await fetch_batch(sub, 3, 0.3) == []  # nothing there: [] once the timeout is over
+        for i in range(5):
+            await js.publish(f"test.{uid}.{i}", b"x")
+        first = await fetch_batch(sub, 3, 10)
+        rest = await fetch_batch(sub, 3, 10)
+        assert [m.subject for m in first + rest] == [f"test.{uid}.{i}" for i in range(5)]
+        assert len(first) == 3
+        waiting = asyncio.create_task(fetch_batch(sub, 3, 60))
+        await asyncio.sleep(0.2)  # the request is at the server, waiting: a message published now ends it
+        await js.publish(f"test.{uid}.late", b"x")
+        (late,) = await asyncio.wait_for(waiting, 30)  # well before its own 60 s
+        assert late.subject == f"test.{uid}.late"
+        await js.delete_consumer(stream, "d")
+        with pytest.raises(NatsError):  # no consumer to ask: an error for the caller to back off on, not []
+            await fetch_batch(sub, 3, 10)
+    finally:
         await sub.unsubscribe()
