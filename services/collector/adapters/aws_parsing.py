@@ -91,7 +91,9 @@ def _structure(shape: Shape, timestamp: Callable[[str], Any], depth: int) -> Par
             except KeyError:
                 found = by_tag[tag] = members.get(_local(tag))
             if found is not None:
-                out[found[0]] = found[1](child)
+                name, parse = found
+                # a string member, the commonest, is read here rather than by a call of its own
+                out[name] = (child.text or "") if parse is _text else parse(child)
         return out
     return structure
 
