@@ -47,10 +47,17 @@ def target_from_tick(tick: events_pb2.PollTick) -> Target:
     )
 
 
-def sample_from_observation(obs: Observation, observed_at: datetime, collector_id: str) -> events_pb2.MetricSample:
-    t, s = obs.target, obs.state
+def observe_time(observed_at: datetime) -> Timestamp:
+    """A sample's observe_time; a batch's samples share one, converted once."""
     stamp = Timestamp()
     stamp.FromDatetime(observed_at)
+    return stamp
+
+
+def sample_from_observation(obs: Observation, observed_at: datetime | Timestamp, collector_id: str
+                            ) -> events_pb2.MetricSample:
+    t, s = obs.target, obs.state
+    stamp = observed_at if isinstance(observed_at, Timestamp) else observe_time(observed_at)
     sample = events_pb2.MetricSample(
         worker_id=t.worker_id, region=t.region, instance_id=t.instance_id, observe_time=stamp,
         status=s.status, ec2_state=s.ec2_state,

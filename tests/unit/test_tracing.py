@@ -6,11 +6,12 @@ import json
 import logging
 
 import pytest
-from opentelemetry import trace
+from opentelemetry import context, trace
 from opentelemetry.sdk.trace import TracerProvider
 
 from cmlmon_core import tracing
 from cmlmon_core.logs import JsonFormatter, TextFormatter
+from cmlmon_core.telemetry import extract_trace, publishing, untraced_headers
 from cmlmon_core.tracing import TracingConfigError, tracing_wanted
 
 
@@ -45,6 +46,19 @@ def test_off_installs_nothing_and_only_carries_an_incoming_context() -> None:
     assert tracing.client_interceptors() == ()
     assert [type(i) for i in tracing.server_interceptors()] == [tracing.ContextInterceptor]
     assert not isinstance(trace.get_tracer_provider(), TracerProvider)
+
+
+def test_off_a_batch_injects_the_incoming_context_once_for_all_its_messages() -> None:
+    assert tracing.configure("collector", env={}) is None
+    incoming = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    token = context.attach(extract_trace(incoming))
+    try:
+        with publishing("collector.publish_sample", "cml.metrics.r.w") as per_message:
+            assert per_message == incoming
+        assert untraced_headers() == incoming
+    finally:
+        context.detach(token)
+    assert untraced_headers() == {}
 
 
 def record(message: str) -> logging.LogRecord:

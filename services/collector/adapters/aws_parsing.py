@@ -62,7 +62,7 @@ def compile_shape(shape: Shape, timestamp: Callable[[str], Any], depth: int = 0)
         if shape.serialization.get("flattened"):
             raise Unsupported(f"{shape.name}: flattened list")
         item = compile_shape(shape.member, timestamp, depth + 1)  # type: ignore[attr-defined]
-        return lambda node: [item(child) for child in node]
+        return lambda node: list(map(item, node))
     if kind == "timestamp":
         return lambda node: timestamp(_text(node))
     if kind in _SCALARS:
@@ -80,12 +80,20 @@ def _structure(shape: Shape, timestamp: Callable[[str], Any], depth: int) -> Par
             raise Unsupported(f"{shape.name}.{name}: {s}")
         members[s.get("name", name)] = (name, compile_shape(member, timestamp, depth + 1))
 
+    by_tag: dict[str, tuple[str, Parse] | None] = {}  # a child's whole tag (namespace and all): what it is
+
     def structure(node: Element) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for child in node:
-            found = members.get(_local(child.tag))
+            tag = child.tag
+            try:
+                found = by_tag[tag]
+            except KeyError:
+                found = by_tag[tag] = members.get(_local(tag))
             if found is not None:
-                out[found[0]] = found[1](child)
+                name, parse = found
+                # a string member, the commonest, is read here rather than by a call of its own
+                out[name] = (child.text or "") if parse is _text else parse(child)
         return out
     return structure
 

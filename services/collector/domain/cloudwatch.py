@@ -121,14 +121,13 @@ def newest(timestamps: Sequence[datetime], values: Sequence[float]) -> float | N
 def newest_by_query(results: Sequence[dict[str, Any]]) -> dict[str, float]:
     """Newest value per query id over MetricDataResults (pages of one query are merged); ids without data
     are absent."""
-    merged: dict[str, tuple[list[datetime], list[float]]] = {}
+    best: dict[str, tuple[datetime, Any]] = {}
     for result in results:
-        ts, vals = merged.setdefault(str(result["Id"]), ([], []))
-        ts.extend(result.get("Timestamps") or [])
-        vals.extend(result.get("Values") or [])
-    out: dict[str, float] = {}
-    for qid, (ts, vals) in merged.items():
-        value = newest(ts, vals)
-        if value is not None:
-            out[qid] = value
-    return out
+        qid = str(result["Id"])
+        current = best.get(qid)
+        for ts, value in zip(result.get("Timestamps") or (), result.get("Values") or (), strict=False):
+            if current is None or ts > current[0]:
+                current = (ts, value)
+        if current is not None:
+            best[qid] = current
+    return {qid: float(value) for qid, (_, value) in best.items()}

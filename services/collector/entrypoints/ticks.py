@@ -32,7 +32,7 @@ from cmlmon_core.topology import POLLS_STREAM
 from collector import telemetry
 from collector.adapters.leases import RegionLeases
 from collector.adapters.publisher import SamplePublisher
-from collector.codec import sample_from_observation, target_from_tick
+from collector.codec import observe_time, sample_from_observation, target_from_tick
 from collector.domain.leases import plan_leases
 from collector.domain.model import Observation, Target
 from collector.service.poll import Poller
@@ -245,20 +245,23 @@ class TickConsumer:
     async def _publish(self, region: str, observations: list[Observation], latest: dict[str, Delivery],
                        deliveries: list[Delivery]) -> None:
         now = datetime.now(UTC)
-        samples = [sample_from_observation(o, now, self._collector_id) for o in observations]
+        stamp = observe_time(now)
+        samples = [sample_from_observation(o, stamp, self._collector_id) for o in observations]
         outcomes = await self._publisher.publish([(s, f"{s.worker_id}:{latest[s.worker_id].seq}") for s in samples])
         failed = {s.worker_id for s, o in zip(samples, outcomes, strict=True) if o is not None}
         if failed:
             log.warning("samples not stored; their ticks nak'ed", extra={"region": region, "count": len(failed)})
         telemetry.SAMPLES.labels(region).inc(len(samples) - len(failed))
         telemetry.INSTANCES_MISSING.inc(sum(1 for o in observations if o.state.missing))
+        acked = 0
         for d in deliveries:
             if d.target.worker_id in failed:
                 await self._nak([d], delay=self._opts.nak_delay_seconds)
             else:
                 telemetry.POLL_LAG.observe(max(0.0, (now - d.msg.metadata.timestamp).total_seconds()))
                 await settle(d.msg, ACK)
-                telemetry.TICKS.labels("acked").inc()
+                acked += 1
+        telemetry.TICKS.labels("acked").inc(acked)
 
     async def _nak(self, deliveries: Sequence[Delivery], delay: float | None) -> None:
         for d in deliveries:
