@@ -37,7 +37,7 @@ def predicate(req: rs.ListWorkersRequest) -> WorkerFilter:
     return WorkerFilter(hidden=_TERMINATED if hide_terminated else frozenset(), rest=rest)
 
 
-async def list_workers(registry: Registry, req: rs.ListWorkersRequest) -> bytes:
+def list_workers(registry: Registry, req: rs.ListWorkersRequest) -> bytes:
     """A serialized ListWorkersResponse (built from the view's cached encodings)."""
     size = validation.list_(req)
     tokens: PageTokens | None = registry.page_tokens
