@@ -12,6 +12,8 @@ from cml.monitor.v1 import registry_service_pb2 as rs
 from registry.errors import InvalidArgument
 
 _MAC_BYTES = 16
+# Tokens remembered (issued here, or read and verified): a page of 100 out of 100,000 workers makes 1,000.
+_REMEMBERED = 8192
 
 
 PagedRequest = rs.ListWorkersRequest | rs.GetWorkerMetricsRequest
@@ -32,6 +34,18 @@ class PageTokens:
         if not secret:
             raise ValueError("page token secret must not be empty")
         self._keyed = hmac.new(secret, digestmod=hashlib.sha256)  # copied per token: the key is prepared once
+        # Tokens are deterministic: the same page of the same filter always has the same one. So a token issued
+        # or verified once is remembered, both ways, and the MAC is not computed again for it (the exact token
+        # string must match; what is remembered was signed with this key).
+        self._tokens: dict[tuple[bytes, str], str] = {}  # (filter digest, last id) -> token
+        self._pages: dict[str, tuple[bytes, str]] = {}  # token -> (filter digest, last id)
+
+    def _remember(self, token: str, digest: bytes, last_id: str) -> None:
+        if len(self._pages) >= _REMEMBERED:
+            self._tokens.clear()
+            self._pages.clear()
+        self._tokens[digest, last_id] = token
+        self._pages[token] = (digest, last_id)
 
     def _mac(self, body: bytes) -> bytes:
         mac = self._keyed.copy()
@@ -40,11 +54,22 @@ class PageTokens:
 
     def issue(self, last_id: str, req: PagedRequest, digest: bytes | None = None) -> str:
         """A token for the page after last_id; digest: filter_digest(req), when the caller has it already."""
-        body = (digest or filter_digest(req)) + last_id.encode()
-        return base64.urlsafe_b64encode(self._mac(body) + body).decode().rstrip("=")
+        digest = digest or filter_digest(req)
+        token = self._tokens.get((digest, last_id))
+        if token is None:
+            body = digest + last_id.encode()
+            token = base64.urlsafe_b64encode(self._mac(body) + body).decode().rstrip("=")
+            self._remember(token, digest, last_id)
+        return token
 
     def read(self, token: str, req: PagedRequest, digest: bytes | None = None) -> str:
         """The last id the token stands for; InvalidArgument when forged, corrupted or for other filters."""
+        digest = digest or filter_digest(req)
+        known = self._pages.get(token)
+        if known is not None:
+            if known[0] != digest:
+                raise InvalidArgument("page_token", "issued for other filters")
+            return known[1]
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         except (ValueError, TypeError):
@@ -52,9 +77,11 @@ class PageTokens:
         mac, body = raw[:_MAC_BYTES], raw[_MAC_BYTES:]
         if len(body) < 8 or not hmac.compare_digest(mac, self._mac(body)):
             raise InvalidArgument("page_token", "not a token this registry issued")
-        if body[:8] != (digest or filter_digest(req)):
+        if body[:8] != digest:
             raise InvalidArgument("page_token", "issued for other filters")
         try:
-            return body[8:].decode()
+            last_id = body[8:].decode()
         except UnicodeDecodeError:
             raise InvalidArgument("page_token", "not a token this registry issued") from None
+        self._remember(token, digest, last_id)
+        return last_id

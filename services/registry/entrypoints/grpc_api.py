@@ -147,7 +147,7 @@ class WorkerRegistryServicer:
 
     @rpc
     async def ListWorkers(self, request: rs.ListWorkersRequest, context: Any) -> bytes:
-        return await list_workers(self._registry, request)
+        return list_workers(self._registry, request)  # no I/O: from the view, without another coroutine
 
     @rpc
     async def GetWorkerMetrics(self, request: rs.GetWorkerMetricsRequest, context: Any

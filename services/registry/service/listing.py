@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import functools
-import operator
-from collections.abc import Callable
-
 from cml.monitor.v1 import registry_service_pb2 as rs
 from registry.adapters import wire
 from registry.domain import model, validation
 from registry.domain.paging import PageTokens, filter_digest
 from registry.errors import Unavailable
 from registry.service.handlers import Registry
-from registry.service.view import Predicate, WorkerFilter, any_status
+from registry.service.view import Predicate, WorkerFilter
+
+_TERMINATED = frozenset({model.TERMINATED})
+# The request most calls make: no filter (every worker but the terminated ones), only a page size and token.
+_UNFILTERED = WorkerFilter(hidden=_TERMINATED)
+_UNFILTERED_DIGEST = filter_digest(rs.ListWorkersRequest())
 
 
 def predicate(req: rs.ListWorkersRequest) -> WorkerFilter:
@@ -20,14 +21,6 @@ def predicate(req: rs.ListWorkersRequest) -> WorkerFilter:
     each check runs ~100 times per call); the status check alone is answered without reading the worker."""
     statuses = frozenset(req.statuses)
     hide_terminated = not req.show_terminated and model.TERMINATED not in statuses
-    status_ok: Callable[[int], bool]
-    if statuses:
-        allowed = statuses - {model.TERMINATED} if hide_terminated else statuses
-        status_ok = allowed.__contains__
-    elif hide_terminated:
-        status_ok = functools.partial(operator.ne, model.TERMINATED)
-    else:
-        status_ok = any_status
     checks: list[Predicate] = []
     if req.region:
         region = req.region
@@ -38,23 +31,26 @@ def predicate(req: rs.ListWorkersRequest) -> WorkerFilter:
     if req.tags:
         tags = dict(req.tags)
         checks.append(lambda w: all(w.tags.get(k) == v for k, v in tags.items()))
-    if len(checks) <= 1:
-        return WorkerFilter(status_ok, checks[0] if checks else None)
-    return WorkerFilter(status_ok, lambda w: all(check(w) for check in checks))
+    rest = None if not checks else checks[0] if len(checks) == 1 else lambda w: all(check(w) for check in checks)
+    if statuses:
+        return WorkerFilter(statuses - _TERMINATED if hide_terminated else statuses, rest=rest)
+    return WorkerFilter(hidden=_TERMINATED if hide_terminated else frozenset(), rest=rest)
 
 
-async def list_workers(registry: Registry, req: rs.ListWorkersRequest) -> bytes:
+def list_workers(registry: Registry, req: rs.ListWorkersRequest) -> bytes:
     """A serialized ListWorkersResponse (built from the view's cached encodings)."""
     size = validation.list_(req)
     tokens: PageTokens | None = registry.page_tokens
     if tokens is None:
         raise Unavailable("registry is starting")
-    digest = filter_digest(req)
+    # no field set but page_size and page_token: the filter and its digest are known
+    unfiltered = len(req.ListFields()) == bool(req.page_size) + bool(req.page_token)
+    digest = _UNFILTERED_DIGEST if unfiltered else filter_digest(req)
     after = tokens.read(req.page_token, req, digest) if req.page_token else ""
     if not registry.view.ready.is_set():
         raise Unavailable("registry is loading its workers")
     view = registry.view
-    parts, last_id, more = view.page(after, predicate(req), size)
+    parts, last_id, more = view.page(after, _UNFILTERED if unfiltered else predicate(req), size)
     if more and parts:
         parts.append(wire.response_page_token(tokens.issue(last_id, req, digest)))
     return b"".join(parts)

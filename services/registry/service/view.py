@@ -21,30 +21,36 @@ Predicate = Callable[[worker_pb2.Worker], bool]
 
 @dataclass(frozen=True, slots=True)
 class WorkerFilter:
-    """A ListWorkers filter split in two: the status check, which a page answers from its rows without touching
-    the worker message, and the checks that need the worker (region, name prefix, tags), if any."""
+    """A ListWorkers filter split in two: the status check, which a page answers from the statuses alone (a
+    whole page at once, with one set operation, when every worker on it passes), and the checks that need the
+    worker (region, name prefix, tags), if any. allowed: the statuses shown (None: every status but hidden)."""
 
-    status_ok: Callable[[int], bool]
+    allowed: frozenset[int] | None = None
+    hidden: frozenset[int] = frozenset()
     rest: Predicate | None = None
+
+    def status_ok(self, status: int) -> bool:
+        return status not in self.hidden if self.allowed is None else status in self.allowed
+
+    def statuses_ok(self, statuses: list[int]) -> bool:
+        """Whether every one of these statuses passes."""
+        return self.hidden.isdisjoint(statuses) if self.allowed is None else self.allowed.issuperset(statuses)
 
     def __call__(self, worker: worker_pb2.Worker) -> bool:
         return self.status_ok(worker.status) and (self.rest is None or self.rest(worker))
 
 
+ANY_STATUS = WorkerFilter()
+
+
 @dataclass(slots=True)
 class _Row:
-    """One worker in the id order of ListWorkers: what a page reads, kept in one small object so that a page
-    walks ~page_size of these (one list, no dict lookups) instead of ids, dict entries and messages spread
-    over memory (with 100,000 workers, cache misses are most of a page's cost)."""
+    """A worker as the view holds it: its stored state and that worker serialized as field 1 of
+    Get/ListWorkersResponse (made when the state is taken: a page of 100 is then a join of bytes, not 100
+    message copies, and GetWorker answers without serializing)."""
 
-    id: str
     stored: Stored
-    status: int
-    encoded: bytes | None = None  # the worker as field 1 of Get/ListWorkersResponse, made on first read
-
-
-def _row_id(row: _Row) -> str:
-    return row.id
+    encoded: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,13 +106,19 @@ class Subscription:
 class WorkerView:
     def __init__(self) -> None:
         self._by_id: dict[str, _Row] = {}
-        self._rows: list[_Row] = []  # sorted by id: the stable order of ListWorkers
+        # The id order of ListWorkers, in parallel lists (index i is the same worker in each): a page is a few
+        # slices of them, no Python loop over its rows (with 10,000-100,000 workers and a busy gRPC server, a
+        # walk of 100 rows was most of a page's cost).
+        self._ids: list[str] = []
+        self._stored: list[Stored] = []
+        self._statuses: list[int] = []
+        self._encoded: list[bytes] = []
         self._subs: set[Subscription] = set()
         self.ready = asyncio.Event()
         self._closed = False
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return len(self._ids)
 
     def get(self, worker_id: str) -> Stored | None:
         row = self._by_id.get(worker_id)
@@ -114,62 +126,70 @@ class WorkerView:
 
     def apply(self, stored: Stored) -> None:
         """Take a newer state of a worker; an older revision (a watch entry behind a local write) is ignored."""
-        worker_id = stored.worker.id
+        worker = stored.worker
+        worker_id = worker.id
         row = self._by_id.get(worker_id)
         old = None if row is None else row.stored
         if old is not None and old.revision >= stored.revision:
             return
+        encoded = wire.response_worker(worker)
+        ids = self._ids
         if row is None:
-            row = self._by_id[worker_id] = _Row(worker_id, stored, stored.worker.status)
-            rows = self._rows
-            if not rows or rows[-1].id < worker_id:
-                rows.append(row)
-            else:
-                bisect.insort(rows, row, key=_row_id)
+            self._by_id[worker_id] = _Row(stored, encoded)
+            i = len(ids) if not ids or ids[-1] < worker_id else bisect.bisect_left(ids, worker_id)
+            ids.insert(i, worker_id)
+            self._stored.insert(i, stored)
+            self._statuses.insert(i, worker.status)
+            self._encoded.insert(i, encoded)
         else:
-            row.stored, row.status, row.encoded = stored, stored.worker.status, None
-        if self._subs and (old is None or not _same_state(old.worker, stored.worker)):
+            row.stored, row.encoded = stored, encoded
+            i = bisect.bisect_left(ids, worker_id)
+            self._stored[i], self._statuses[i], self._encoded[i] = stored, worker.status, encoded
+        if self._subs and (old is None or not _same_state(old.worker, worker)):
             event_type = stored.pending.type if stored.pending is not None else events_pb2.WORKER_EVENT_TYPE_UNSPECIFIED
-            change = ViewChange(stored.worker, event_type)
+            change = ViewChange(worker, event_type)
             for sub in list(self._subs):
                 sub.push(change)
 
     def page(self, after_id: str, predicate: Predicate, limit: int) -> tuple[list[bytes], str, bool]:
-        """Up to limit workers matching predicate with an id greater than after_id, in id order, as their cached
-        encodings (field 1 of ListWorkersResponse); the last id on the page; whether more follow. A WorkerFilter's
-        status check is answered from the rows; only its other checks (or a plain predicate) read the worker."""
+        """Up to limit workers matching predicate with an id greater than after_id, in id order, as their
+        encodings (field 1 of ListWorkersResponse); the last id on the page; whether more follow. A WorkerFilter
+        with no checks beyond the status takes the next limit workers in one slice when all of them pass."""
+        ids = self._ids
+        start = bisect.bisect_right(ids, after_id) if after_id else 0
+        filter_ = predicate if isinstance(predicate, WorkerFilter) else WorkerFilter(rest=predicate)
+        if filter_.rest is None:
+            end = min(start + limit, len(ids))
+            if filter_.statuses_ok(self._statuses[start:end]):
+                more = self._next_match(end, filter_) < len(ids)
+                return self._encoded[start:end], ids[end - 1] if end > start else "", more
         out: list[bytes] = []
         last = ""
-        rows = self._rows
-        if isinstance(predicate, WorkerFilter):
-            status_ok, rest = predicate.status_ok, predicate.rest
-        else:
-            status_ok, rest = any_status, predicate
-        for i in range(bisect.bisect_right(rows, after_id, key=_row_id) if after_id else 0, len(rows)):
-            row = rows[i]
-            if not status_ok(row.status) or (rest is not None and not rest(row.stored.worker)):
-                continue
-            if len(out) == limit:
-                return out, last, True
-            data = row.encoded
-            if data is None:
-                data = row.encoded = wire.response_worker(row.stored.worker)
-            out.append(data)
-            last = row.id
-        return out, last, False
+        i = self._next_match(start, filter_)
+        while i < len(ids) and len(out) < limit:
+            out.append(self._encoded[i])
+            last = ids[i]
+            i = self._next_match(i + 1, filter_)
+        return out, last, i < len(ids)
+
+    def _next_match(self, i: int, filter_: WorkerFilter) -> int:
+        """The index of the first worker from i on that filter_ takes (len(self) when none does)."""
+        statuses, stored, n = self._statuses, self._stored, len(self._ids)
+        status_ok, rest = filter_.status_ok, filter_.rest
+        while i < n and not (status_ok(statuses[i]) and (rest is None or rest(stored[i].worker))):
+            i += 1
+        return i
 
     def encoded(self, worker: worker_pb2.Worker) -> bytes:
-        """The worker serialized as field 1 (`worker`/`workers`) of GetWorkerResponse and ListWorkersResponse,
-        cached until the worker changes: a page of 100 is then a join of bytes, not 100 message copies."""
+        """The worker serialized as field 1 (`worker`/`workers`) of GetWorkerResponse and ListWorkersResponse:
+        the view's own encoding when worker is the state it holds."""
         row = self._by_id.get(worker.id)
         if row is not None and row.stored.worker is worker:
-            if row.encoded is None:
-                row.encoded = wire.response_worker(worker)
             return row.encoded
         return wire.response_worker(worker)
 
     def snapshot(self) -> list[Stored]:
-        return [row.stored for row in self._rows]
+        return list(self._stored)
 
     def subscribe(self, maxsize: int = 1024) -> Subscription:
         if self._closed:
@@ -199,7 +219,7 @@ class WorkerView:
                 async for stored in repo.watch():
                     if stored is None:
                         if not self.ready.is_set():
-                            log.info("worker view loaded", extra={"workers": len(self._rows)})
+                            log.info("worker view loaded", extra={"workers": len(self._ids)})
                         self.ready.set()
                     else:
                         self.apply(stored)
@@ -207,11 +227,6 @@ class WorkerView:
             except Exception as exc:
                 log.warning("kv watch failed; starting it again", extra={"error": repr(exc)})
             await asyncio.sleep(retry_seconds)
-
-
-def any_status(status: int) -> bool:
-    """The status check of a filter that takes every status."""
-    return True
 
 
 def _same_state(a: worker_pb2.Worker, b: worker_pb2.Worker) -> bool:

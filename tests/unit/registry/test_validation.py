@@ -107,6 +107,12 @@ def test_page_tokens_round_trip_and_refuse_forgery_and_other_filters() -> None:
         tokens.read(token, rs.ListWorkersRequest(region="eu-west-1"))
     with pytest.raises(InvalidArgument):
         PageTokens(b"other-key").read(token, request)
+    peer = PageTokens(b"k" * 32)  # another replica's: verifies the token once, then remembers it
+    for _ in range(2):
+        assert peer.read(token, request) == "w-abc"
+        with pytest.raises(InvalidArgument):
+            peer.read(token, rs.ListWorkersRequest(region="eu-west-1"))
+    assert peer.issue("w-abc", request) == token  # the same page of the same filter, the same token
 
 
 @pytest.mark.parametrize(("seconds", "nanos", "text", "field"), [

@@ -59,6 +59,22 @@ def test_filters() -> None:
     assert ids(req(region="eu-west-1")) == []
 
 
+def test_pages_skip_hidden_workers_and_say_whether_more_follow() -> None:
+    view = WorkerView()
+    for n, status in enumerate([W.WORKER_STATUS_RUNNING, W.WORKER_STATUS_TERMINATED, W.WORKER_STATUS_RUNNING,
+                                W.WORKER_STATUS_STOPPED, W.WORKER_STATUS_TERMINATED, W.WORKER_STATUS_TERMINATED]):
+        view.apply(stored(n, 1, status))
+    visible = predicate(registry_service_pb2.ListWorkersRequest())
+    assert page_ids(view, "", visible, 2) == (["w-000", "w-002"], True)  # a hidden worker inside the page
+    assert page_ids(view, "w-000", visible, 2) == (["w-002", "w-003"], False)  # only hidden ones after it
+    assert page_ids(view, "w-002", visible, 1) == (["w-003"], False)
+    assert page_ids(view, "w-003", visible, 5) == ([], False)
+    stopped = predicate(registry_service_pb2.ListWorkersRequest(statuses=[W.WORKER_STATUS_STOPPED]))
+    assert page_ids(view, "", stopped, 1) == (["w-003"], False)
+    everything = predicate(registry_service_pb2.ListWorkersRequest(show_terminated=True))
+    assert page_ids(view, "w-003", everything, 1) == (["w-004"], True)
+
+
 def test_encoded_is_field_one_and_follows_changes() -> None:
     view = WorkerView()
     view.apply(stored(1, 1))
