@@ -160,7 +160,12 @@ class System:
         return times
 
     async def sampled_since(self, since: float, worker_ids: list[str], count: int = 1) -> bool:
-        times = await self.sample_times()
+        """Whether each worker has `count` samples stored after `since`; False while the stream cannot be read
+        (a cluster still electing leaders times out the test's own consumer create: ask again, as a user would)."""
+        try:
+            times = await self.sample_times()
+        except nats.errors.TimeoutError:
+            return False
         return all(len([t for t in times[w] if t > since]) >= count for w in worker_ids)
 
     def firing(self, worker_id: str) -> Received | None:
