@@ -184,7 +184,7 @@ class Unauthenticated(Exception):
     pass
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+class Admission:
     """Admits a call to a protected method only with a known identity whose role is high enough.
 
     The check runs inside the method's handler (it needs the peer's certificate, which only the servicer
@@ -193,20 +193,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     def __init__(self, policy: Callable[[], AuthPolicy], required: Mapping[str, Role]) -> None:
         self._policy = policy
         self._required = required  # "/package.Service/Method" -> role; a method not listed needs admin
-        self._wrapped: dict[str, tuple[Any, Any]] = {}  # method -> (its handler, that handler guarded)
 
-    async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Any],
-                                details: grpc.HandlerCallDetails) -> Any:
-        handler = await continuation(details)
-        method = details.method
-        if handler is None or method.split("/")[1] in OPEN_SERVICES:
+    def guard(self, full_method: str, handler: Any) -> Any:
+        """The method's handler, admitting each call first (health and reflection stay open)."""
+        if full_method.split("/")[1] in OPEN_SERVICES:
             return handler
-        known = self._wrapped.get(method)
-        if known is not None and known[0] is handler:  # the guard is built once per method, not per call
-            return known[1]
-        guarded = _wrap(handler, self._admission(method))
-        self._wrapped[method] = (handler, guarded)
-        return guarded
+        return _wrap(handler, self._admission(full_method))
 
     def _admission(self, method: str) -> Admit:
         needed = self._required.get(method, Role.ADMIN)
@@ -281,13 +273,13 @@ def _wrap(handler: Any, admit: Admit) -> Any:
                        response_serializer=handler.response_serializer)
 
 
-class OpenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """GRPC_AUTH=none: every call is admitted, as "anonymous"."""
+async def _anonymous(context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    _principal.set(ANONYMOUS)  # runs in the call's task, before its handler
 
-    async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Any],
-                                details: grpc.HandlerCallDetails) -> Any:
-        _principal.set(ANONYMOUS)  # runs in the call's task, before its handler
-        return await continuation(details)
+
+def open_access(full_method: str, handler: Any) -> Any:
+    """GRPC_AUTH=none: the method's handler, every call admitted as "anonymous"."""
+    return _wrap(handler, _anonymous)
 
 
 # --- making entries -------------------------------------------------------------------------------------------

@@ -6,15 +6,15 @@ py-grpc-prometheus), so that its dashboards and alerts work unchanged:
 - `grpc_server_handling_seconds{grpc_type,grpc_service,grpc_method}`: a histogram of their duration (for a
   server stream: until the stream ends).
 
-Counted by one interceptor that the shared server builder puts first, so refused calls (UNAUTHENTICATED,
-PERMISSION_DENIED) are counted too. The label children of a method are looked up once and kept, so a call
-costs two increments and one observation."""
+Counted by a wrapper the shared server builder puts around each method's handler once, outside the admission
+check, so refused calls (UNAUTHENTICATED, PERMISSION_DENIED) are counted too. The label children of a method
+are looked up once and kept, so a call costs two increments and one observation."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,27 +77,9 @@ def _code(context: Context, error: BaseException | None) -> str:
     return "CANCELLED" if isinstance(error, asyncio.CancelledError | GeneratorExit) else "UNKNOWN"
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Counts and times every call (unary and streaming) by service, method and status code."""
-
-    def __init__(self) -> None:
-        self._methods: dict[str, _Method] = {}
-        self._wrapped: dict[str, tuple[Any, Any]] = {}  # method -> (its handler, that handler counted)
-
-    async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Any],
-                                details: grpc.HandlerCallDetails) -> Any:
-        handler = await continuation(details)
-        if handler is None:  # unknown method: gRPC answers UNIMPLEMENTED itself
-            return None
-        known = self._wrapped.get(details.method)
-        if known is not None and known[0] is handler:  # the counting handler is built once per method
-            return known[1]
-        method = self._methods.get(details.method)
-        if method is None:
-            method = self._methods[details.method] = _Method.bind(details.method, _rpc_type(handler))
-        counted = _wrap(handler, method)
-        self._wrapped[details.method] = (handler, counted)
-        return counted
+def counted(full_method: str, handler: Any) -> Any:
+    """The method's handler, counting and timing every call (unary and streaming) by status code."""
+    return _wrap(handler, _Method.bind(full_method, _rpc_type(handler)))
 
 
 def _wrap(handler: Any, method: _Method) -> Any:

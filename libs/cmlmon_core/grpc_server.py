@@ -1,6 +1,6 @@
-"""The one way a service serves gRPC: its servicers, the standard health service, server reflection, the
-authentication interceptor, per-method metrics (cmlmon_core.grpc_metrics) and, when configured, TLS (mTLS
-with a client CA).
+"""The one way a service serves gRPC: its servicers, the standard health service, server reflection,
+authentication (cmlmon_core.auth), per-method metrics (cmlmon_core.grpc_metrics), a caller's trace context
+carried on (cmlmon_core.tracing) and, when configured, TLS (mTLS with a client CA).
 
 Secure by default: with no GRPC_AUTH_FILE the service refuses to start unless GRPC_AUTH=none says that an
 open API is wanted (and then every start logs a warning)."""
@@ -19,8 +19,8 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from cmlmon_core import tracing
-from cmlmon_core.auth import AuthFileError, AuthInterceptor, OpenInterceptor, PolicyFile, Role
-from cmlmon_core.grpc_metrics import MetricsInterceptor
+from cmlmon_core.auth import Admission, AuthFileError, PolicyFile, Role, open_access
+from cmlmon_core.grpc_metrics import counted
 from cmlmon_core.reflection import served_pool
 from cmlmon_core.settings import GrpcServerSettings
 from cmlmon_core.tls import ServerTls, TlsConfigError
@@ -42,23 +42,52 @@ class ServedService:
     roles: Mapping[str, Role]
 
 
-class GenericOnly:
-    """A server as the generated add_*_to_server functions see it, taking their handlers as generic ones only.
+Wrap = Callable[[str, Any], Any]  # (full method name, its handler) -> the handler to serve
 
-    grpc.aio keeps one pending request per registered method and waits on all of them for every call it accepts:
-    each registered method costs every call about 5,000 instructions (callgrind: 518k per call with one method
-    registered, 593k with fifteen). So a service registers only the methods called all the time (the registry:
-    GetWorker, ListWorkers); the rest, health and reflection included, are found by name at about the same cost
-    as before registration existed."""
 
-    def __init__(self, server: grpc.aio.Server) -> None:
+class Wrapping:
+    """A server as the generated add_*_to_server functions see it: each method's handler is wrapped once, as
+    it is added or first found, with what every call needs (metrics, trace context, admission), rather than by
+    server interceptors, which grpc.aio runs as a chain of coroutines on every call.
+
+    With registered=False the methods are taken as generic ones only: grpc.aio keeps one pending request per
+    registered method and waits on all of them for every call it accepts, so each registered method costs every
+    call about 5,000 instructions (callgrind: 518k per call with one method registered, 593k with fifteen). A
+    service registers only the methods called all the time (the registry: GetWorker, ListWorkers); the rest,
+    health and reflection included, are found by name at about the same cost as before registration existed."""
+
+    def __init__(self, server: grpc.aio.Server, wrap: Wrap, *, registered: bool = True) -> None:
         self._server = server
+        self._wrap = wrap
+        self._registered = registered
 
     def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler[Any, Any]]) -> None:
-        self._server.add_generic_rpc_handlers(handlers)
+        self._server.add_generic_rpc_handlers([_Wrapped(handler, self._wrap) for handler in handlers])
 
     def add_registered_method_handlers(self, name: str, handlers: Mapping[str, Any]) -> None:
-        """Left out on purpose: the generic handler added with them routes these methods."""
+        if self._registered:
+            wrapped = {method: self._wrap(f"/{name}/{method}", handler) for method, handler in handlers.items()}
+            self._server.add_registered_method_handlers(name, wrapped)  # type: ignore[attr-defined]
+
+
+class _Wrapped(grpc.GenericRpcHandler):  # type: ignore[type-arg]
+    """A generic handler whose method handlers are wrapped, each once."""
+
+    def __init__(self, inner: grpc.GenericRpcHandler[Any, Any], wrap: Wrap) -> None:
+        self._inner = inner
+        self._wrap = wrap
+        self._wrapped: dict[str, tuple[Any, Any]] = {}  # method -> (its handler, that handler wrapped)
+
+    def service(self, details: grpc.HandlerCallDetails) -> Any:
+        handler = self._inner.service(details)
+        if handler is None:  # not this service's: the next handler, or gRPC's UNIMPLEMENTED
+            return None
+        known = self._wrapped.get(details.method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = self._wrap(details.method, handler)
+        self._wrapped[details.method] = (handler, wrapped)
+        return wrapped
 
 
 @dataclass(frozen=True)
@@ -136,24 +165,29 @@ async def start_grpc_server(services: Sequence[ServedService], host: str, port: 
     the same health service also alone in plaintext on that port (nothing else is reachable there)."""
     if security.policy is None:
         log.warning("GRPC_AUTH=none: the gRPC API serves anyone who reaches the port, without authentication")
-        interceptor: AuthInterceptor | OpenInterceptor = OpenInterceptor()
+        admit: Wrap = open_access
     else:
         required = {f"/{svc.name}/{method}": role for svc in services for method, role in svc.roles.items()}
-        interceptor = AuthInterceptor(security.policy.current, required)
+        admit = Admission(security.policy.current, required).guard
+
+    def wrap(method: str, handler: Any) -> Any:
+        # Metrics outside admission, so that refused calls are counted too; when tracing, OpenTelemetry's
+        # interceptor (the only one) opens the call's span around all of it, so refused calls are traced as well.
+        return counted(method, tracing.carrying(method, admit(method, handler)))
+
     # No SO_REUSEPORT: a second server on a taken port must fail to start, not silently share it.
-    # Metrics first, so that calls the auth interceptor refuses are counted (and, when tracing, traced) too.
-    interceptors = [MetricsInterceptor(), *tracing.server_interceptors(), interceptor]
-    server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
+    server = grpc.aio.server(interceptors=tracing.server_interceptors() or None,
+                             options=[("grpc.so_reuseport", 0)])
     for svc in services:
-        svc.add(server)
+        svc.add(Wrapping(server, wrap))  # type: ignore[arg-type]
     health_servicer = HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, GenericOnly(server))
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, Wrapping(server, wrap, registered=False))
     names = [svc.name for svc in services]
     shown = (*names, health.SERVICE_NAME, reflection.SERVICE_NAME)
     # What reflection.enable_server_reflection does for an aio server, without registering its method; the pool
     # holds the APIs only, no internals. (reflection.aio is public, in an import mypy does not follow.)
     servicer = reflection.aio.ReflectionServicer(shown, pool=served_pool(shown))  # type: ignore[attr-defined]
-    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, GenericOnly(server))
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, Wrapping(server, wrap, registered=False))
     address = f"{host}:{port}"
     if security.tls is None:
         bound = server.add_insecure_port(address)

@@ -5,9 +5,9 @@ OTEL_TRACES_EXPORTER=otlp is set (and OTEL_SDK_DISABLED is not true): the SDK's 
 with a batching OTLP/gRPC exporter, and the gRPC servers and clients get OpenTelemetry's aio interceptors. The
 SDK itself reads the rest (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER(_ARG),
 OTEL_EXPORTER_OTLP_HEADERS/_INSECURE/_CERTIFICATE, OTEL_BSP_*). Otherwise nothing is installed: the API's
-no-op tracer only carries an incoming context through to outgoing headers, and the gRPC servers get one small
-interceptor that does that for a call whose metadata carries a `traceparent` (a caller's trace still reaches
-the events and samples the call causes); calls without one are not touched."""
+no-op tracer only carries an incoming context through to outgoing headers, and each method of the gRPC servers
+gets a small wrapper that does that for a call whose metadata carries a `traceparent` (a caller's trace still
+reaches the events and samples the call causes); calls without one run as they are."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -98,10 +98,10 @@ def tracing_or_exit(service: str) -> Iterator[None]:
 
 
 def server_interceptors() -> Sequence[Any]:
-    """OpenTelemetry's aio server interceptor (a SERVER span per call, parent from the caller's metadata); with
-    tracing off, only the caller's context carried through the call (ContextInterceptor)."""
+    """OpenTelemetry's aio server interceptor (a SERVER span per call, parent from the caller's metadata) when
+    tracing is on; none when it is off (carrying() then passes a caller's context on)."""
     if not _installed:
-        return (ContextInterceptor(),)
+        return ()
     from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
     return (aio_server_interceptor(),)  # type: ignore[no-untyped-call]
@@ -116,41 +116,49 @@ def client_interceptors() -> Sequence[Any]:
     return tuple(aio_client_interceptors())  # type: ignore[no-untyped-call]
 
 
-class ContextInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """With tracing off: a call whose metadata carries `traceparent` runs in that context, so what it publishes
-    carries the caller's trace on (the no-op tracer records nothing). Other calls are passed through as they are."""
+def carrying(full_method: str, handler: Any) -> Any:
+    """With tracing off, the method's handler running a call whose metadata carries `traceparent` in that
+    context, so what it publishes carries the caller's trace on (the no-op tracer records nothing). With tracing
+    on the handler as it is: OpenTelemetry's interceptor does that and more."""
+    if _installed:
+        return handler
+    if handler.unary_unary or handler.stream_unary:
+        inner = handler.unary_unary or handler.stream_unary
 
-    async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Any],
-                                details: grpc.HandlerCallDetails) -> Any:
-        handler = await continuation(details)
-        metadata = details.invocation_metadata or ()
-        if handler is None or not any(key == TRACEPARENT for key, _ in metadata):
-            return handler
-        carried = propagate.extract({key: value for key, value in metadata if isinstance(value, str)})
-        if handler.unary_unary or handler.stream_unary:
-            inner = handler.unary_unary or handler.stream_unary
-
-            async def unary(request: Any, context: Any) -> Any:
-                token = otel_context.attach(carried)
-                try:
-                    return await inner(request, context)
-                finally:
-                    otel_context.detach(token)
-
-            make = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
-            return make(unary, request_deserializer=handler.request_deserializer,
-                        response_serializer=handler.response_serializer)
-        inner_stream = handler.unary_stream or handler.stream_stream
-
-        async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
+        async def unary(request: Any, context: Any) -> Any:
+            carried = _carried(context)
+            if carried is None:
+                return await inner(request, context)
             token = otel_context.attach(carried)
             try:
-                async for item in inner_stream(request, context):
-                    yield item
+                return await inner(request, context)
             finally:
                 otel_context.detach(token)
 
-        make_stream = (grpc.unary_stream_rpc_method_handler if handler.unary_stream
-                       else grpc.stream_stream_rpc_method_handler)
-        return make_stream(stream, request_deserializer=handler.request_deserializer,
-                           response_serializer=handler.response_serializer)
+        make = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
+        return make(unary, request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer)
+    inner_stream = handler.unary_stream or handler.stream_stream
+
+    async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
+        carried = _carried(context)
+        token = None if carried is None else otel_context.attach(carried)
+        try:
+            async for item in inner_stream(request, context):
+                yield item
+        finally:
+            if token is not None:
+                otel_context.detach(token)
+
+    make_stream = (grpc.unary_stream_rpc_method_handler if handler.unary_stream
+                   else grpc.stream_stream_rpc_method_handler)
+    return make_stream(stream, request_deserializer=handler.request_deserializer,
+                       response_serializer=handler.response_serializer)
+
+
+def _carried(context: Any) -> Any | None:
+    """The caller's trace context when its metadata carries `traceparent`, else None."""
+    metadata = context.invocation_metadata() or ()
+    if not any(key == TRACEPARENT for key, _ in metadata):
+        return None
+    return propagate.extract({key: value for key, value in metadata if isinstance(value, str)})

@@ -104,7 +104,7 @@ def add_to_server(servicer: WorkerRegistryServicer, server: grpc.aio.Server) -> 
                                      response_serializer=_serialize)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
     # The per-call fast path the generated code takes, for the methods called all the time only: every registered
-    # method costs every call the server accepts (cmlmon_core.grpc_server.GenericOnly); the others are found by
+    # method costs every call the server accepts (cmlmon_core.grpc_server.Wrapping); the others are found by
     # name. grpc-stubs does not know the method yet.
     hot = {name: handlers[name] for name in HOT_METHODS}
     server.add_registered_method_handlers(service.full_name, hot)  # type: ignore[attr-defined]
