@@ -7,9 +7,12 @@ messages of the same size, in the same run; then a metric history benchmark (Get
   MongoDB listing + change stream, as after a restart).
 - The bare server is `python bench/registry.py --bare PORT`: the same service and message types, every answer a
   prebuilt message (a Worker of the same size for GetWorker, 100 of them for ListWorkers), no work at all.
-- Each phase: 50 asyncio callers on one channel for BENCH_SECONDS after a warm-up; throughput and client-side
-  latency p50/p99, and the server's CPU per call. Targets: GetWorker >= 90 % of the bare server's throughput;
-  ListWorkers >= 80 % of it and p99 <= 20 ms; registry RSS with 10,000 workers <= 200 MB (100,000: <= 500 MB).
+- Each phase: 50 asyncio callers on one channel for BENCH_SECONDS after a warm-up; BENCH_ROUNDS (3) phases per
+  server and kind, the two servers taken in turns (registry first in one round, bare first in the next), pooled:
+  throughput and client-side latency p50/p99 over all of them, and the server's CPU per call; the throughput
+  ratio of each round is printed too (this 2-core machine's noise moves a single phase by +-15 %). Targets:
+  GetWorker >= 90 % of the bare server's throughput; ListWorkers >= 80 % of it and p99 <= 20 ms; registry RSS
+  with 10,000 workers <= 200 MB (100,000: <= 500 MB).
 - Then samples are published (one per worker; at most 1,000 on mongodb, whose test server is a Python process)
   and the time until the registry's durable consumer has applied them all gives samples per second (each one a
   read and compare-and-set in the store).
@@ -45,6 +48,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +93,7 @@ HISTORY_COLD_PAUSE = 12.0
 CALLERS = 50
 PAGE = 100
 SECONDS = float(os.environ.get("BENCH_SECONDS", "6"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))  # phases per server and kind, taken in turns (see bench_store)
 SECURE = os.environ.get("BENCH_SECURE", "") == "1"
 FLOOR = os.environ.get("BENCH_FLOOR", "") == "1"  # also ListWorkers against grpc.aio alone (floor_phases)
 WARMUP = 1.0
@@ -155,7 +160,18 @@ async def serve_bare(port: int, kind: str = "bare") -> None:
 
 # --- load -----------------------------------------------------------------------------------------------------
 
-async def load(call: Callable[[int], Awaitable[Any]]) -> dict[str, float]:
+@dataclass
+class Phase:
+    """One phase's raw figures: client-side latencies of the measured calls, all calls made, the server's CPU."""
+
+    latencies: list[float]
+    calls_total: int
+    server_cpu_seconds: float
+
+
+async def load(call: Callable[[int], Awaitable[Any]]) -> tuple[list[float], int]:
+    """CALLERS closed-loop callers for WARMUP + SECONDS: the latencies of the calls after the warm-up, and how many
+    calls were made in all."""
     latencies: list[float] = []
     total = 0
     loop = asyncio.get_running_loop()
@@ -178,13 +194,21 @@ async def load(call: Callable[[int], Awaitable[Any]]) -> dict[str, float]:
             i += CALLERS
 
     await asyncio.gather(*(caller(k) for k in range(CALLERS)))
-    latencies.sort()
+    return latencies, total
+
+
+def summary(phases: list[Phase]) -> dict[str, float]:
+    """Phases of one kind against one server, pooled: throughput over their measured time, latency percentiles
+    over all their calls, server CPU per call."""
+    latencies = sorted(t for phase in phases for t in phase.latencies)
+    total = sum(phase.calls_total for phase in phases)
     return {
-        "rps": round(len(latencies) / SECONDS, 1),
+        "rps": round(len(latencies) / (SECONDS * len(phases)), 1),
         "p50_ms": round(latencies[len(latencies) // 2] * 1000, 3),
         "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 3),
         "calls": len(latencies),
         "calls_total": total,
+        "server_cpu_us_per_call": round(sum(phase.server_cpu_seconds for phase in phases) / total * 1e6, 1),
     }
 
 
@@ -194,10 +218,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def bench_phase(target: GrpcTarget, pid: int, kind: str, ids: list[str], tokens: list[str]
-                      ) -> dict[str, float]:
-    """One phase (GetWorker or ListWorkers) against one server, with that server's CPU per call: a figure the
-    shared, noisy 2-core machine and the Python load generator distort far less than throughput."""
+async def bench_phase(target: GrpcTarget, pid: int, kind: str, ids: list[str], tokens: list[str]) -> Phase:
+    """One phase (GetWorker or ListWorkers) against one server, with that server's CPU: a figure the shared,
+    noisy 2-core machine and the Python load generator distort far less than throughput."""
     metadata = target.metadata
     async with target.channel() as channel:
         stub = rs_grpc.WorkerRegistryServiceStub(channel)
@@ -211,9 +234,8 @@ async def bench_phase(target: GrpcTarget, pid: int, kind: str, ids: list[str], t
             return await stub.ListWorkers(lists[i % len(lists)], metadata=metadata)
 
         before = cpu_seconds(pid)
-        figures = await load(get if kind == "get" else list_)
-        figures["server_cpu_us_per_call"] = round((cpu_seconds(pid) - before) / figures["calls_total"] * 1e6, 1)
-        return figures
+        latencies, total = await load(get if kind == "get" else list_)
+        return Phase(latencies, total, cpu_seconds(pid) - before)
 
 
 # --- setup ----------------------------------------------------------------------------------------------------
@@ -335,12 +357,19 @@ async def bench_store(store: str, tmp: Path) -> dict[str, Any]:
             print(f"registry serving {WORKERS} workers {ready:.1f}s after start")
             tokens = await page_tokens(registry_target)
             print(f"{len(tokens)} pages of {PAGE}; {CALLERS} callers, {SECONDS:.0f}s per phase")
-            target: dict[str, dict[str, float]] = {}
-            baseline: dict[str, dict[str, float]] = {}
-            for kind in ("get", "list"):  # interleaved, so that load from elsewhere hits both sides alike
-                target[kind] = await bench_phase(registry_target, registry.pid, kind, ids, tokens)
-                baseline[kind] = await bench_phase(GrpcTarget(f"127.0.0.1:{bare_port}"), bare.pid, kind, ids,
-                                                   tokens)
+            ours: dict[str, list[Phase]] = {"get": [], "list": []}
+            theirs: dict[str, list[Phase]] = {"get": [], "list": []}
+            sides = [(ours, registry_target, registry.pid), (theirs, GrpcTarget(f"127.0.0.1:{bare_port}"), bare.pid)]
+            # Interleaved, in turns: each round runs both servers back to back, the registry first in even rounds
+            # and the bare server first in odd ones, so load from elsewhere and drift hit both sides alike.
+            for round_ in range(ROUNDS):
+                for kind in ("get", "list"):
+                    for phases, to, pid in (sides if round_ % 2 == 0 else sides[::-1]):
+                        phases[kind].append(await bench_phase(to, pid, kind, ids, tokens))
+            target = {kind: summary(phases) for kind, phases in ours.items()}
+            baseline = {kind: summary(phases) for kind, phases in theirs.items()}
+            per_round = {kind: [round(summary([a])["rps"] / summary([b])["rps"], 3)
+                                for a, b in zip(ours[kind], theirs[kind], strict=True)] for kind in ours}
             memory = rss_mb(registry.pid)
             floor = await floor_phases(env, tmp, tokens) if FLOOR else {}
             samples = await samples_per_second(server.url, ids[:10_000] if store == "kv" else ids[:1000])
@@ -349,6 +378,8 @@ async def bench_store(store: str, tmp: Path) -> dict[str, Any]:
             stop(registry)
             stop(bare)
     result = report(target, baseline, memory, ready)
+    result["ratio_per_round"] = per_round
+    print(f"throughput ratios per round: GetWorker {per_round['get']}, ListWorkers {per_round['list']}")
     result["samples_applied_per_s"] = round(samples, 1)
     if floor:
         result["floor"] = floor
@@ -364,7 +395,8 @@ async def floor_phases(env: dict[str, str], tmp: Path, tokens: list[str]) -> dic
         server = spawn([__file__, "--bare", str(port), kind], env, tmp / f"{kind}.log")
         try:
             await asyncio.to_thread(wait_for_port, port, 60)
-            figures[kind] = await bench_phase(GrpcTarget(f"127.0.0.1:{port}"), server.pid, "list", [], tokens)
+            figures[kind] = summary([await bench_phase(GrpcTarget(f"127.0.0.1:{port}"), server.pid, "list", [],
+                                                       tokens) for _ in range(ROUNDS)])
         finally:
             stop(server)
         f = figures[kind]
