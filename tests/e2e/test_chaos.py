@@ -9,11 +9,12 @@ transition is delivered exactly once."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import os
 import time
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +27,7 @@ import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
-from nats.js.errors import NotFoundError
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from cml.monitor.v1 import registry_service_pb2 as reg_pb2
 from cml.monitor.v1 import registry_service_pb2_grpc as reg_grpc
@@ -160,12 +161,7 @@ class System:
         return times
 
     async def sampled_since(self, since: float, worker_ids: list[str], count: int = 1) -> bool:
-        """Whether each worker has `count` samples stored after `since`; False while the stream cannot be read
-        (a cluster still electing leaders times out the test's own consumer create: ask again, as a user would)."""
-        try:
-            times = await self.sample_times()
-        except nats.errors.TimeoutError:
-            return False
+        times = await self.sample_times()
         return all(len([t for t in times[w] if t > since]) >= count for w in worker_ids)
 
     def firing(self, worker_id: str) -> Received | None:
@@ -179,6 +175,21 @@ class System:
         cluster = (await self.js.stream_info(stream)).cluster
         assert cluster is not None and cluster.leader
         return cluster.leader
+
+
+# What the test's own reads meet while a node is down or the cluster elects leaders: not an answer, ask again.
+TRANSIENT = (nats.errors.TimeoutError, nats.errors.NoRespondersError, ServiceUnavailableError)
+
+
+async def settles(check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05) -> Any:
+    """eventually(), with the test's own NATS reads that failed for the moment (TRANSIENT) taken as "not yet"."""
+    async def read() -> Any:
+        try:
+            value = check()
+            return await value if inspect.isawaitable(value) else value
+        except TRANSIENT:
+            return None
+    return await eventually(read, timeout=timeout, interval=interval)
 
 
 def longest_gaps(times: dict[str, list[float]], workers: dict[str, tuple[float, float]]) -> dict[str, float]:
@@ -228,11 +239,11 @@ async def test_killing_the_metrics_leader_loses_no_poll_event_or_alert(system: S
     began = time.time()
     cool = [await system.import_worker(f"cool{i}-{uid}", COOL) for i in (1, 2)]
     doomed = await system.import_worker(f"doomed-{uid}", COOL)
-    await eventually(lambda: system.sampled_since(0, [w.id for w in (*cool, doomed)], count=2), timeout=90,
+    await settles(lambda: system.sampled_since(0, [w.id for w in (*cool, doomed)], count=2), timeout=90,
                      interval=1)
     # A hot worker whose first sample is in: its alert fires on the second, one interval later, after the kill.
     hot = await system.import_worker(f"hot-{uid}", HOT)
-    await eventually(lambda: system.sampled_since(0, [hot.id]), timeout=60, interval=0.5)
+    await settles(lambda: system.sampled_since(0, [hot.id]), timeout=60, interval=0.5)
     polled = [hot.id, *(w.id for w in cool)]
     print(f"steady after {time.time() - began:.1f}s")
 
@@ -246,15 +257,16 @@ async def test_killing_the_metrics_leader_loses_no_poll_event_or_alert(system: S
     born = await system.import_worker(f"born-{uid}", HOT)
     await system.terminate_worker(doomed.id)
     terminated_at = time.time()
-    await eventually(lambda: system.has_schedule(born.id), timeout=60)
-    await eventually(lambda: _not(system.has_schedule(doomed.id)), timeout=60)
+    await settles(lambda: system.has_schedule(born.id), timeout=60)
+    await settles(lambda: _not(system.has_schedule(doomed.id)), timeout=60)
     # The notifier took in both events: its alert names the adopted worker, and its durable on CML_WORKERS has
     # acknowledged everything up to the termination.
     born_alert = await system.receiver.wait_for(
         lambda r: r.json().get("status") == "firing" and r.json()["worker"]["id"] == born.id, timeout=90)
     assert born_alert.json()["worker"]["name"] == f"born-{uid}"
-    terminated_seq = (await system.js.get_last_msg(WORKERS_STREAM, f"cml.workers.{doomed.id}.terminated")).seq or 0
-    await eventually(lambda: _acked_up_to(system.js, WORKERS_STREAM, "notifier-workers", terminated_seq),
+    terminated = await settles(lambda: system.js.get_last_msg(WORKERS_STREAM, f"cml.workers.{doomed.id}.terminated"))
+    terminated_seq = terminated.seq or 0
+    await settles(lambda: _acked_up_to(system.js, WORKERS_STREAM, "notifier-workers", terminated_seq),
                      timeout=60)
     hot_alert = await system.receiver.wait_for(
         lambda r: r.json().get("status") == "firing" and r.json()["worker"]["id"] == hot.id, timeout=60)
@@ -262,13 +274,13 @@ async def test_killing_the_metrics_leader_loses_no_poll_event_or_alert(system: S
           f"fired at {hot_alert.json()['starts_at']}")
     # Polling is measured with the node down for longer than the bound, so a worker left unpolled shows.
     window_end = killed_at + GAP_BOUND
-    await eventually(lambda: time.time() > window_end and system.sampled_since(window_end, polled),
+    await settles(lambda: time.time() > window_end and system.sampled_since(window_end, polled),
                      timeout=90, interval=1)
     assert not system.exited(), system.exited()
 
     restarted_at = time.time()
     await asyncio.to_thread(system.cluster.restart, victim)
-    await eventually(lambda: _current_on(system.js, METRICS_STREAM, name), timeout=60)
+    await settles(lambda: _current_on(system.js, METRICS_STREAM, name), timeout=60)
     print(f"{name} back and current on {METRICS_STREAM} after {time.time() - restarted_at:.1f}s")
 
     times = await system.sample_times()
@@ -289,7 +301,7 @@ async def test_a_full_cluster_restart_loses_nothing_and_the_pipeline_resumes(sys
     hot = await system.import_worker(f"hot-{uid}", HOT)
     cool = await system.import_worker(f"cool-{uid}", COOL)
     await system.receiver.wait_for(lambda r: r.json().get("status") == "firing", timeout=90)
-    await eventually(lambda: system.sampled_since(0, [hot.id, cool.id], count=2), timeout=60, interval=1)
+    await settles(lambda: system.sampled_since(0, [hot.id, cool.id], count=2), timeout=60, interval=1)
     before = {s: await system.stream(s) for s in (WORKERS_STREAM, ALERTS_STREAM, METRICS_STREAM)}
     kv_before = {s: await system.stream(s) for s in ("KV_cml_workers", "KV_cml_alerts")}
 
@@ -307,7 +319,7 @@ async def test_a_full_cluster_restart_loses_nothing_and_the_pipeline_resumes(sys
     born = await system.import_worker(f"born-{uid}", HOT)
     await system.receiver.wait_for(
         lambda r: r.json().get("status") == "firing" and r.json()["worker"]["id"] == born.id, timeout=120)
-    await eventually(lambda: system.sampled_since(resumed_at, [hot.id, cool.id]), timeout=60, interval=1)
+    await settles(lambda: system.sampled_since(resumed_at, [hot.id, cool.id]), timeout=60, interval=1)
     assert not system.exited(), system.exited()
 
     # Nothing acknowledged before the outage is lost: every message is still there, unchanged, and every key
@@ -321,7 +333,7 @@ async def test_a_full_cluster_restart_loses_nothing_and_the_pipeline_resumes(sys
         assert not [subject for _, subject, _, _ in rows if subject not in keys], f"{stream} lost keys"
     # Every alert transition ever published is delivered, exactly once.
     transitions = await system.stream(ALERTS_STREAM)
-    await eventually(lambda: len(system.deliveries()) >= len(transitions), timeout=60)
+    await settles(lambda: len(system.deliveries()) >= len(transitions), timeout=60)
     deliveries = system.deliveries()
     times = await system.sample_times()
     gap = max(longest_gaps(times, {w: (stopped_at - INTERVAL, resumed_at + INTERVAL)
