@@ -42,6 +42,7 @@ def load_bench() -> Any:
     spec = importlib.util.spec_from_file_location("bench_registry", BENCH)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # as an import would: its dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
