@@ -20,6 +20,7 @@ a restart; a file that no longer parses is logged and the last good one kept."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import enum
 import hashlib
 import hmac
@@ -36,6 +37,8 @@ from typing import Any
 
 import grpc
 import yaml
+
+from cmlmon_core.grpc_handlers import Behaviour, rewrap
 
 log = logging.getLogger(__name__)
 
@@ -250,27 +253,18 @@ Admit = Callable[[grpc.aio.ServicerContext[Any, Any]], Any]
 
 def _wrap(handler: Any, admit: Admit) -> Any:
     """The same method handler, with admit(context) run first."""
-    if handler.unary_unary or handler.stream_unary:
-        inner = handler.unary_unary or handler.stream_unary
-
-        async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+    def unary(inner: Behaviour) -> Behaviour:
+        async def admitted(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             await admit(context)
             return await inner(request, context)
+        return admitted
 
-        make = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
-        return make(unary, request_deserializer=handler.request_deserializer,
-                    response_serializer=handler.response_serializer)
-    inner_stream = handler.unary_stream or handler.stream_stream
-
-    async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+    @contextlib.asynccontextmanager
+    async def around(context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[None]:
         await admit(context)
-        async for item in inner_stream(request, context):
-            yield item
+        yield
 
-    make_stream = (grpc.unary_stream_rpc_method_handler if handler.unary_stream
-                   else grpc.stream_stream_rpc_method_handler)
-    return make_stream(stream, request_deserializer=handler.request_deserializer,
-                       response_serializer=handler.response_serializer)
+    return rewrap(handler, unary, around)
 
 
 async def _anonymous(context: grpc.aio.ServicerContext[Any, Any]) -> None:

@@ -13,6 +13,7 @@ are looked up once and kept, so a call costs two increments and one observation.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from typing import Any
 
 import grpc
 from prometheus_client import Counter, Histogram
+
+from cmlmon_core.grpc_handlers import Behaviour, rewrap
 
 _LABELS = ["grpc_type", "grpc_service", "grpc_method"]
 STARTED = Counter("grpc_server_started", "RPCs started on the server", _LABELS)
@@ -83,10 +86,8 @@ def counted(full_method: str, handler: Any) -> Any:
 
 
 def _wrap(handler: Any, method: _Method) -> Any:
-    if handler.unary_unary or handler.stream_unary:
-        inner = handler.unary_unary or handler.stream_unary
-
-        async def unary(request: Any, context: Context) -> Any:
+    def unary(inner: Behaviour) -> Behaviour:
+        async def counting(request: Any, context: Context) -> Any:
             method.started.inc()
             started = time.perf_counter()
             try:
@@ -96,24 +97,17 @@ def _wrap(handler: Any, method: _Method) -> Any:
                 raise
             method.finish(_code(context, None), started)
             return response
+        return counting
 
-        make = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
-        return make(unary, request_deserializer=handler.request_deserializer,
-                    response_serializer=handler.response_serializer)
-    inner_stream = handler.unary_stream or handler.stream_stream
-
-    async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+    @contextlib.asynccontextmanager
+    async def around(context: Context) -> AsyncIterator[None]:
         method.started.inc()
         started = time.perf_counter()
         try:
-            async for item in inner_stream(request, context):
-                yield item
+            yield
         except BaseException as exc:
             method.finish(_code(context, exc), started)
             raise
         method.finish(_code(context, None), started)
 
-    make_stream = (grpc.unary_stream_rpc_method_handler if handler.unary_stream
-                   else grpc.stream_stream_rpc_method_handler)
-    return make_stream(stream, request_deserializer=handler.request_deserializer,
-                       response_serializer=handler.response_serializer)
+    return rewrap(handler, unary, around)

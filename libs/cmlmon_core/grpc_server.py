@@ -170,13 +170,16 @@ async def start_grpc_server(services: Sequence[ServedService], host: str, port: 
         required = {f"/{svc.name}/{method}": role for svc in services for method, role in svc.roles.items()}
         admit = Admission(security.policy.current, required).guard
 
+    traced = tracing.enabled()  # decided once: generic methods are wrapped at their first call
+
     def wrap(method: str, handler: Any) -> Any:
         # Metrics outside admission, so that refused calls are counted too; when tracing, OpenTelemetry's
         # interceptor (the only one) opens the call's span around all of it, so refused calls are traced as well.
-        return counted(method, tracing.carrying(method, admit(method, handler)))
+        admitted = admit(method, handler)
+        return counted(method, admitted if traced else tracing.carrying(method, admitted))
 
     # No SO_REUSEPORT: a second server on a taken port must fail to start, not silently share it.
-    server = grpc.aio.server(interceptors=tracing.server_interceptors() or None,
+    server = grpc.aio.server(interceptors=tracing.server_interceptors() if traced else None,
                              options=[("grpc.so_reuseport", 0)])
     for svc in services:
         svc.add(Wrapping(server, wrap))  # type: ignore[arg-type]

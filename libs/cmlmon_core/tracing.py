@@ -18,10 +18,10 @@ import sys
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
-import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 
+from cmlmon_core.grpc_handlers import Behaviour, rewrap
 from cmlmon_core.messages import TRACEPARENT
 
 log = logging.getLogger(__name__)
@@ -117,43 +117,33 @@ def client_interceptors() -> Sequence[Any]:
 
 
 def carrying(full_method: str, handler: Any) -> Any:
-    """With tracing off, the method's handler running a call whose metadata carries `traceparent` in that
-    context, so what it publishes carries the caller's trace on (the no-op tracer records nothing). With tracing
-    on the handler as it is: OpenTelemetry's interceptor does that and more."""
-    if _installed:
-        return handler
-    if handler.unary_unary or handler.stream_unary:
-        inner = handler.unary_unary or handler.stream_unary
+    """The method's handler running a call whose metadata carries `traceparent` in that context, so what it
+    publishes carries the caller's trace on (with tracing off the no-op tracer records nothing). For tracing off
+    only: with it on, OpenTelemetry's server interceptor does that and more (see server_interceptors)."""
 
-        async def unary(request: Any, context: Any) -> Any:
-            carried = _carried(context)
-            if carried is None:
+    def unary(inner: Behaviour) -> Behaviour:
+        async def carried(request: Any, context: Any) -> Any:
+            incoming = _carried(context)
+            if incoming is None:
                 return await inner(request, context)
-            token = otel_context.attach(carried)
+            token = otel_context.attach(incoming)
             try:
                 return await inner(request, context)
             finally:
                 otel_context.detach(token)
+        return carried
 
-        make = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
-        return make(unary, request_deserializer=handler.request_deserializer,
-                    response_serializer=handler.response_serializer)
-    inner_stream = handler.unary_stream or handler.stream_stream
-
-    async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
-        carried = _carried(context)
-        token = None if carried is None else otel_context.attach(carried)
+    @contextlib.asynccontextmanager
+    async def around(context: Any) -> AsyncIterator[None]:
+        incoming = _carried(context)
+        token = None if incoming is None else otel_context.attach(incoming)
         try:
-            async for item in inner_stream(request, context):
-                yield item
+            yield
         finally:
             if token is not None:
                 otel_context.detach(token)
 
-    make_stream = (grpc.unary_stream_rpc_method_handler if handler.unary_stream
-                   else grpc.stream_stream_rpc_method_handler)
-    return make_stream(stream, request_deserializer=handler.request_deserializer,
-                       response_serializer=handler.response_serializer)
+    return rewrap(handler, unary, around)
 
 
 def _carried(context: Any) -> Any | None:

@@ -1,5 +1,5 @@
 """Every RPC of both APIs has a role of its own in the servicer's table: a method left out would need admin (the
-interceptor's safe default), which for a read-only RPC silently locks out viewers and operators."""
+admission check's safe default), which for a read-only RPC silently locks out viewers and operators."""
 
 from __future__ import annotations
 

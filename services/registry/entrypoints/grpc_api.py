@@ -67,8 +67,8 @@ def status_of(exc: RegistryError) -> grpc.StatusCode:
 
 def rpc(method: Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[R]]
         ) -> Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[R]]:
-    """Translate the registry's errors of one unary RPC into status codes. Counting, timing and the server span
-    are the shared server's interceptors' job (cmlmon_core.grpc_server)."""
+    """Translate the registry's errors of one unary RPC into status codes. Counting and timing are the shared
+    server's per-method wrappers' job (cmlmon_core.grpc_server), the server span OpenTelemetry's interceptor's."""
     name = method.__name__
 
     @functools.wraps(method)

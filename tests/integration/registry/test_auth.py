@@ -101,6 +101,11 @@ async def test_calls_need_a_known_token_and_a_high_enough_role(
         # health and reflection need nothing
         health = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""))
         assert health.status == health_pb2.HealthCheckResponse.SERVING
+        # Watch streams with context.write (a coroutine, not a generator): the server's wrappers keep that style
+        watch = health_pb2_grpc.HealthStub(ch).Watch(health_pb2.HealthCheckRequest(service=""))
+        first = await asyncio.wait_for(watch.read(), 10)
+        watch.cancel()
+        assert first.status == health_pb2.HealthCheckResponse.SERVING
         reflection = reflection_pb2_grpc.ServerReflectionStub(ch)
         async for reply in reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(
                 list_services="")])):

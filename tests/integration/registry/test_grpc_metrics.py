@@ -1,5 +1,5 @@
 """Per-method gRPC metrics, read from the /metrics of `python -m registry` after real calls: unary and server
-streaming, OK, NOT_FOUND, INVALID_ARGUMENT and calls the auth interceptor refuses."""
+streaming, OK, NOT_FOUND, INVALID_ARGUMENT and calls the admission check refuses."""
 
 from __future__ import annotations
 
