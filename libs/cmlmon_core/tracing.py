@@ -99,12 +99,16 @@ def tracing_or_exit(service: str) -> Iterator[None]:
 
 def server_interceptors() -> Sequence[Any]:
     """OpenTelemetry's aio server interceptor (a SERVER span per call, parent from the caller's metadata) when
-    tracing is on; none when it is off (carrying() then passes a caller's context on)."""
+    tracing is on; none when it is off (carrying() then passes a caller's context on).
+
+    Health checks are left out: probes every few seconds would fill the traces with spans of their own, and the
+    interceptor iterates every streaming handler as a generator, which health's Watch (a coroutine writing with
+    context.write) is not: traced, Watch failed with a TypeError."""
     if not _installed:
         return ()
-    from opentelemetry.instrumentation.grpc import aio_server_interceptor
+    from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
-    return (aio_server_interceptor(),)  # type: ignore[no-untyped-call]
+    return (aio_server_interceptor(filter_=filters.negate(filters.health_check())),)  # type: ignore[no-untyped-call]
 
 
 def client_interceptors() -> Sequence[Any]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as otlp
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as otlp_grpc
 from opentelemetry.proto.trace.v1 import trace_pb2
@@ -97,6 +98,15 @@ async def test_one_trace_from_import_to_alert_delivery(services: ServiceLauncher
         async with grpc.aio.insecure_channel(address) as channel:
             worker = (await reg_grpc.WorkerRegistryServiceStub(channel).ImportWorker(
                 reg_pb2.ImportWorkerRequest(region=REGION, instance_id=instance_id), timeout=20)).worker
+            # health is served on a traced server too, Watch included (a coroutine writing its stream), untraced
+            health = health_pb2_grpc.HealthStub(channel)
+            checked = await health.Check(health_pb2.HealthCheckRequest(), timeout=10)
+            watch = health.Watch(health_pb2.HealthCheckRequest())
+            watched = await asyncio.wait_for(watch.read(), 10)
+            watch.cancel()
+            assert checked.status == watched.status == health_pb2.HealthCheckResponse.SERVING
+            await reg_grpc.WorkerRegistryServiceStub(channel).GetWorker(reg_pb2.GetWorkerRequest(id=worker.id),
+                                                                        timeout=20)  # a span after them
         await webhook.wait_for(lambda r: r.json().get("status") == "firing"
                                and r.json()["worker"]["id"] == worker.id, timeout=90)
 
@@ -139,6 +149,11 @@ async def test_one_trace_from_import_to_alert_delivery(services: ServiceLauncher
 
         client, server = await eventually(reconciled, timeout=30)
         assert client.trace_id == server.trace_id
+        # once the span of the call made after the health calls is exported (the registry exports spans in the
+        # order they end), none of health is there
+        get = "/cml.monitor.v1.WorkerRegistryService/GetWorker"
+        await eventually(lambda: [s for s in spans.spans if (s.service, s.name) == ("registry", get)], timeout=30)
+        assert not [s for s in spans.spans if s.name.startswith("/grpc.health.v1.Health/")]
 
     await asyncio.to_thread(registry.stop)
     lines = [json.loads(line) for line in registry.log().splitlines() if line.startswith("{")]
