@@ -20,7 +20,6 @@ a restart; a file that no longer parses is logged and the last good one kept."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import enum
 import hashlib
 import hmac
@@ -29,7 +28,7 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +37,7 @@ from typing import Any
 import grpc
 import yaml
 
-from cmlmon_core.grpc_handlers import Behaviour, rewrap
+from cmlmon_core.grpc_handlers import rewrap
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +200,7 @@ class Admission:
         """The method's handler, admitting each call first (health and reflection stay open)."""
         if full_method.split("/")[1] in OPEN_SERVICES:
             return handler
-        return _wrap(handler, self._admission(full_method))
+        return rewrap(handler, self._admission(full_method))
 
     def _admission(self, method: str) -> Admit:
         needed = self._required.get(method, Role.ADMIN)
@@ -251,29 +250,13 @@ class Admission:
 Admit = Callable[[grpc.aio.ServicerContext[Any, Any]], Any]
 
 
-def _wrap(handler: Any, admit: Admit) -> Any:
-    """The same method handler, with admit(context) run first."""
-    def unary(inner: Behaviour) -> Behaviour:
-        async def admitted(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            await admit(context)
-            return await inner(request, context)
-        return admitted
-
-    @contextlib.asynccontextmanager
-    async def around(context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[None]:
-        await admit(context)
-        yield
-
-    return rewrap(handler, unary, around)
-
-
 async def _anonymous(context: grpc.aio.ServicerContext[Any, Any]) -> None:
     _principal.set(ANONYMOUS)  # runs in the call's task, before its handler
 
 
 def open_access(full_method: str, handler: Any) -> Any:
     """GRPC_AUTH=none: the method's handler, every call admitted as "anonymous"."""
-    return _wrap(handler, _anonymous)
+    return rewrap(handler, _anonymous)
 
 
 # --- making entries -------------------------------------------------------------------------------------------

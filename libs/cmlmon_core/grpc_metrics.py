@@ -13,16 +13,14 @@ are looked up once and kept, so a call costs two increments and one observation.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 from prometheus_client import Counter, Histogram
 
-from cmlmon_core.grpc_handlers import Behaviour, rewrap
+from cmlmon_core.grpc_handlers import rewrap
 
 _LABELS = ["grpc_type", "grpc_service", "grpc_method"]
 STARTED = Counter("grpc_server_started", "RPCs started on the server", _LABELS)
@@ -61,8 +59,13 @@ class _Method:
         labels = (rpc_type, service, method)
         return cls(labels, STARTED.labels(*labels), HANDLING_SECONDS.labels(*labels))
 
-    def finish(self, code: str, started: float) -> None:
+    async def start(self, context: Context) -> float:
+        self.started.inc()
+        return time.perf_counter()
+
+    def end(self, context: Context, started: float, error: BaseException | None) -> None:
         self.seconds.observe(time.perf_counter() - started)
+        code = _code(context, error)
         child = self.handled.get(code)
         if child is None:
             child = self.handled[code] = HANDLED.labels(*self.labels, code)
@@ -82,32 +85,5 @@ def _code(context: Context, error: BaseException | None) -> str:
 
 def counted(full_method: str, handler: Any) -> Any:
     """The method's handler, counting and timing every call (unary and streaming) by status code."""
-    return _wrap(handler, _Method.bind(full_method, _rpc_type(handler)))
-
-
-def _wrap(handler: Any, method: _Method) -> Any:
-    def unary(inner: Behaviour) -> Behaviour:
-        async def counting(request: Any, context: Context) -> Any:
-            method.started.inc()
-            started = time.perf_counter()
-            try:
-                response = await inner(request, context)
-            except BaseException as exc:
-                method.finish(_code(context, exc), started)
-                raise
-            method.finish(_code(context, None), started)
-            return response
-        return counting
-
-    @contextlib.asynccontextmanager
-    async def around(context: Context) -> AsyncIterator[None]:
-        method.started.inc()
-        started = time.perf_counter()
-        try:
-            yield
-        except BaseException as exc:
-            method.finish(_code(context, exc), started)
-            raise
-        method.finish(_code(context, None), started)
-
-    return rewrap(handler, unary, around)
+    method = _Method.bind(full_method, _rpc_type(handler))
+    return rewrap(handler, method.start, method.end)

@@ -15,13 +15,13 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 
-from cmlmon_core.grpc_handlers import Behaviour, rewrap
+from cmlmon_core.grpc_handlers import rewrap
 from cmlmon_core.messages import TRACEPARENT
 
 log = logging.getLogger(__name__)
@@ -124,30 +124,18 @@ def carrying(full_method: str, handler: Any) -> Any:
     """The method's handler running a call whose metadata carries `traceparent` in that context, so what it
     publishes carries the caller's trace on (with tracing off the no-op tracer records nothing). For tracing off
     only: with it on, OpenTelemetry's server interceptor does that and more (see server_interceptors)."""
+    return rewrap(handler, _attach_carried, _detach)
 
-    def unary(inner: Behaviour) -> Behaviour:
-        async def carried(request: Any, context: Any) -> Any:
-            incoming = _carried(context)
-            if incoming is None:
-                return await inner(request, context)
-            token = otel_context.attach(incoming)
-            try:
-                return await inner(request, context)
-            finally:
-                otel_context.detach(token)
-        return carried
 
-    @contextlib.asynccontextmanager
-    async def around(context: Any) -> AsyncIterator[None]:
-        incoming = _carried(context)
-        token = None if incoming is None else otel_context.attach(incoming)
-        try:
-            yield
-        finally:
-            if token is not None:
-                otel_context.detach(token)
+async def _attach_carried(context: Any) -> object | None:
+    """The caller's context attached when its metadata carries `traceparent` (the token to detach), else None."""
+    incoming = _carried(context)
+    return None if incoming is None else otel_context.attach(incoming)
 
-    return rewrap(handler, unary, around)
+
+def _detach(context: Any, token: Any, error: BaseException | None) -> None:
+    if token is not None:
+        otel_context.detach(token)
 
 
 def _carried(context: Any) -> Any | None:

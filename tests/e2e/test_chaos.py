@@ -9,12 +9,11 @@ transition is delivered exactly once."""
 from __future__ import annotations
 
 import asyncio
-import inspect
 import itertools
 import os
 import time
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -181,15 +180,9 @@ class System:
 TRANSIENT = (nats.errors.TimeoutError, nats.errors.NoRespondersError, ServiceUnavailableError)
 
 
-async def settles(check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05) -> Any:
+def settles(check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05) -> Awaitable[Any]:
     """eventually(), with the test's own NATS reads that failed for the moment (TRANSIENT) taken as "not yet"."""
-    async def read() -> Any:
-        try:
-            value = check()
-            return await value if inspect.isawaitable(value) else value
-        except TRANSIENT:
-            return None
-    return await eventually(read, timeout=timeout, interval=interval)
+    return eventually(check, timeout=timeout, interval=interval, retrying=TRANSIENT)
 
 
 def longest_gaps(times: dict[str, list[float]], workers: dict[str, tuple[float, float]]) -> dict[str, float]:
@@ -240,7 +233,7 @@ async def test_killing_the_metrics_leader_loses_no_poll_event_or_alert(system: S
     cool = [await system.import_worker(f"cool{i}-{uid}", COOL) for i in (1, 2)]
     doomed = await system.import_worker(f"doomed-{uid}", COOL)
     await settles(lambda: system.sampled_since(0, [w.id for w in (*cool, doomed)], count=2), timeout=90,
-                     interval=1)
+                  interval=1)
     # A hot worker whose first sample is in: its alert fires on the second, one interval later, after the kill.
     hot = await system.import_worker(f"hot-{uid}", HOT)
     await settles(lambda: system.sampled_since(0, [hot.id]), timeout=60, interval=0.5)
@@ -267,7 +260,7 @@ async def test_killing_the_metrics_leader_loses_no_poll_event_or_alert(system: S
     terminated = await settles(lambda: system.js.get_last_msg(WORKERS_STREAM, f"cml.workers.{doomed.id}.terminated"))
     terminated_seq = terminated.seq or 0
     await settles(lambda: _acked_up_to(system.js, WORKERS_STREAM, "notifier-workers", terminated_seq),
-                     timeout=60)
+                  timeout=60)
     hot_alert = await system.receiver.wait_for(
         lambda r: r.json().get("status") == "firing" and r.json()["worker"]["id"] == hot.id, timeout=60)
     print(f"lifecycle and alerts seen {time.time() - killed_at:.1f}s after the kill; hot worker's alert "
@@ -275,7 +268,7 @@ async def test_killing_the_metrics_leader_loses_no_poll_event_or_alert(system: S
     # Polling is measured with the node down for longer than the bound, so a worker left unpolled shows.
     window_end = killed_at + GAP_BOUND
     await settles(lambda: time.time() > window_end and system.sampled_since(window_end, polled),
-                     timeout=90, interval=1)
+                  timeout=90, interval=1)
     assert not system.exited(), system.exited()
 
     restarted_at = time.time()

@@ -47,6 +47,8 @@ NATS_CLIENT_PORT = 4222  # nats-server's default client port: the command lines 
 NATS_MONITOR_PORT = 8222
 URL = re.compile(r"nats://([^:/,]+):(\d+)")
 SECRETS = "/run/secrets/"
+# What a cluster still forming answers (no meta leader, peers unknown, JetStream not up yet): ask again.
+NOT_READY = (ServiceUnavailableError, APIError, TimeoutError, nats.errors.TimeoutError)
 
 pytestmark = pytest.mark.integration
 
@@ -211,14 +213,10 @@ async def test_the_nats_command_lines_form_a_jetstream_cluster_holding_r3_stream
         assert topology.replicas == 3
 
         async def r3_topology() -> Any:  # refused until the meta group has a leader and all peers are known
-            try:
-                await ensure_topology(js, topology)  # cmlmon's own streams, schedules included, on this cluster
-                return await js.stream_info("CML_WORKERS")
-            except (ServiceUnavailableError, APIError, TimeoutError, nats.errors.TimeoutError) as exc:
-                print("cluster not formed yet:", repr(exc), exc)
-                return None
+            await ensure_topology(js, topology)  # cmlmon's own streams, schedules included, on this cluster
+            return await js.stream_info("CML_WORKERS")
 
-        info = await eventually(r3_topology, timeout=60, interval=0.5)
+        info = await eventually(r3_topology, timeout=60, interval=0.5, retrying=NOT_READY)
         assert info.cluster is not None and info.cluster.leader in NATS_NODES
         assert len(info.cluster.replicas or []) == 2
         await js.publish(subject, b"replicated")
@@ -255,17 +253,13 @@ async def handshake(cluster: ComposeCluster, name: str, node: str, password: str
 
 async def test_the_nats_nodes_let_in_each_service_over_tls_with_its_password_only(cluster: ComposeCluster) -> None:
     async def account(js: JetStreamContext) -> Any:  # $JS.API.INFO, answered on the service's own inbox prefix
-        try:
-            return await js.account_info()
-        except (ServiceUnavailableError, APIError, TimeoutError, nats.errors.TimeoutError) as exc:
-            print("JetStream not ready yet:", repr(exc), exc)
-            return None
+        return await js.account_info()
 
     for i, name in enumerate(sorted(cmlmon_services())):
         node = NATS_NODES[i % len(NATS_NODES)]
         async with await cluster.connect(name, node) as nc:
             assert nc.is_connected
-            await eventually(partial(account, nc.jetstream()), timeout=60, interval=0.5)
+            await eventually(partial(account, nc.jetstream()), timeout=60, interval=0.5, retrying=NOT_READY)
         password = cluster.settings(name, node).nats_password
         assert await handshake(cluster, name, node, password) == b"PONG", name
         assert b"authorization violation" in (await handshake(cluster, name, node, "not-" + password)).lower(), name
