@@ -44,29 +44,33 @@ def rewrap(handler: Any, enter: Enter, leave: Leave | None = None) -> Any:
                    else grpc.stream_stream_rpc_method_handler)
     if inspect.isasyncgenfunction(inner):
         async def streamed(request: Any, context: Any) -> AsyncIterator[Any]:
-            entered = await enter(context)
-            try:
+            async with _Around(context, enter, after):
                 async for item in inner(request, context):
                     yield item
-            except BaseException as exc:
-                after(context, entered, exc)
-                raise
-            after(context, entered, None)
 
         return make_stream(streamed, request_deserializer=handler.request_deserializer,
                            response_serializer=handler.response_serializer)
 
     async def written(request: Any, context: Any) -> None:
-        entered = await enter(context)
-        try:
+        async with _Around(context, enter, after):
             await inner(request, context)
-        except BaseException as exc:
-            after(context, entered, exc)
-            raise
-        after(context, entered, None)
 
     return make_stream(written, request_deserializer=handler.request_deserializer,
                        response_serializer=handler.response_serializer)
+
+
+class _Around:
+    """enter and leave around a streamed call (a unary call, the hot path, has them written out in place)."""
+
+    def __init__(self, context: Any, enter: Enter, leave: Leave) -> None:
+        self._context, self._enter, self._leave = context, enter, leave
+        self._entered: Any = None
+
+    async def __aenter__(self) -> None:
+        self._entered = await self._enter(self._context)
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: Any) -> None:
+        self._leave(self._context, self._entered, error)
 
 
 def _nothing(context: Any, entered: Any, error: BaseException | None) -> None:

@@ -63,7 +63,9 @@ async def test_stop_start_terminate_move_through_intermediate_statuses(
 
     await publish_sample(js, worker, status=W.WORKER_STATUS_STOPPED)
     await eventually(lambda: status_is(registry, worker.id, W.WORKER_STATUS_STOPPED))
-    observed = (await eventually(lambda: tap.of(worker.id, E.WORKER_EVENT_TYPE_STATUS_CHANGED)))[-1]
+    # the status served is saved before its event is published: wait for that event, not the earlier RUNNING one
+    observed = (await eventually(lambda: [e for e in tap.of(worker.id, E.WORKER_EVENT_TYPE_STATUS_CHANGED)
+                                          if e.worker.status == W.WORKER_STATUS_STOPPED]))[-1]
     assert observed.worker.status == W.WORKER_STATUS_STOPPED and observed.requested  # the stop we asked for
 
     again = (await stub.StopWorker(rs.StopWorkerRequest(id=worker.id))).worker  # already stopped: no change
