@@ -24,7 +24,9 @@ calls at the fake endpoint are counted over BENCH_COUNT_INTERVALS (2) whole inte
 interval and the ratio to the ideal (per region ceil(workers/100) DescribeInstanceStatus + ceil(4 x running/500)
 GetMetricData), the samples stored per worker per interval and how many replicas produced samples; per whole
 interval its drain time (its ticks fire at its start: until its last sample) and sample count, each replica's
-peak RSS, nats-server's share of a core and RSS, and the replicas' CPU seconds per interval of the fleet.
+peak RSS, nats-server's share of a core and RSS, and the replicas' CPU seconds per interval of the fleet, next
+to nats-server's and the fake endpoint's: all three share the machine's cores, so their sum over the core count
+is the shortest drain the machine allows ("drain floor").
 `--workers N` sets the fleet (either mode); issue 14's 100,000 workers: `BENCH_REPLICAS=3 BENCH_INTERVAL=30
 BENCH_WARMUP_INTERVALS=1 BENCH_COUNT_INTERVALS=2 .venv/bin/python bench/collector.py --replicas --workers 100000`
 (targets: every interval drained in <= 10 s, <= 300 MB per replica).
@@ -316,7 +318,8 @@ def memory_mb(pid: int, field: str) -> float:
     raise RuntimeError(f"process {pid} is gone")
 
 
-async def replicas_run(count: int, n: int, nats_url: str, nats_pid: int, aws_url: str) -> dict[str, Any]:
+async def replicas_run(count: int, n: int, nats_url: str, nats_pid: int, aws_url: str, aws_pid: int
+                       ) -> dict[str, Any]:
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
     await ensure_topology(js)
@@ -342,13 +345,16 @@ async def replicas_run(count: int, n: int, nats_url: str, nats_pid: int, aws_url
             await wait_phase(INTERVAL - 2.0)  # polls of an interval are done 2 s before the next ticks
         before = aws_stats(aws_url)
         nats_cpu0, window0, counted_from = cpu_seconds(nats_pid), time.monotonic(), time.time()
+        aws_cpu0 = cpu_seconds(aws_pid)
         replica_cpu0 = [cpu_seconds(p.pid) for p in procs]
         counting = True
         for _ in range(COUNT_INTERVALS):
             await wait_phase(INTERVAL - 2.0)
         counting = False
         after = aws_stats(aws_url)
-        nats_cpu = (cpu_seconds(nats_pid) - nats_cpu0) / (time.monotonic() - window0)
+        window = time.monotonic() - window0
+        nats_cpu = (cpu_seconds(nats_pid) - nats_cpu0) / window
+        aws_cpu = (cpu_seconds(aws_pid) - aws_cpu0) / window
         replica_cpu = sum(cpu_seconds(p.pid) for p in procs) - sum(replica_cpu0)
         replica_peaks = [memory_mb(p.pid, "VmHWM") for p in procs]
         nats_memory = memory_mb(nats_pid, "VmRSS")
@@ -384,7 +390,13 @@ async def replicas_run(count: int, n: int, nats_url: str, nats_pid: int, aws_url
             "samples_per_interval": [int(per_interval[start][0]) for start in whole],
             "replica_peak_rss_mb": replica_peaks, "nats_cpu_share": round(nats_cpu, 3), "nats_rss_mb": nats_memory,
             # what a whole interval of this fleet costs the replicas together, however loaded the machine is
-            "replica_cpu_seconds_per_interval": round(replica_cpu / max(polls, 1) * n, 1)}
+            "replica_cpu_seconds_per_interval": round(replica_cpu / max(polls, 1) * n, 1),
+            # the fake AWS endpoint and nats-server share this machine's cores with the replicas: with the replicas'
+            # CPU, what one interval costs the machine, and so the least drain time its cores allow
+            "fake_aws_cpu_seconds_per_interval": round(aws_cpu * INTERVAL, 1),
+            "nats_cpu_seconds_per_interval": round(nats_cpu * INTERVAL, 1),
+            "drain_floor_seconds": round((replica_cpu / max(polls, 1) * n + (aws_cpu + nats_cpu) * INTERVAL)
+                                         / (os.cpu_count() or 1), 1)}
 
 
 def replicas_main() -> None:
@@ -399,7 +411,8 @@ def replicas_main() -> None:
             for n in SIZES:
                 for count in REPLICA_COUNTS:
                     assert server.process is not None
-                    results.append(asyncio.run(replicas_run(count, n, server.url, server.process.pid, aws_url)))
+                    results.append(asyncio.run(replicas_run(count, n, server.url, server.process.pid, aws_url,
+                                                            fake.pid)))
                     r = results[-1]
                     print(f"{count} replicas {n:>6} workers: {r['calls_per_interval']:>7.1f} calls/interval "
                           f"(ideal {r['ideal_per_interval']}), {r['calls_per_worker_per_interval']:.4f} per worker, "
@@ -409,7 +422,10 @@ def replicas_main() -> None:
                           f"produced samples; intervals drained in {r['drain_seconds']} s "
                           f"({r['samples_per_interval']} samples); replica peak RSS {r['replica_peak_rss_mb']} MB; "
                           f"nats-server {r['nats_cpu_share']:.0%} of a core, {r['nats_rss_mb']} MB; the replicas "
-                          f"spend {r['replica_cpu_seconds_per_interval']} CPU s per interval of {n} workers",
+                          f"spend {r['replica_cpu_seconds_per_interval']} CPU s per interval of {n} workers, "
+                          f"nats-server {r['nats_cpu_seconds_per_interval']} and the fake AWS endpoint "
+                          f"{r['fake_aws_cpu_seconds_per_interval']}: on {os.cpu_count()} cores no interval can "
+                          f"drain in less than {r['drain_floor_seconds']} s",
                           flush=True)
     finally:
         fake.terminate()
