@@ -175,12 +175,19 @@ class SlowEc2:
         return []
 
 
+# The tests below follow one tick, the one a new worker gets at once: their schedule must not tick again while they
+# run. 600 s would be a cron schedule firing on the wall clock's ten-minute boundaries, which a run can straddle
+# (a second tick then replaces the first on its subject, and the test follows the wrong one); 601 s is written as
+# `@every 601s` (collector.domain.schedule), first firing 601 s after the schedule is written.
+ONE_TICK_INTERVAL = 601
+
+
 async def test_stop_naks_the_in_flight_batch(own_nats: NatsServer, own_js: tuple[Client, JetStreamContext],
                                              aws_endpoint: str, uid: str) -> None:
     nc, js = own_js
     (instance_id,) = launch(aws_endpoint, REGION)
     settings = collector_settings(own_nats.url, aws_endpoint, shutdown_grace_seconds=0.5, tick_ack_wait_seconds=300,
-                                  worker_metrics_poll_interval=600)
+                                  worker_metrics_poll_interval=ONE_TICK_INTERVAL)
     slow = SlowEc2()
     tick_subject = subjects.poll_tick(REGION, f"w-{uid}")
     async with aws_clients(settings) as clients, advisories(nc, POLLS_STREAM, durable_name(REGION)) as told:
@@ -207,9 +214,8 @@ async def test_a_hung_region_is_given_up_before_ack_wait_and_naked(
         own_nats: NatsServer, own_js: tuple[Client, JetStreamContext], aws_endpoint: str, uid: str) -> None:
     nc, js = own_js
     (instance_id,) = launch(aws_endpoint, REGION)
-    # A long interval: a newer tick would replace the one in flight (the server then reports it deleted).
     settings = collector_settings(own_nats.url, aws_endpoint, tick_ack_wait_seconds=5, tick_nak_delay_seconds=0.5,
-                                  worker_metrics_poll_interval=600)
+                                  worker_metrics_poll_interval=ONE_TICK_INTERVAL)
     slow = SlowEc2()
     async with aws_clients(settings) as clients, advisories(nc, POLLS_STREAM, durable_name(REGION)) as told:
         running = start_collector(settings, nc, js, clients, ec2=slow)
