@@ -32,14 +32,20 @@ lint: install
 	$(VENV)/bin/ruff check libs services tests bench scripts
 	$(VENV)/bin/mypy libs services scripts tests
 
+# Two pytest processes (pytest-xdist), whole files to each: tests isolate themselves by unique ids and free ports,
+# and each process starts its own session servers; most of the slow tests wait on intervals, not on the CPU.
+# `PYTEST_WORKERS=0 make test` runs them in one process.
+PYTEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile
+
 test: install
-	$(PY) -m pytest tests
+	$(PYTEST) tests
 
 test-unit: install
-	$(PY) -m pytest tests/unit
+	$(PYTEST) tests/unit
 
 test-integration: install
-	$(PY) -m pytest tests/integration tests/e2e
+	$(PYTEST) tests/integration tests/e2e
 
 run: install
 	$(PY) -m cmlmon_dev.run

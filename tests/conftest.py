@@ -1,6 +1,6 @@
-"""Session-wide real servers: one nats-server (JetStream store in a temp dir), one moto server and, for the
-tests that ask for it, one MongoDB-wire server (secantusdb), all on free loopback ports. Tests isolate
-themselves by unique ids, never by restarting the servers."""
+"""Session-wide real servers, in each test process (`make test` runs two): one nats-server (JetStream store in a
+temp dir), one moto server and, for the tests that ask for it, one MongoDB-wire server (secantusdb), all on free
+loopback ports. Tests isolate themselves by unique ids, never by restarting the servers."""
 
 from __future__ import annotations
 
