@@ -37,8 +37,9 @@ The load generator is Python too (grpc.aio, one channel), on the same two cores 
 call (printed as "client") is about the server's, so the latency it measures includes the time each call waits for
 the load generator itself. A remote caller does not take the server's cores; so each round also runs the
 ListWorkers phase with a C load generator, h2load (Debian's nghttp2-client: one HTTP/2 connection, 50 streams,
-the same page request on every call, checked to succeed first), against both servers: its p99 is the server's own
-latency. Without h2load on PATH that part is skipped (and said so)."""
+the same page request on every call, checked to succeed first), against both servers: its own CPU is about an
+eighth of the server's, so its p99 is close to the latency a remote caller would see. Without h2load on PATH that
+part is skipped (and said so)."""
 
 from __future__ import annotations
 
