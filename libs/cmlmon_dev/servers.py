@@ -5,6 +5,7 @@ never shipped)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -18,17 +19,30 @@ from types import TracebackType
 from typing import IO, Any
 
 _handed_out: set[int] = set()
+PORT_BLOCK = 1000  # test processes running side by side (pytest-xdist) take ports from alternate blocks
+
+
+def _port_share() -> tuple[int, int]:
+    """(index, count) of this pytest-xdist worker, inherited by the processes it starts; (0, 1) outside one."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+    if count <= 1 or not worker.startswith("gw") or not worker[2:].isdigit():
+        return 0, 1
+    return int(worker[2:]) % count, count
 
 
 def free_port() -> int:
     """A loopback port free now and never handed out before by this process: the OS offers a just-released
     port again, so two calls in a row could return the same one (a registry once got its gRPC and its metrics
-    port equal and could not bind the second)."""
+    port equal and could not bind the second). With several test processes (`make test` runs two), each takes
+    its ports from its own blocks of PORT_BLOCK, so none is given a port another picked and has not bound yet,
+    or released for a while (a NATS node stopped and restarted on its port)."""
+    index, count = _port_share()
     while True:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = int(s.getsockname()[1])
-        if port not in _handed_out:
+        if port not in _handed_out and (port // PORT_BLOCK) % count == index:
             _handed_out.add(port)
             return port
 
