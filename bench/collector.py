@@ -256,6 +256,7 @@ INTERVAL = int(os.environ.get("BENCH_INTERVAL", "10"))
 WARMUP_INTERVALS = int(os.environ.get("BENCH_WARMUP_INTERVALS", "2"))
 COUNT_INTERVALS = int(os.environ.get("BENCH_COUNT_INTERVALS", "2"))
 COLLECTOR_SRC = os.environ.get("BENCH_COLLECTOR_SRC", "")
+CORES = len(os.sched_getaffinity(0))  # the cores this benchmark (and all it starts) may run on
 
 
 def ideal_calls(n: int) -> int:
@@ -392,11 +393,12 @@ async def replicas_run(count: int, n: int, nats_url: str, nats_pid: int, aws_url
             # what a whole interval of this fleet costs the replicas together, however loaded the machine is
             "replica_cpu_seconds_per_interval": round(replica_cpu / max(polls, 1) * n, 1),
             # the fake AWS endpoint and nats-server share this machine's cores with the replicas: with the replicas'
-            # CPU, what one interval costs the machine, and so the least drain time its cores allow
+            # CPU, what one interval costs the machine, and so the least drain time its cores allow (theirs per
+            # interval of wall-clock time, the replicas' per interval of polls: the same while the replicas keep up)
             "fake_aws_cpu_seconds_per_interval": round(aws_cpu * INTERVAL, 1),
             "nats_cpu_seconds_per_interval": round(nats_cpu * INTERVAL, 1),
             "drain_floor_seconds": round((replica_cpu / max(polls, 1) * n + (aws_cpu + nats_cpu) * INTERVAL)
-                                         / (os.cpu_count() or 1), 1)}
+                                         / CORES, 1)}
 
 
 def replicas_main() -> None:
@@ -424,7 +426,7 @@ def replicas_main() -> None:
                           f"nats-server {r['nats_cpu_share']:.0%} of a core, {r['nats_rss_mb']} MB; the replicas "
                           f"spend {r['replica_cpu_seconds_per_interval']} CPU s per interval of {n} workers, "
                           f"nats-server {r['nats_cpu_seconds_per_interval']} and the fake AWS endpoint "
-                          f"{r['fake_aws_cpu_seconds_per_interval']}: on {os.cpu_count()} cores no interval can "
+                          f"{r['fake_aws_cpu_seconds_per_interval']}: on {CORES} cores no interval can "
                           f"drain in less than {r['drain_floor_seconds']} s",
                           flush=True)
     finally:

@@ -50,6 +50,8 @@ import gc
 import json
 import os
 import random
+import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -179,7 +181,7 @@ class Phase:
     latencies: list[float]
     calls_total: int
     server_cpu_seconds: float
-    client_cpu_seconds: float | None = None  # the load generator's (None: not measured, h2load)
+    client_cpu_seconds: float | None = None  # the load generator's (this process, or h2load)
 
 
 async def load(call: Callable[[int], Awaitable[Any]]) -> tuple[list[float], int]:
@@ -258,10 +260,10 @@ async def bench_phase(target: GrpcTarget, pid: int, kind: str, ids: list[str], t
 async def c_client_phase(target: GrpcTarget, pid: int, request: rs.ListWorkersRequest, tmp: Path) -> Phase:
     """The ListWorkers phase driven by h2load (C): one connection, CALLERS streams, the same request (one page) on
     every call; a warm-up of 2,000 calls, then SECONDS measured, whose per-request log gives the latencies.
-    h2load does not read gRPC's status (in the trailers), so the request is first made once with grpc and must
-    succeed."""
+    h2load reads no gRPC status (an error is an HTTP 200 without a body), so the request is first made once with
+    grpc and must succeed, and the bytes h2load received must hold a whole answer for every call counted."""
     async with target.channel() as channel:
-        await rs_grpc.WorkerRegistryServiceStub(channel).ListWorkers(request, metadata=target.metadata)
+        answer = await rs_grpc.WorkerRegistryServiceStub(channel).ListWorkers(request, metadata=target.metadata)
     body, log = tmp / "h2load-body", tmp / "h2load.log"
     payload = request.SerializeToString()
     await asyncio.to_thread(body.write_bytes, b"\x00" + len(payload).to_bytes(4, "big") + payload)
@@ -269,22 +271,32 @@ async def c_client_phase(target: GrpcTarget, pid: int, request: rs.ListWorkersRe
     args = ["-c", "1", "-m", str(CALLERS), *(arg for name, value in headers for arg in ("-H", f"{name}: {value}")),
             "-d", str(body), f"{'https' if target.tls else 'http'}://{target.address}/{SERVICE}/ListWorkers"]
 
-    async def h2load(*run: str) -> None:
+    async def h2load(*run: str) -> str:
         process = await asyncio.create_subprocess_exec("h2load", *run, *args, stdout=asyncio.subprocess.PIPE,
                                                        stderr=asyncio.subprocess.STDOUT)
-        out, _ = await process.communicate()
-        if process.returncode != 0 or b" 0 failed, 0 errored, 0 timeout" not in out:
-            raise RuntimeError(f"h2load failed:\n{out.decode()[-2000:]}")
+        out = (await process.communicate())[0].decode()
+        if process.returncode != 0 or " 0 failed, 0 errored, 0 timeout" not in out:
+            raise RuntimeError(f"h2load failed:\n{out[-2000:]}")
+        return out
 
     await h2load("-n", "2000")
     log.unlink(missing_ok=True)  # h2load appends to its log
-    before = cpu_seconds(pid)
-    await h2load("-D", f"{int(SECONDS * 1000)}ms", "--log-file", str(log))
-    server_cpu = cpu_seconds(pid) - before
+    before, h2load_before = cpu_seconds(pid), _children_cpu_seconds()
+    out = await h2load("-D", f"{int(SECONDS * 1000)}ms", "--log-file", str(log))
+    server_cpu, h2load_cpu = cpu_seconds(pid) - before, _children_cpu_seconds() - h2load_before
     rows = [line.split("\t") for line in (await asyncio.to_thread(log.read_text)).splitlines()]
-    if not rows or any(status != "200" for _, status, _ in rows):
+    if not rows or any(row[1] != "200" for row in rows):
         raise RuntimeError(f"h2load: answers other than HTTP 200 in {log}")
-    return Phase([int(micros) / 1e6 for _, _, micros in rows], len(rows), server_cpu)
+    received = re.search(r"\(([0-9]+)\) data", out)
+    if received is None or int(received.group(1)) < len(rows) * (5 + answer.ByteSize()):
+        raise RuntimeError(f"h2load: fewer answer bytes than {len(rows)} whole answers (errors?):\n{out[-2000:]}")
+    return Phase([int(row[2]) / 1e6 for row in rows], len(rows), server_cpu, h2load_cpu)
+
+
+def _children_cpu_seconds() -> float:
+    """User + system CPU of this process's children that have ended (h2load; the servers still run)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 # --- setup ----------------------------------------------------------------------------------------------------
