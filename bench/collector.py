@@ -378,6 +378,7 @@ async def replicas_run(count: int, n: int, nats_url: str, nats_pid: int, aws_url
     per_interval_calls = sum(calls.values()) / COUNT_INTERVALS
     ideal = ideal_calls(n)
     polls = sum(by_replica.values())  # samples published in the window: one per worker polled
+    replica_cpu_per_interval = replica_cpu / max(polls, 1) * n
     return {"replicas": count, "workers": n, "calls_by_action": calls,
             "calls_per_interval": round(per_interval_calls, 1), "ideal_per_interval": ideal,
             "calls_per_worker_per_interval": round(per_interval_calls / n, 4),
@@ -391,14 +392,13 @@ async def replicas_run(count: int, n: int, nats_url: str, nats_pid: int, aws_url
             "samples_per_interval": [int(per_interval[start][0]) for start in whole],
             "replica_peak_rss_mb": replica_peaks, "nats_cpu_share": round(nats_cpu, 3), "nats_rss_mb": nats_memory,
             # what a whole interval of this fleet costs the replicas together, however loaded the machine is
-            "replica_cpu_seconds_per_interval": round(replica_cpu / max(polls, 1) * n, 1),
+            "replica_cpu_seconds_per_interval": round(replica_cpu_per_interval, 1),
             # the fake AWS endpoint and nats-server share this machine's cores with the replicas: with the replicas'
             # CPU, what one interval costs the machine, and so the least drain time its cores allow (theirs per
             # interval of wall-clock time, the replicas' per interval of polls: the same while the replicas keep up)
             "fake_aws_cpu_seconds_per_interval": round(aws_cpu * INTERVAL, 1),
             "nats_cpu_seconds_per_interval": round(nats_cpu * INTERVAL, 1),
-            "drain_floor_seconds": round((replica_cpu / max(polls, 1) * n + (aws_cpu + nats_cpu) * INTERVAL)
-                                         / CORES, 1)}
+            "drain_floor_seconds": round((replica_cpu_per_interval + (aws_cpu + nats_cpu) * INTERVAL) / CORES, 1)}
 
 
 def replicas_main() -> None:

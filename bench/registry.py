@@ -181,7 +181,7 @@ class Phase:
     latencies: list[float]
     calls_total: int
     server_cpu_seconds: float
-    client_cpu_seconds: float | None = None  # the load generator's (this process, or h2load)
+    client_cpu_seconds: float  # the load generator's (this process, or h2load)
 
 
 async def load(call: Callable[[int], Awaitable[Any]]) -> tuple[list[float], int]:
@@ -214,21 +214,18 @@ async def load(call: Callable[[int], Awaitable[Any]]) -> tuple[list[float], int]
 
 def summary(phases: list[Phase]) -> dict[str, float]:
     """Phases of one kind against one server, pooled: throughput over their measured time, latency percentiles
-    over all their calls, server (and, when measured, the load generator's) CPU per call."""
+    over all their calls, the server's and the load generator's CPU per call."""
     latencies = sorted(t for phase in phases for t in phase.latencies)
     total = sum(phase.calls_total for phase in phases)
-    figures = {
+    return {
         "rps": round(len(latencies) / (SECONDS * len(phases)), 1),
         "p50_ms": round(latencies[len(latencies) // 2] * 1000, 3),
         "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 3),
         "calls": len(latencies),
         "calls_total": total,
         "server_cpu_us_per_call": round(sum(phase.server_cpu_seconds for phase in phases) / total * 1e6, 1),
+        "client_cpu_us_per_call": round(sum(phase.client_cpu_seconds for phase in phases) / total * 1e6, 1),
     }
-    client = [phase.client_cpu_seconds for phase in phases]
-    if None not in client:
-        figures["client_cpu_us_per_call"] = round(sum(c for c in client if c is not None) / total * 1e6, 1)
-    return figures
 
 
 def cpu_seconds(pid: int) -> float:
@@ -255,6 +252,11 @@ async def bench_phase(target: GrpcTarget, pid: int, kind: str, ids: list[str], t
         before, client_before = cpu_seconds(pid), time.process_time()
         latencies, total = await load(get if kind == "get" else list_)
         return Phase(latencies, total, cpu_seconds(pid) - before, time.process_time() - client_before)
+
+
+def middle_page(tokens: list[str]) -> rs.ListWorkersRequest:
+    """The one request the h2load phases repeat: a page from the middle of the fleet."""
+    return rs.ListWorkersRequest(page_size=PAGE, page_token=tokens[len(tokens) // 2])
 
 
 async def c_client_phase(target: GrpcTarget, pid: int, request: rs.ListWorkersRequest, tmp: Path) -> Phase:
@@ -422,7 +424,7 @@ async def bench_store(store: str, tmp: Path) -> dict[str, Any]:
             ours: dict[str, list[Phase]] = {kind: [] for kind in kinds}
             theirs: dict[str, list[Phase]] = {kind: [] for kind in kinds}
             sides = [(ours, registry_target, registry.pid), (theirs, GrpcTarget(f"127.0.0.1:{bare_port}"), bare.pid)]
-            page = rs.ListWorkersRequest(page_size=PAGE, page_token=tokens[len(tokens) // 2])
+            page = middle_page(tokens)
             # Interleaved, in turns: each round runs both servers back to back, the registry first in even rounds
             # and the bare server first in odd ones, so load from elsewhere and drift hit both sides alike.
             for round_ in range(ROUNDS):
@@ -466,8 +468,7 @@ async def floor_phases(env: dict[str, str], tmp: Path, tokens: list[str]) -> dic
             target = GrpcTarget(f"127.0.0.1:{port}")
             figures[kind] = summary([await bench_phase(target, server.pid, "list", [], tokens) for _ in range(ROUNDS)])
             if H2LOAD:
-                page = rs.ListWorkersRequest(page_size=PAGE, page_token=tokens[len(tokens) // 2])
-                figures[f"{kind}-h2load"] = summary([await c_client_phase(target, server.pid, page, tmp)
+                figures[f"{kind}-h2load"] = summary([await c_client_phase(target, server.pid, middle_page(tokens), tmp)
                                                      for _ in range(ROUNDS)])
         finally:
             stop(server)
@@ -723,9 +724,8 @@ async def samples_per_second(nats_url: str, ids: list[str]) -> float:
 
 
 def _phase_line(f: dict[str, float]) -> str:
-    client = f" client {f['client_cpu_us_per_call']:6.1f}" if "client_cpu_us_per_call" in f else ""
     return (f"{f['rps']:7.0f}/s p50 {f['p50_ms']:6.2f} ms p99 {f['p99_ms']:6.2f} ms cpu "
-            f"{f['server_cpu_us_per_call']:6.1f}{client} us/call")
+            f"{f['server_cpu_us_per_call']:6.1f} client {f['client_cpu_us_per_call']:6.1f} us/call")
 
 
 def report(target: dict[str, dict[str, float]], baseline: dict[str, dict[str, float]], memory: float,

@@ -15,4 +15,3 @@ def test_each_test_process_takes_ports_from_its_own_blocks(monkeypatch: pytest.M
         ports = [free_port() for _ in range(20)]
         assert len(set(ports)) == len(ports)
         assert {(port // PORT_BLOCK) % 2 for port in ports} == {index}
-
